@@ -1,0 +1,280 @@
+"""One documented config object per command, loaded from TOML and overridable from the command line.
+
+Every field has a description (``rewardlab train --help-config`` prints them). Overrides are
+``key=value`` pairs with dotted keys for sections (``lora.rank=8``); values are read as TOML literals,
+so ``1e-4``, ``true`` and ``[1, 2]`` mean what they look like, and anything else is a string. A mistake
+becomes one line naming the field.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rewardlab.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field(
+        "tiny",
+        description="Model to start from: a built-in tiny model (tiny, tiny-qwen2, tiny-25m), a local "
+        "Hugging Face directory, a PEFT adapter directory, a run directory, or a Hub name.",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
+    device: str = Field(
+        "auto", description="'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:1'..."
+    )
+
+
+class LoraConfig(Section):
+    enabled: bool = Field(True, description="Train a LoRA adapter; false trains every weight.")
+    rank: int = Field(16, gt=0, description="LoRA rank r.")
+    alpha: float = Field(32.0, gt=0, description="LoRA alpha; the update is scaled by alpha / rank.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA branch.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear' for every linear layer."
+    )
+
+
+class EnvConfig(Section):
+    name: str = Field(
+        "arithmetic", description="Environment: built-in name, installed name, .py file or module."
+    )
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for load_environment()."
+    )
+
+
+class SamplingConfig(Section):
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_new_tokens: int = Field(16, gt=0, description="Most tokens generated per model turn.")
+    stop: list[str] = Field(default_factory=list, description="Strings that end a turn (besides EOS).")
+
+
+class TrainConfig(Section):
+    """GRPO-family reinforcement learning with LoRA (or full fine-tuning)."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The policy's starting point.")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="Adapter settings.")
+    env: EnvConfig = Field(default_factory=EnvConfig, description="The task.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Rollout sampling.")
+    run_name: str | None = Field(None, description="A label for the run in `rewardlab runs list`.")
+    runs_dir: str = Field("runs", description="Where the run store (SQLite + run directories) lives.")
+    seed: int = Field(0, description="Seeds example order, sampling and initialisation.")
+    max_steps: int = Field(100, gt=0, description="Optimizer steps (one batch of groups each).")
+    prompts_per_step: int = Field(16, gt=0, description="Groups (distinct prompts) per step.")
+    group_size: int = Field(8, ge=2, description="Completions per prompt; advantages compare within a group.")
+    learning_rate: float = Field(5e-5, gt=0, description="Peak AdamW learning rate.")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="Decay after warmup."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear warmup steps.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
+    adam_beta2: float = Field(0.99, ge=0, lt=1, description="AdamW beta2.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping by global norm.")
+    gradient_accumulation_steps: int = Field(
+        1, gt=0, description="Micro-batches a step's rollouts are split into (memory, same result)."
+    )
+    num_iterations: int = Field(
+        1, gt=0, description="Optimizer passes over each batch of rollouts; >1 uses stored old log-probs."
+    )
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "gspo"] = Field(
+        "dapo",
+        description="Aggregation: grpo = per-sequence mean; dapo = token-level mean; dr_grpo = constant "
+        "length normaliser; gspo = sequence-level importance ratio.",
+    )
+    scale_rewards: bool = Field(True, description="Divide advantages by the group's reward std.")
+    epsilon_low: float = Field(0.2, ge=0, description="Lower clip: ratio >= 1 - epsilon_low.")
+    epsilon_high: float = Field(
+        0.28, ge=0, description="Upper clip: ratio <= 1 + epsilon_high (DAPO clip-higher)."
+    )
+    beta: float = Field(0.0, ge=0, description="KL penalty to the reference (the base model, adapters off).")
+    checkpoint_every: int = Field(
+        50, ge=0, description="Save a resumable checkpoint every N steps (0: only at the end)."
+    )
+    log_rollouts_per_step: int = Field(
+        8, ge=0, description="Rollouts stored per step with their reward breakdown."
+    )
+    max_batch_size: int = Field(256, gt=0, description="Most sequences per forward pass when sampling.")
+    resume: str | None = Field(None, description="Run id or directory to continue from its last checkpoint.")
+
+
+class SFTConfig(Section):
+    """Supervised priming on demonstrations, so reinforcement learning starts from non-zero rewards."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The model to prime.")
+    lora: LoraConfig = Field(
+        default_factory=lambda: LoraConfig(enabled=False),
+        description="Adapter settings (off: full fine-tune).",
+    )
+    env: EnvConfig = Field(
+        default_factory=EnvConfig, description="Prompts and demonstrations come from here."
+    )
+    data: str | None = Field(
+        None, description="JSONL of {prompt, completion} rows; default: the environment's demonstrations."
+    )
+    run_name: str | None = Field(None, description="A label for the run.")
+    runs_dir: str = Field("runs", description="Where the run store lives.")
+    seed: int = Field(0, description="Seeds data order and initialisation.")
+    max_steps: int = Field(1000, gt=0, description="Optimizer steps.")
+    batch_size: int = Field(64, gt=0, description="Sequences per step.")
+    learning_rate: float = Field(3e-3, gt=0, description="Peak AdamW learning rate.")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field("cosine", description="Decay after warmup.")
+    warmup_steps: int = Field(50, ge=0, description="Linear warmup steps.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping by global norm.")
+    log_every: int = Field(25, gt=0, description="Log loss every N steps.")
+
+
+class EvalConfig(Section):
+    """n examples x r rollouts of a model on an environment's split."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The model to evaluate.")
+    env: EnvConfig = Field(default_factory=EnvConfig, description="The task.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Rollout sampling.")
+    split: Literal["train", "eval"] = Field("eval", description="Which split to draw examples from.")
+    num_examples: int | None = Field(
+        None, gt=0, description="Examples to evaluate (default: the whole split)."
+    )
+    rollouts_per_example: int = Field(4, gt=0, description="Rollouts per example (r); pass@k for k <= r.")
+    pass_threshold: float = Field(1.0, description="A rollout passes when its primary component >= this.")
+    run_name: str | None = Field(None, description="A label for the run.")
+    runs_dir: str = Field("runs", description="Where the run store lives.")
+    seed: int = Field(0, description="Seeds example choice and sampling.")
+    max_batch_size: int = Field(256, gt=0, description="Most sequences per forward pass.")
+
+
+ConfigT = TypeVar("ConfigT", bound=Section)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}' has no key")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # not a TOML literal: a bare string
+    return key.split("."), value
+
+
+def _set(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config field '{'.'.join(path)}': '{part}' is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _field_names(model: type[BaseModel], path: tuple[str | int, ...]) -> list[str]:
+    """The valid field names at ``path``, for 'did you mean' suggestions."""
+    current: Any = model
+    for part in path:
+        field = current.model_fields.get(part) if isinstance(part, str) else None
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        current = annotation
+    return list(current.model_fields)
+
+
+def describe_validation_error(error: ValidationError, model: type[BaseModel], source: str = "config") -> str:
+    first = error.errors()[0]
+    location = tuple(first["loc"])
+    field = ".".join(str(part) for part in location)
+    if first["type"] == "extra_forbidden":
+        names = _field_names(model, location[:-1])
+        close = difflib.get_close_matches(str(location[-1]), names, n=1)
+        hint = f" (did you mean '{'.'.join([*map(str, location[:-1]), close[0]])}'?)" if close else ""
+        return f"{source}: unknown config field '{field}'{hint}"
+    given = first.get("input")
+    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    return f"{source}: config field '{field}': {first['msg']}{shown}"
+
+
+def load_config(
+    model: type[ConfigT], path: str | Path | None = None, overrides: list[str] | None = None
+) -> ConfigT:
+    """Build ``model`` from a TOML file (optional) and ``key=value`` overrides, validated."""
+    data: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: invalid TOML ({error})") from None
+    for override in overrides or []:
+        keys, value = parse_override(override)
+        _set(data, keys, value)
+        source = f"{path}" if path else "command line"
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, model, source)) from None
+
+
+def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted name, default, description) for every field, sections flattened."""
+    rows: list[tuple[str, str, str]] = []
+    instance = model()
+    for name, field in model.model_fields.items():
+        value = getattr(instance, name)
+        if isinstance(value, BaseModel):
+            rows.extend(describe_fields(type(value), f"{prefix}{name}."))
+        else:
+            rows.append((f"{prefix}{name}", repr(value), field.description or ""))
+    return rows
+
+
+def to_toml(config: BaseModel) -> str:
+    """A TOML rendering of a config (sections as tables), for run directories and `--print-config`."""
+    lines: list[str] = []
+    tables: list[tuple[str, dict[str, Any]]] = []
+    for key, value in config.model_dump().items():
+        if (
+            isinstance(value, dict)
+            and key in type(config).model_fields
+            and isinstance(getattr(config, key), BaseModel)
+        ):
+            tables.append((key, value))
+        elif value is not None:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for name, table in tables:
+        lines.append(f"\n[{name}]")
+        for key, value in table.items():
+            if value is not None:
+                lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    return _toml_value(str(value))

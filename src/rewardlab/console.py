@@ -1,0 +1,59 @@
+"""The one console and progress-bar style the library and CLI share.
+
+Library code reports progress through :func:`progress`; set ``REWARDLAB_QUIET=1`` (tests do) to silence
+bars while keeping results.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+console = Console(stderr=False, highlight=False)
+
+
+def quiet() -> bool:
+    return os.environ.get("REWARDLAB_QUIET", "") not in ("", "0")
+
+
+@contextmanager
+def progress(description: str, total: int | None):
+    """Yields ``advance(n=1, **fields)``; shows a bar unless quiet. ``fields`` feed a status column."""
+    if quiet():
+        yield lambda n=1, **fields: None
+        return
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+        transient=False,
+    )
+    with bar:
+        task = bar.add_task(description, total=total, status="")
+
+        def advance(n: int = 1, **fields: object) -> None:
+            status = "  ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()
+            )
+            bar.update(task, advance=n, status=status)
+
+        yield advance
+
+
+def say(message: str) -> None:
+    if not quiet():
+        console.print(message)

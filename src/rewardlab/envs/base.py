@@ -1,0 +1,186 @@
+"""Environments: a dataset, a rubric and (for games and tools) the turns between model and world.
+
+``MultiTurnEnv`` is the general case: the model speaks, :meth:`MultiTurnEnv.env_response` answers, and
+:meth:`MultiTurnEnv.is_completed` says when the episode is over. ``SingleTurnEnv`` is one model turn.
+Both go through the same :meth:`Environment.rollout` loop, which is what ``eval``, ``train`` and
+``compare`` all call.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rewardlab.envs.dataset import load_examples
+from rewardlab.errors import RewardlabError
+from rewardlab.rubrics.parsers import Parser
+from rewardlab.rubrics.rubric import Rubric
+from rewardlab.sampling.base import Prompt, Sampler, SamplingParams
+from rewardlab.types import Example, Messages, Rollout
+
+
+class Environment:
+    """A task: examples to prompt with, and a rubric to score what comes back.
+
+    ``dataset`` is the training split, ``eval_dataset`` the held-out split; each may be a list of rows,
+    a JSONL path or a ``datasets.Dataset``.
+    """
+
+    name: str = "environment"
+    description: str = ""
+
+    def __init__(
+        self,
+        dataset: Any = None,
+        eval_dataset: Any = None,
+        system_prompt: str | None = None,
+        rubric: Rubric | None = None,
+        parser: Parser | None = None,
+        max_turns: int = 1,
+        name: str | None = None,
+        description: str | None = None,
+    ):
+        self.system_prompt = system_prompt
+        self.parser = parser or (rubric.parser if rubric else Parser())
+        self.rubric = rubric or Rubric(parser=self.parser)
+        if rubric is not None and parser is not None:
+            self.rubric.parser = parser
+        self.max_turns = max_turns
+        self.train_examples = load_examples(dataset, system_prompt)
+        self.eval_examples = load_examples(eval_dataset, system_prompt)
+        if name:
+            self.name = name
+        if description:
+            self.description = description
+
+    # -- data -----------------------------------------------------------------------------------
+
+    def examples(self, split: str = "train", n: int | None = None, seed: int = 0) -> list[Example]:
+        """``n`` examples of ``split`` ("train" or "eval"), shuffled by ``seed`` when ``n`` is given."""
+        if split not in ("train", "eval"):
+            raise RewardlabError(f"unknown split '{split}' (use 'train' or 'eval')")
+        pool = self.train_examples if split == "train" else self.eval_examples
+        if not pool:
+            raise RewardlabError(f"environment '{self.name}' has no {split} examples")
+        if n is None or n >= len(pool):
+            return list(pool)
+        return random.Random(seed).sample(pool, n)
+
+    def demonstration(self, example: Example) -> str:
+        """The assistant reply used to prime a model with SFT: the answer in the parser's format."""
+        return self.parser.format_answer(example.answer)
+
+    # -- turns ----------------------------------------------------------------------------------
+
+    def initial_state(self, example: Example) -> dict[str, Any]:
+        return {}
+
+    def env_response(self, messages: Messages, state: dict[str, Any]) -> Messages:
+        """The environment's reply to the model's last message (multi-turn environments override)."""
+        return []
+
+    def is_completed(self, messages: Messages, state: dict[str, Any]) -> bool:
+        """Whether the episode is over after the model's last message."""
+        return True
+
+    def rollout(self, sampler: Sampler, examples: Sequence[Example], params: SamplingParams) -> list[Rollout]:
+        """Run ``params.n`` episodes per example, all turns batched across episodes.
+
+        When the sampler exposes a ``renderer`` (local models), token ids are tracked through every
+        turn: generated ids are kept as they are and only the environment's replies are tokenized.
+        """
+        renderer = getattr(sampler, "renderer", None)
+        rollouts: list[Rollout] = []
+        histories: list[Messages] = []
+        ids: list[list[int] | None] = []
+        for example in examples:
+            prompt_ids = renderer.prompt_ids(example.prompt) if renderer else None
+            for k in range(params.n):
+                rollouts.append(
+                    Rollout(
+                        example,
+                        k,
+                        [],
+                        state=self.initial_state(example),
+                        prompt_ids=prompt_ids,
+                        completion_ids=[] if renderer else None,
+                        completion_mask=[] if renderer else None,
+                    )
+                )
+                histories.append(copy.deepcopy(example.prompt))
+                ids.append(list(prompt_ids) if prompt_ids is not None else None)
+        started = time.perf_counter()
+        active = list(range(len(rollouts)))
+        turn_params = copy.copy(params)
+        turn_params.n = 1
+        for turn in range(self.max_turns):
+            if not active:
+                break
+            prompts = [Prompt(histories[i], ids[i]) for i in active]
+            try:
+                generations = sampler.generate(prompts, turn_params)
+            except RewardlabError:
+                raise
+            still_active = []
+            for i, [generation] in zip(active, generations, strict=True):
+                rollout = rollouts[i]
+                reply = {"role": "assistant", "content": generation.text}
+                rollout.completion.append(reply)
+                histories[i].append(reply)
+                rollout.num_turns = turn + 1
+                rollout.latency_s += generation.latency_s
+                if renderer:
+                    rollout.completion_ids.extend(generation.token_ids)
+                    rollout.completion_mask.extend([1] * len(generation.token_ids))
+                    ids[i].extend(generation.token_ids)
+                if generation.finish_reason == "length":
+                    rollout.truncated = True
+                    continue
+                try:
+                    if self.is_completed(histories[i], rollout.state) or turn + 1 == self.max_turns:
+                        continue
+                    response = self.env_response(histories[i], rollout.state)
+                except Exception as error:  # a broken environment fails this episode, not the run
+                    rollout.error = f"environment raised {type(error).__name__}: {error}"
+                    continue
+                before = list(histories[i])
+                histories[i].extend(response)
+                rollout.completion.extend(response)
+                if renderer and response:
+                    delta = renderer.continuation_ids(before, generation.token_ids, histories[i])
+                    rollout.completion_ids.extend(delta)
+                    rollout.completion_mask.extend([0] * len(delta))
+                    ids[i].extend(delta)
+                if self.is_completed(histories[i], rollout.state):
+                    continue
+                still_active.append(i)
+            active = still_active
+        elapsed = time.perf_counter() - started
+        for rollout in rollouts:
+            rollout.latency_s = rollout.latency_s or elapsed / max(len(rollouts), 1)
+        return rollouts
+
+
+class SingleTurnEnv(Environment):
+    """One prompt, one reply, one score."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs["max_turns"] = 1
+        super().__init__(*args, **kwargs)
+
+
+class MultiTurnEnv(Environment):
+    """Model and environment take turns until :meth:`is_completed` or ``max_turns``.
+
+    Subclasses implement :meth:`env_response` (mutating ``state`` as the episode goes) and
+    :meth:`is_completed`.
+    """
+
+    def __init__(self, *args: Any, max_turns: int = 8, **kwargs: Any):
+        super().__init__(*args, max_turns=max_turns, **kwargs)
+
+    def is_completed(self, messages: Messages, state: dict[str, Any]) -> bool:
+        return bool(state.get("done", False))

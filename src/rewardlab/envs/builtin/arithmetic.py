@@ -1,0 +1,165 @@
+"""Arithmetic word-free problems (addition, subtraction, multiplication) with an exact checker.
+
+Levels set the difficulty: 1 = one-digit addition, 2 = two-digit addition and subtraction, 3 = three-digit
+addition and subtraction, 4 = two-digit times one-digit multiplication. A problem's split is decided by
+a hash of its text, so the train and held-out splits never share a problem, whatever the seed.
+
+Priming demonstrations can come from an ``exact`` teacher or a ``careless`` one that, with probability
+``slip_rate``, forgets to carry (addition), to borrow (subtraction) or the carry of a product. This is
+the situation reinforcement learning is for: demonstrations that are right only part of the time, and a
+checker that is always right. SFT copies the teacher's slips; the reward does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from typing import Any
+
+from rewardlab.envs.base import SingleTurnEnv
+from rewardlab.rubrics.parsers import XMLParser
+from rewardlab.rubrics.rewards import exact_answer
+from rewardlab.rubrics.rubric import Rubric
+from rewardlab.types import Example
+
+LEVELS = {
+    1: {"ops": "+", "digits": (1, 1)},
+    2: {"ops": "+-", "digits": (2, 2)},
+    3: {"ops": "+-", "digits": (3, 3)},
+    4: {"ops": "*", "digits": (2, 1)},
+}
+SYSTEM_PROMPT = "Solve the problem. Reply with the result inside <answer></answer>."
+
+
+def _held_out(problem: str, eval_fraction: float) -> bool:
+    bucket = int(hashlib.sha1(problem.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return bucket < eval_fraction
+
+
+def _operands(rng: random.Random, level: int) -> tuple[int, str, int]:
+    spec = LEVELS[level]
+    digits_a, digits_b = spec["digits"]
+    a = rng.randint(10 ** (digits_a - 1) if digits_a > 1 else 0, 10**digits_a - 1)
+    b = rng.randint(10 ** (digits_b - 1) if digits_b > 1 else 0, 10**digits_b - 1)
+    op = rng.choice(spec["ops"])
+    if op == "-" and b > a:
+        a, b = b, a  # keep results non-negative
+    return a, op, b
+
+
+def solve(a: int, op: str, b: int) -> int:
+    return a + b if op == "+" else a - b if op == "-" else a * b
+
+
+def careless(a: int, op: str, b: int) -> int:
+    """The teacher's slip, column by column: carries and borrows are forgotten.
+
+    Addition writes each column's last digit and never carries (the leftmost column is written whole:
+    52+69 -> 111); subtraction takes the smaller digit from the larger in every column (52-38 -> 26);
+    multiplication drops the carry between partial digits (47*3 -> 121, i.e. 12|1 -> "1" "2" "1").
+    """
+    if op == "*":
+        digits = [int(d) * b for d in str(a)]
+        return int(str(digits[0]) + "".join(str(d % 10) for d in digits[1:]))
+    width = max(len(str(a)), len(str(b)))
+    da, db = str(a).zfill(width), str(b).zfill(width)
+    if op == "+":
+        columns = [int(x) + int(y) for x, y in zip(da, db, strict=True)]
+        return int(str(columns[0]) + "".join(str(c % 10) for c in columns[1:]))
+    return int("".join(str(abs(int(x) - int(y))) for x, y in zip(da, db, strict=True)))
+
+
+class ArithmeticEnv(SingleTurnEnv):
+    name = "arithmetic"
+    description = "Arithmetic with an exact checker; levels 1-4, disjoint held-out split."
+
+    def __init__(self, teacher: str = "exact", slip_rate: float = 0.0, teacher_seed: int = 0, **kwargs: Any):
+        super().__init__(**kwargs)
+        if teacher not in ("exact", "careless"):
+            raise ValueError(f"teacher must be 'exact' or 'careless', got '{teacher}'")
+        if not 0.0 <= slip_rate <= 1.0:
+            raise ValueError(f"slip_rate must be in [0, 1], got {slip_rate}")
+        self.teacher = teacher
+        self.slip_rate = slip_rate
+        self.teacher_seed = teacher_seed
+
+    def demonstration(self, example: Example) -> str:
+        """The teacher's reply. The careless teacher's slips are fixed per problem (a seeded hash),
+        like a dataset written once by an imperfect annotator."""
+        a, op, b = example.info["a"], example.info["op"], example.info["b"]
+        result = solve(a, op, b)
+        if self.teacher == "careless":
+            wrong = careless(a, op, b)
+            rng = random.Random(f"{self.teacher_seed}:{example.id}")
+            if wrong != result and rng.random() < self.slip_rate:
+                result = wrong
+        return self.parser.format_answer(str(result))
+
+
+def generate_problems(
+    levels: list[int], count: int, split: str, seed: int, eval_fraction: float
+) -> list[dict[str, Any]]:
+    """``count`` distinct problems of ``split``; levels are mixed evenly."""
+    rng = random.Random(f"arithmetic:{split}:{seed}")
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    attempts = 0
+    while len(rows) < count:
+        attempts += 1
+        if attempts > 200 * count + 10_000:
+            raise ValueError(f"could not find {count} distinct {split} problems for levels {levels}")
+        level = levels[len(rows) % len(levels)]
+        a, op, b = _operands(rng, level)
+        problem = f"{a}{op}{b}"
+        if problem in seen or _held_out(problem, eval_fraction) != (split == "eval"):
+            continue
+        seen.add(problem)
+        rows.append(
+            {
+                "id": f"{split}-{problem}",
+                "prompt": problem + "=",
+                "answer": str(solve(a, op, b)),
+                "info": {"a": a, "op": op, "b": b, "level": level},
+            }
+        )
+    return rows
+
+
+def load_environment(
+    level: int | list[int] = 2,
+    num_train: int = 5000,
+    num_eval: int = 200,
+    seed: int = 0,
+    eval_fraction: float = 0.1,
+    system_prompt: str | None = None,
+    teacher: str = "exact",
+    slip_rate: float = 0.7,
+    format_weight: float = 0.1,
+) -> ArithmeticEnv:
+    """Arithmetic problems at ``level`` (an int or a list for a mix).
+
+    Prompts are terse (``47+38=``) so a tiny character-level model can read them; pass
+    ``system_prompt`` (for instance :data:`SYSTEM_PROMPT`) when evaluating an instruction-tuned model.
+    The rubric is the exact answer (weight 1) plus a small format reward (``format_weight``).
+    """
+    levels = [level] if isinstance(level, int) else list(level)
+    unknown = [lv for lv in levels if lv not in LEVELS]
+    if unknown:
+        raise ValueError(f"unknown level {unknown[0]} (levels: {', '.join(map(str, LEVELS))})")
+    parser = XMLParser()
+    rubric = Rubric(
+        [exact_answer, parser.format_reward_func()],
+        weights=[1.0, format_weight],
+        names=["correct", "format"],
+        parser=parser,
+    )
+    return ArithmeticEnv(
+        dataset=generate_problems(levels, num_train, "train", seed, eval_fraction),
+        eval_dataset=generate_problems(levels, num_eval, "eval", seed, eval_fraction),
+        system_prompt=system_prompt,
+        rubric=rubric,
+        parser=parser,
+        teacher=teacher,
+        slip_rate=slip_rate if teacher == "careless" else 0.0,
+        teacher_seed=seed,
+    )

@@ -1,0 +1,129 @@
+"""Finding environments by name.
+
+``load_environment(spec, **kwargs)`` accepts, in this order:
+
+1. a built-in name (``arithmetic``),
+2. an installed package registered under the ``rewardlab.environments`` entry-point group,
+3. a path to a ``.py`` file,
+4. an importable module path (``my_pkg.my_env``).
+
+Whatever is found must expose ``load_environment(**kwargs)`` returning an :class:`Environment`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from rewardlab.envs.base import Environment
+from rewardlab.errors import EnvironmentLoadError
+
+BUILTIN = {
+    "arithmetic": "rewardlab.envs.builtin.arithmetic",
+}
+ENTRY_POINT_GROUP = "rewardlab.environments"
+
+
+def _installed() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _import_file(path: Path) -> ModuleType:
+    module_name = f"rewardlab_user_env_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise EnvironmentLoadError(f"cannot import environment file {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        del sys.modules[module_name]
+        raise EnvironmentLoadError(
+            f"environment file {path} failed to import: {type(error).__name__}: {error}"
+        ) from error
+    return module
+
+
+def _resolve(spec: str) -> tuple[str, ModuleType | Any]:
+    if spec in BUILTIN:
+        return spec, importlib.import_module(BUILTIN[spec])
+    installed = _installed()
+    if spec in installed:
+        try:
+            return spec, installed[spec].load()
+        except Exception as error:
+            raise EnvironmentLoadError(
+                f"installed environment '{spec}' failed to load: {type(error).__name__}: {error}"
+            ) from error
+    path = Path(spec)
+    if spec.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise EnvironmentLoadError(f"environment file not found: {spec}")
+        return path.stem, _import_file(path)
+    try:
+        return spec, importlib.import_module(spec)
+    except ModuleNotFoundError as error:
+        if error.name and spec.startswith(error.name):
+            known = ", ".join(sorted(BUILTIN) + sorted(installed))
+            raise EnvironmentLoadError(
+                f"unknown environment '{spec}': not a built-in or installed environment ({known}), "
+                "a .py file or an importable module"
+            ) from None
+        raise EnvironmentLoadError(f"environment module '{spec}' failed to import: {error}") from error
+    except Exception as error:
+        raise EnvironmentLoadError(
+            f"environment module '{spec}' failed to import: {type(error).__name__}: {error}"
+        ) from error
+
+
+def load_environment(spec: str, **kwargs: Any) -> Environment:
+    """Load an environment by built-in name, installed name, file path or module path."""
+    name, target = _resolve(spec)
+    factory = (
+        target
+        if callable(target) and not isinstance(target, ModuleType)
+        else getattr(target, "load_environment", None)
+    )
+    if factory is None:
+        raise EnvironmentLoadError(f"environment '{spec}' has no load_environment(**kwargs) function")
+    parameters = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unknown = [key for key in kwargs if key not in parameters and not takes_any]
+    if unknown:
+        accepted = ", ".join(
+            p for p in parameters if parameters[p].kind is not inspect.Parameter.VAR_POSITIONAL
+        )
+        raise EnvironmentLoadError(
+            f"environment '{spec}' does not take argument '{unknown[0]}' (it takes: {accepted or 'nothing'})"
+        )
+    try:
+        environment = factory(**kwargs)
+    except EnvironmentLoadError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise EnvironmentLoadError(f"environment '{spec}' rejected its arguments: {error}") from error
+    if not isinstance(environment, Environment):
+        raise EnvironmentLoadError(
+            f"load_environment() of '{spec}' returned {type(environment).__name__}, not an Environment"
+        )
+    if environment.name == Environment.name:
+        environment.name = name
+    return environment
+
+
+def list_environments() -> dict[str, str]:
+    """Built-in and installed environments with a one-line description."""
+    found: dict[str, str] = {}
+    for name, module_path in BUILTIN.items():
+        module = importlib.import_module(module_path)
+        found[name] = (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""
+    for name, entry in _installed().items():
+        found.setdefault(name, f"installed ({entry.value})")
+    return found

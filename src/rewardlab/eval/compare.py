@@ -1,0 +1,112 @@
+"""Comparing two evaluation runs on the same examples, paired.
+
+Per example, each side's reward is the mean over its rollouts; the difference (B - A) is bootstrapped
+over examples for a 95% interval. Debug samples put the reference answer next to both outputs, largest
+disagreements first, so a person can see *what* changed, not only by how much.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from rewardlab.errors import RewardlabError
+from rewardlab.eval.stats import PairedComparison, paired_comparison
+from rewardlab.runs import Run, RunStore
+
+
+@dataclass
+class DebugSample:
+    example_id: str
+    question: str
+    answer: str
+    output_a: str
+    reward_a: float
+    output_b: str
+    reward_b: float
+
+
+@dataclass
+class Comparison:
+    run_a: str
+    run_b: str
+    reward: PairedComparison
+    components: dict[str, PairedComparison] = field(default_factory=dict)
+    samples: list[DebugSample] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        def side(p: PairedComparison) -> dict:
+            return {
+                "n": p.n,
+                "mean_a": p.mean_a,
+                "mean_b": p.mean_b,
+                "mean_diff": p.mean_diff,
+                "ci95": list(p.ci95),
+                "wins": p.wins,
+                "ties": p.ties,
+                "losses": p.losses,
+                "p_value_sign": p.p_value_sign,
+            }
+
+        return {
+            "run_a": self.run_a,
+            "run_b": self.run_b,
+            "reward": side(self.reward),
+            "components": {k: side(v) for k, v in self.components.items()},
+            "samples": [s.__dict__ for s in self.samples],
+        }
+
+
+def _eval_rows(store: RunStore, run: Run) -> list[dict]:
+    if run.kind != "eval":
+        raise RewardlabError(f"run '{run.id}' is a {run.kind} run; compare needs two eval runs")
+    rows = store.rollouts(run.id, phase="eval")
+    if not rows:
+        raise RewardlabError(f"eval run '{run.id}' has no rollouts")
+    return rows
+
+
+def _per_example(rows: list[dict], key=lambda row: row["reward"]) -> dict[str, float]:
+    grouped: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        value = key(row)
+        if value is not None and not row["errors"]:
+            grouped[row["example_id"]].append(value)
+    return {k: statistics.fmean(v) for k, v in grouped.items() if v}
+
+
+def _text(row: dict) -> str:
+    messages = [m for m in row["completion"] if m["role"] == "assistant"]
+    return messages[-1]["content"] if messages else ""
+
+
+def compare_runs(store: RunStore, a: str, b: str, num_samples: int = 6, seed: int = 0) -> Comparison:
+    run_a, run_b = store.get(a), store.get(b)
+    rows_a, rows_b = _eval_rows(store, run_a), _eval_rows(store, run_b)
+    reward = paired_comparison(_per_example(rows_a), _per_example(rows_b), seed=seed)
+    components = {}
+    names = sorted(
+        {name for row in rows_a for name in row["components"]}
+        & {name for row in rows_b for name in row["components"]}
+    )
+    for name in names:
+        getter = lambda row, name=name: row["components"].get(name)  # noqa: E731
+        per_a, per_b = _per_example(rows_a, getter), _per_example(rows_b, getter)
+        if set(per_a) & set(per_b):
+            components[name] = paired_comparison(per_a, per_b, seed=seed)
+
+    first_a = {row["example_id"]: row for row in rows_a if row["sample_index"] == 0}
+    first_b = {row["example_id"]: row for row in rows_b if row["sample_index"] == 0}
+    # Largest disagreements first: that is where a reader learns what changed.
+    ranked = sorted(reward.per_example, key=lambda item: -abs(item[3]))
+    samples = []
+    for example_id, mean_a, mean_b, _ in ranked[:num_samples]:
+        row_a, row_b = first_a.get(example_id), first_b.get(example_id)
+        if row_a is None or row_b is None:
+            continue
+        question = next((m["content"] for m in reversed(row_a["prompt"]) if m["role"] == "user"), "")
+        samples.append(
+            DebugSample(example_id, question, row_a["answer"], _text(row_a), mean_a, _text(row_b), mean_b)
+        )
+    return Comparison(run_a.id, run_b.id, reward, components, samples)

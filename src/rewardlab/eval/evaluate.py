@@ -1,0 +1,185 @@
+"""Evaluation: n examples x r rollouts through the same rollout path training uses, then a summary.
+
+The summary has the mean reward (+/- std) overall and per component, unbiased pass@k for every power of
+two up to r (a rollout passes when the rubric's primary component reaches ``pass_threshold``), error
+counts with example messages, and latency. Every rollout goes to the run store and to
+``results.jsonl`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from rewardlab.config import EvalConfig
+from rewardlab.console import progress
+from rewardlab.envs.base import Environment
+from rewardlab.envs.registry import load_environment
+from rewardlab.eval.stats import mean_pass_at_k, mean_std
+from rewardlab.models.loading import load_model
+from rewardlab.runs import RunStore, collect_manifest
+from rewardlab.runs.store import to_jsonable
+from rewardlab.sampling.base import Sampler, SamplingParams
+from rewardlab.sampling.local import LocalSampler
+from rewardlab.train.common import set_seed
+from rewardlab.types import ScoredRollout
+
+
+@dataclass
+class EvalResult:
+    run_id: str
+    run_dir: Path
+    summary: dict
+    scored: list[ScoredRollout]
+
+
+def ks_up_to(r: int) -> list[int]:
+    ks, k = [], 1
+    while k <= r:
+        ks.append(k)
+        k *= 2
+    if ks[-1] != r:
+        ks.append(r)
+    return ks
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    position = (len(ordered) - 1) * q
+    low, high = int(position), min(int(position) + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summarize(
+    scored: list[ScoredRollout],
+    rubric_primary: str | None,
+    rollouts_per_example: int,
+    pass_threshold: float,
+    wall_seconds: float,
+) -> dict:
+    valid = [s for s in scored if not s.errored]
+    mean, std = mean_std([s.reward for s in valid])
+    components: dict[str, dict[str, float]] = {}
+    for name in scored[0].components if scored else []:
+        values = [s.components[name] for s in scored if s.components.get(name) is not None]
+        c_mean, c_std = mean_std(values)
+        components[name] = {"mean": c_mean, "std": c_std, "errors": sum(name in s.errors for s in scored)}
+    errors = [
+        f"{s.rollout.example.id}: {'; '.join(f'{k}: {v}' for k, v in s.errors.items()) or s.rollout.error}"
+        for s in scored
+        if s.errored
+    ]
+    by_example: dict[str, list[ScoredRollout]] = defaultdict(list)
+    for s in scored:
+        by_example[s.rollout.example.id].append(s)
+    pass_at: dict[str, float] = {}
+    if rubric_primary is not None:
+        counts = []
+        for group in by_example.values():
+            counts.append(
+                sum((s.components.get(rubric_primary) or 0.0) >= pass_threshold - 1e-9 for s in group)
+            )
+        n = min(len(g) for g in by_example.values())
+        for k in ks_up_to(min(rollouts_per_example, n)):
+            pass_at[f"pass@{k}"] = mean_pass_at_k(counts, n, k)
+    latencies = [s.rollout.latency_s for s in scored]
+    return {
+        "num_examples": len(by_example),
+        "rollouts_per_example": rollouts_per_example,
+        "num_rollouts": len(scored),
+        "mean_reward": mean,
+        "std_reward": std,
+        "components": components,
+        "primary": rubric_primary,
+        **pass_at,
+        "errors": len(errors),
+        "error_samples": errors[:5],
+        "mean_completion_tokens": statistics.fmean(r.rollout.num_completion_tokens for r in scored)
+        if scored
+        else 0,
+        "truncated_fraction": sum(s.rollout.truncated for s in scored) / max(len(scored), 1),
+        "latency_mean_s": statistics.fmean(latencies) if latencies else float("nan"),
+        "latency_p50_s": percentile(latencies, 0.5),
+        "latency_p95_s": percentile(latencies, 0.95),
+        "wall_seconds": wall_seconds,
+    }
+
+
+def write_results(path: Path, scored: list[ScoredRollout]) -> None:
+    with path.open("w") as handle:
+        for s in scored:
+            row = {
+                "example_id": s.rollout.example.id,
+                "sample_index": s.rollout.sample_index,
+                "prompt": s.rollout.example.prompt,
+                "completion": s.rollout.completion,
+                "answer": s.rollout.example.answer,
+                "reward": s.reward,
+                "components": s.components,
+                "errors": s.errors,
+                "truncated": s.rollout.truncated,
+                "completion_tokens": s.rollout.num_completion_tokens,
+                "latency_s": s.rollout.latency_s,
+            }
+            handle.write(json.dumps(to_jsonable(row)) + "\n")
+
+
+def run_rollouts(env: Environment, sampler: Sampler, config: EvalConfig, label: str) -> list[ScoredRollout]:
+    examples = env.examples(config.split, config.num_examples, seed=config.seed)
+    params = SamplingParams(
+        n=config.rollouts_per_example,
+        temperature=config.sampling.temperature,
+        top_p=config.sampling.top_p,
+        max_new_tokens=config.sampling.max_new_tokens,
+        stop=config.sampling.stop,
+    )
+    # Chunks keep the progress bar moving and memory flat; each is one batched generation.
+    chunk = max(1, config.max_batch_size // config.rollouts_per_example)
+    scored: list[ScoredRollout] = []
+    with progress(label, len(examples)) as advance:
+        for start in range(0, len(examples), chunk):
+            part = examples[start : start + chunk]
+            scored.extend(env.rubric.score(env.rollout(sampler, part, params)))
+            advance(len(part))
+    return scored
+
+
+def evaluate(
+    config: EvalConfig,
+    store: RunStore | None = None,
+    parent: str | None = None,
+    env: Environment | None = None,
+    sampler: Sampler | None = None,
+) -> EvalResult:
+    """Evaluate ``config.model`` (or the given ``sampler``) on ``config.env``; record a run."""
+    started = time.perf_counter()
+    store = store or RunStore(config.runs_dir)
+    env = env or load_environment(config.env.name, **config.env.args)
+    if sampler is None:
+        model, tokenizer = load_model(config.model.name_or_path, config.model.dtype, config.model.device)
+        sampler = LocalSampler(model, tokenizer, max_batch_size=config.max_batch_size)
+    run = store.create_run(
+        "eval", config.model_dump(), collect_manifest(config.seed), name=config.run_name, parent=parent
+    )
+    set_seed(config.seed)
+    scored = run_rollouts(env, sampler, config, f"eval {config.model.name_or_path}")
+    summary = summarize(
+        scored,
+        env.rubric.primary,
+        config.rollouts_per_example,
+        config.pass_threshold,
+        time.perf_counter() - started,
+    )
+    summary["model"] = config.model.name_or_path
+    summary["env"] = config.env.name
+    store.log_rollouts(run.id, 0, "eval", scored)
+    write_results(run.dir / "results.jsonl", scored)
+    (run.dir / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2))
+    store.finish(run.id, summary=summary)
+    return EvalResult(run.id, run.dir, summary, scored)

@@ -1,0 +1,75 @@
+"""Rich renderings of evaluation summaries and comparisons for the terminal."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from rewardlab.eval.compare import Comparison
+
+
+def eval_summary_table(summary: dict, title: str = "evaluation") -> Table:
+    table = Table(title=title, show_header=True)
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("examples x rollouts", f"{summary['num_examples']} x {summary['rollouts_per_example']}")
+    table.add_row("mean reward", f"{summary['mean_reward']:.3f} ± {summary['std_reward']:.3f}")
+    for name, stats in summary["components"].items():
+        errors = f"  ({stats['errors']} errors)" if stats["errors"] else ""
+        primary = " (primary)" if name == summary.get("primary") else ""
+        table.add_row(f"  {name}{primary}", f"{stats['mean']:.3f} ± {stats['std']:.3f}{errors}")
+    for key, value in summary.items():
+        if key.startswith("pass@"):
+            table.add_row(key, f"{value:.3f}")
+    style = "red" if summary["errors"] else ""
+    table.add_row(Text("errored rollouts", style=style), Text(str(summary["errors"]), style=style))
+    table.add_row("completion tokens (mean)", f"{summary['mean_completion_tokens']:.1f}")
+    table.add_row("truncated", f"{summary['truncated_fraction']:.1%}")
+    table.add_row(
+        "latency mean / p50 / p95",
+        " / ".join(f"{summary[key]:.3f}s" for key in ("latency_mean_s", "latency_p50_s", "latency_p95_s")),
+    )
+    table.add_row("wall time", f"{summary['wall_seconds']:.1f}s")
+    return table
+
+
+def _ci(value: tuple[float, float]) -> str:
+    return f"[{value[0]:+.3f}, {value[1]:+.3f}]"
+
+
+def comparison_view(comparison: Comparison) -> Group:
+    table = Table(title=f"{comparison.run_b} vs {comparison.run_a} (B − A, paired by example)")
+    for column in ("metric", "A", "B", "B − A", "95% CI", "win / tie / loss", "sign test p"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    rows = [("reward", comparison.reward)] + [(f"  {k}", v) for k, v in comparison.components.items()]
+    for name, paired in rows:
+        significant = paired.ci95[0] > 0 or paired.ci95[1] < 0
+        table.add_row(
+            name,
+            f"{paired.mean_a:.3f}",
+            f"{paired.mean_b:.3f}",
+            Text(
+                f"{paired.mean_diff:+.3f}",
+                style="bold green"
+                if significant and paired.mean_diff > 0
+                else "bold red"
+                if significant
+                else "",
+            ),
+            _ci(paired.ci95),
+            f"{paired.wins} / {paired.ties} / {paired.losses}",
+            f"{paired.p_value_sign:.3g}",
+        )
+    samples = Table(title="debug samples (largest differences first)", show_lines=True)
+    for column in ("question", "reference", "A output", "B output"):
+        samples.add_column(column, overflow="fold")
+    for s in comparison.samples:
+        samples.add_row(
+            s.question,
+            s.answer,
+            f"{s.output_a}\n[dim]reward {s.reward_a:.2f}[/]",
+            f"{s.output_b}\n[dim]reward {s.reward_b:.2f}[/]",
+        )
+    footer = Text(f"n = {comparison.reward.n} paired examples", style="dim")
+    return Group(table, samples, footer)

@@ -1,0 +1,79 @@
+"""Rendering chat messages to token ids, once, so the ids can travel with the text.
+
+The trainer never re-tokenizes a completion: the sampler returns generated ids, and in multi-turn
+episodes only the environment's replies are tokenized here, as the text the chat template would put
+between the model's last token and the next assistant turn.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from rewardlab.types import Messages
+
+# For tokenizers without a chat template: plain "role: content" lines.
+PLAIN_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+class ChatRenderer:
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.template = tokenizer.chat_template or PLAIN_TEMPLATE
+        self.uses_plain_template = tokenizer.chat_template is None
+        self._warned = False
+
+    def render(self, messages: Messages, add_generation_prompt: bool = True) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt, chat_template=self.template
+        )
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def prompt_ids(self, messages: Messages) -> list[int]:
+        return self.encode(self.render(messages, add_generation_prompt=True))
+
+    @property
+    def stop_token_ids(self) -> set[int]:
+        """End-of-sequence and end-of-turn ids: generation of a turn stops at any of them."""
+        ids: set[int] = set()
+        eos = self.tokenizer.eos_token_id
+        if eos is not None:
+            ids.add(eos)
+        for token in ("<|im_end|>", "<|end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>"):
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id and token_id >= 0:
+                ids.add(token_id)
+        return ids
+
+    def continuation_ids(
+        self, history: Messages, generated_ids: list[int], new_history: Messages
+    ) -> list[int]:
+        """Ids that follow ``generated_ids`` when the environment appends messages to ``history``.
+
+        ``history`` ends with the assistant message the model just produced (from ``generated_ids``);
+        ``new_history`` is ``history`` plus the environment's messages, ready for the next assistant turn.
+        """
+        target = self.render(new_history, add_generation_prompt=True)
+        head = self.render(history[:-1], add_generation_prompt=True) + self.tokenizer.decode(
+            generated_ids, skip_special_tokens=False
+        )
+        if target.startswith(head):
+            return self.encode(target[len(head) :])
+        # The template renders the assistant turn differently from what was generated (it strips
+        # reasoning, say). Keep the generated ids as they are and append the environment's part as
+        # the template renders it: sampling and training still see the same ids.
+        if not self._warned:
+            warnings.warn(
+                "chat template does not reproduce the generated assistant turn; environment replies are "
+                "appended as rendered after the assistant message",
+                stacklevel=2,
+            )
+            self._warned = True
+        through_assistant = self.render(history, add_generation_prompt=False)
+        if target.startswith(through_assistant):
+            return self.encode(target[len(through_assistant) :])
+        return self.encode(self.render(new_history[len(history) :], add_generation_prompt=True))

@@ -1,0 +1,149 @@
+"""Loading a causal LM and its tokenizer, optionally with LoRA adapters.
+
+``name_or_path`` may be:
+
+* a built-in tiny model name (``tiny``, ``tiny-qwen2``, ``tiny-25m``): built locally on first use and
+  cached, then loaded with ``from_pretrained`` like any other directory;
+* a directory holding a Hugging Face model (``config.json``);
+* a directory holding a PEFT adapter (``adapter_config.json``): its base model is loaded, then the
+  adapter on top;
+* a run directory: a train run's ``final/`` adapter or an SFT run's ``model/``;
+* a Hub name, which ``from_pretrained`` resolves (this needs network access unless it is cached).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.utils import logging as hf_logging
+
+from rewardlab.errors import ModelLoadError
+from rewardlab.models.tiny import TINY_MODELS, save_tiny_model
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+hf_logging.disable_progress_bar()  # our own progress bars say what is happening
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter shape. ``target_modules="all-linear"`` adapts every linear layer but the head."""
+
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.0
+    target_modules: list[str] | str = "all-linear"
+    extra: dict = field(default_factory=dict)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("REWARDLAB_CACHE", Path.home() / ".cache" / "rewardlab"))
+
+
+def tiny_model_path(name: str, seed: int = 0) -> Path:
+    """The directory of a built-in tiny model, building it the first time."""
+    path = cache_dir() / "models" / f"{name}-seed{seed}"
+    if not (path / "config.json").exists():
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        save_tiny_model(name, tmp, seed=seed)
+        with contextlib.suppress(OSError):  # another process built it first
+            tmp.rename(path)
+    return path
+
+
+def resolve(name_or_path: str) -> tuple[str, str | None]:
+    """Split ``name_or_path`` into (base model, adapter directory or None)."""
+    if name_or_path in TINY_MODELS:
+        return str(tiny_model_path(name_or_path)), None
+    path = Path(name_or_path)
+    if path.is_dir():
+        # A run directory: a train run's final adapter, or an SFT run's primed model.
+        for inner in ("final", "model"):
+            if (path / inner).is_dir() and not (path / "config.json").exists():
+                return resolve(str(path / inner))
+        if (path / "adapter_config.json").exists():
+            base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            if not base:
+                raise ModelLoadError(f"adapter {path} does not name its base model")
+            base_path, _ = resolve(base)
+            return base_path, str(path)
+        if (path / "config.json").exists():
+            return str(path), None
+        raise ModelLoadError(f"model directory {path} has no config.json or adapter_config.json")
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if looks_local or path.suffix:
+        raise ModelLoadError(f"model path does not exist: {name_or_path}")
+    return name_or_path, None  # a Hub name
+
+
+def load_tokenizer(name_or_path: str):
+    base, _ = resolve(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base)
+    except OSError as error:
+        raise ModelLoadError(
+            f"cannot load tokenizer '{name_or_path}': {str(error).splitlines()[0]}"
+        ) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # generation appends on the right
+    return tokenizer
+
+
+def load_model(
+    name_or_path: str,
+    dtype: str = "float32",
+    device: str = "auto",
+    lora: LoraSettings | None = None,
+    trainable: bool = False,
+):
+    """Load ``(model, tokenizer)``.
+
+    With ``lora``, a fresh trainable adapter is added (or an existing adapter directory is loaded
+    trainable); the base weights stay frozen, which also makes the base model the KL reference for
+    free (adapters disabled), with no second copy in memory.
+    """
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype '{dtype}' (use one of: {', '.join(DTYPES)})")
+    base, adapter = resolve(name_or_path)
+    tokenizer = load_tokenizer(name_or_path)
+    try:
+        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(base, dtype=DTYPES[dtype])
+    except OSError as error:
+        raise ModelLoadError(f"cannot load model '{name_or_path}': {str(error).splitlines()[0]}") from None
+    model.to(pick_device(device))
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
+    elif lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(
+            r=lora.rank,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules,
+            task_type="CAUSAL_LM",
+            **lora.extra,
+        )
+        model = get_peft_model(model, config)
+    if not trainable:
+        model.eval()
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+    return model, tokenizer
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    return torch.device(device)

@@ -1,0 +1,126 @@
+"""Tiny models built locally: a character-level tokenizer and a small Llama or Qwen2 network.
+
+They are real Hugging Face models (saved with ``save_pretrained``, loaded back with ``from_pretrained``),
+just small enough to train on a laptop CPU in minutes. Nothing is downloaded: the weights are freshly
+initialised from a seed, and the demo primes them with SFT before reinforcement learning.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+PAD, EOS, UNK = "<pad>", "<|end|>", "<unk>"
+ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>", "<|tool|>"]
+# Tags that reward functions look for become single tokens: shorter sequences, easier to learn.
+TAG_TOKENS = ["<answer>", "</answer>", "<think>", "</think>", "<tool>", "</tool>"]
+CHARACTERS = ["\n"] + [chr(i) for i in range(32, 127)]
+
+# ChatML-like, without newlines: every role marker is one token and <|end|> closes a turn.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    architecture: str  # "llama" or "qwen2"
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    max_position_embeddings: int = 512
+
+
+TINY_MODELS: dict[str, TinySpec] = {
+    # ~0.87M parameters: the demo and test default.
+    "tiny": TinySpec("llama", 128, 384, 4, 4),
+    "tiny-qwen2": TinySpec("qwen2", 128, 384, 4, 4),
+    # ~25M parameters: big enough that matrix work, not Python, dominates a step.
+    "tiny-25m": TinySpec("llama", 512, 1408, 8, 8),
+}
+
+
+def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A character-level tokenizer with chat-role and answer-tag tokens and a chat template."""
+    vocabulary = [PAD, EOS, UNK, *ROLE_TOKENS, *TAG_TOKENS, *CHARACTERS]
+    core = Tokenizer(models.WordLevel({token: i for i, token in enumerate(vocabulary)}, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token=PAD,
+        eos_token=EOS,
+        unk_token=UNK,
+        additional_special_tokens=ROLE_TOKENS,
+        padding_side="left",
+        model_max_length=512,
+    )
+    # Tags are ordinary (non-special) tokens, so decoding keeps them in the text.
+    tokenizer.add_tokens(TAG_TOKENS)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_model(
+    spec: TinySpec | str, tokenizer: PreTrainedTokenizerFast, seed: int = 0
+) -> PreTrainedModel:
+    """A freshly initialised network for ``tokenizer``; the same seed gives the same weights."""
+    if isinstance(spec, str):
+        spec = TINY_MODELS[spec]
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_attention_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    if spec.architecture == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    elif spec.architecture == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**common))
+    else:
+        raise ValueError(f"unknown tiny architecture '{spec.architecture}'")
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    return model
+
+
+def save_tiny_model(name: str, path: str | Path, seed: int = 0) -> Path:
+    """Build the named tiny model and tokenizer and save both to ``path`` (a normal HF directory)."""
+    path = Path(path)
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(TINY_MODELS[name], tokenizer, seed=seed)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (path / "rewardlab_tiny.json").write_text(
+        json.dumps({"name": name, "seed": seed, **asdict(TINY_MODELS[name])}, indent=2)
+    )
+    return path
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

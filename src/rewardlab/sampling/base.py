@@ -1,0 +1,52 @@
+"""The Sampler protocol: anything that turns prompts into completions.
+
+The local sampler (batched KV-cache generation from a Hugging Face model) returns the generated token
+ids; an HTTP sampler for OpenAI-compatible endpoints returns text only. Environments and evaluation
+only use this protocol, so either can drive them; training needs ``token_ids``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from rewardlab.types import Messages
+
+
+@dataclass
+class SamplingParams:
+    """How to sample. ``n`` completions are drawn for every prompt."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+@dataclass
+class Prompt:
+    """A prompt as messages; local samplers may be handed the exact ``token_ids`` to continue from."""
+
+    messages: Messages
+    token_ids: list[int] | None = None
+
+
+@dataclass
+class Generation:
+    """One completion. ``token_ids`` include the stop token when generation stopped on one."""
+
+    text: str
+    token_ids: list[int] | None = None
+    prompt_ids: list[int] | None = None
+    logprobs: list[float] | None = None
+    finish_reason: str = "stop"  # "stop" (EOS or stop string) or "length"
+    latency_s: float = 0.0
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """Draws ``params.n`` completions for each prompt; returns one list per prompt, in order."""
+
+    def generate(self, prompts: list[Prompt], params: SamplingParams) -> list[list[Generation]]: ...

@@ -1,0 +1,178 @@
+"""Batched sampling from a local Hugging Face model with a KV cache.
+
+All completions of a batch advance one token per forward pass: prompts are left-padded, the prompt is
+encoded once (prefill), then each step feeds only the newest token. Finished sequences keep padding
+along until the whole batch is done or ``max_new_tokens`` is reached. The generated ids are returned
+as they were sampled, so the trainer scores exactly what the model produced.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from transformers import DynamicCache
+
+from rewardlab.models.chat import ChatRenderer
+from rewardlab.sampling.base import Generation, Prompt, SamplingParams
+
+
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """One token per row of ``logits`` (B, V): greedy at temperature 0, else nucleus sampling."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+        drop = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        choice = torch.multinomial(sorted_probs, 1, generator=generator)
+        return order.gather(-1, choice).squeeze(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+class LocalSampler:
+    """The :class:`~rewardlab.sampling.base.Sampler` for an in-process model.
+
+    ``max_batch_size`` bounds how many sequences share one forward pass (memory); the rest wait for the
+    next chunk.
+    """
+
+    def __init__(self, model, tokenizer, max_batch_size: int = 256, renderer: ChatRenderer | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.renderer = renderer or ChatRenderer(tokenizer)
+        self.max_batch_size = max_batch_size
+        self.stop_ids = sorted(self.renderer.stop_token_ids)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def generate(self, prompts: list[Prompt], params: SamplingParams) -> list[list[Generation]]:
+        prompt_ids = [
+            p.token_ids if p.token_ids is not None else self.renderer.prompt_ids(p.messages) for p in prompts
+        ]
+        flat = [ids for ids in prompt_ids for _ in range(params.n)]
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        results: list[Generation] = []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(flat), self.max_batch_size):
+                results.extend(
+                    self._generate_batch(flat[start : start + self.max_batch_size], params, generator)
+                )
+        finally:
+            self.model.train(was_training)
+        return [results[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
+
+    @torch.inference_mode()
+    def _generate_batch(
+        self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator | None
+    ) -> list[Generation]:
+        started = time.perf_counter()
+        device = self.device
+        batch = len(prompts)
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((batch, width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids) :] = 1
+        input_ids, attention = input_ids.to(device), attention.to(device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        stop_ids = torch.tensor(self.stop_ids, device=device)
+
+        cache = DynamicCache()
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        logits = out.logits[:, -1, :]
+        next_position = positions[:, -1] + 1
+        finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        tokens: list[torch.Tensor] = []
+        logprobs: list[torch.Tensor] = []
+        string_stop_at: list[int | None] = [None] * batch  # length at which a stop string appeared
+        texts_cut: list[str | None] = [None] * batch
+        for step in range(params.max_new_tokens):
+            token = sample_next(logits, params.temperature, params.top_p, generator)
+            token = torch.where(finished, torch.full_like(token, self.pad_id), token)
+            scale = params.temperature if params.temperature > 0 else 1.0
+            logprobs.append(torch.log_softmax(logits.float() / scale, -1).gather(-1, token[:, None])[:, 0])
+            tokens.append(token)
+            finished |= torch.isin(token, stop_ids)
+            if params.stop:
+                self._check_stop_strings(tokens, finished, params.stop, string_stop_at, texts_cut)
+            if bool(finished.all()) or step + 1 == params.max_new_tokens:
+                break
+            attention = torch.cat(
+                [attention, torch.ones((batch, 1), dtype=attention.dtype, device=device)], 1
+            )
+            out = self.model(
+                input_ids=token[:, None],
+                attention_mask=attention,
+                position_ids=next_position[:, None],
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
+            logits = out.logits[:, -1, :]
+            next_position = next_position + 1
+
+        elapsed = time.perf_counter() - started
+        generated = torch.stack(tokens, 1).tolist() if tokens else [[] for _ in range(batch)]
+        token_logprobs = torch.stack(logprobs, 1).tolist() if logprobs else [[] for _ in range(batch)]
+        stop_set = set(self.stop_ids)
+        results = []
+        for row in range(batch):
+            ids, lps = generated[row], token_logprobs[row]
+            end = next((i + 1 for i, t in enumerate(ids) if t in stop_set), None)
+            if string_stop_at[row] is not None and (end is None or string_stop_at[row] < end):
+                end = string_stop_at[row]
+            if end is not None:
+                ids, lps = ids[:end], lps[:end]
+                reason = "stop"
+            else:
+                reason = "length"
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            if texts_cut[row] is not None:
+                text = texts_cut[row]
+            results.append(
+                Generation(
+                    text=text,
+                    token_ids=ids,
+                    prompt_ids=list(prompts[row]),
+                    logprobs=lps,
+                    finish_reason=reason,
+                    latency_s=elapsed,
+                )
+            )
+        return results
+
+    def _check_stop_strings(
+        self,
+        tokens: list[torch.Tensor],
+        finished: torch.Tensor,
+        stop: list[str],
+        stop_at: list[int | None],
+        texts_cut: list[str | None],
+    ) -> None:
+        """Mark rows whose text now contains a stop string; the text is cut before it."""
+        history = torch.stack(tokens, 1)
+        for row in torch.nonzero(~finished).flatten().tolist():
+            text = self.tokenizer.decode(history[row].tolist(), skip_special_tokens=True)
+            hits = [text.find(s) for s in stop if s in text]
+            if hits:
+                finished[row] = True
+                stop_at[row] = len(tokens)
+                texts_cut[row] = text[: min(hits)]

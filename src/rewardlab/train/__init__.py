@@ -1,0 +1,1 @@
+"""Training: the GRPO-family losses and the loop that applies them."""

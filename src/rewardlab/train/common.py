@@ -1,0 +1,98 @@
+"""Pieces the SFT and GRPO loops share: seeding, optimizer, schedule, batching token sequences."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from transformers import get_scheduler
+
+SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Every random generator the loops draw from, for checkpoints."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_optimizer(
+    model: torch.nn.Module,
+    learning_rate: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.Optimizer:
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise RuntimeError("the model has no trainable parameters")
+    return torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=weight_decay, betas=betas)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, kind: str, warmup_steps: int, total_steps: int):
+    return get_scheduler(
+        SCHEDULES[kind], optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps
+    )
+
+
+def pad_sequences(
+    prefixes: list[list[int]],
+    suffixes: list[list[int]],
+    suffix_masks: list[list[int]],
+    pad_id: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Right-pad ``prefix + suffix`` rows into one batch.
+
+    Returns ``(input_ids, attention_mask, loss_mask, start)`` where ``loss_mask`` has shape (B, S)
+    aligned with the *suffix* columns ``[start, start + S)`` of the logits that predict them: the
+    prefixes are left-aligned to a common ``start`` by left padding, so every suffix starts at the same
+    column and the trainer can slice logits once instead of gathering per row.
+    """
+    width_prefix = max(len(p) for p in prefixes)
+    width_suffix = max(max((len(s) for s in suffixes), default=0), 1)
+    batch = len(prefixes)
+    input_ids = torch.full((batch, width_prefix + width_suffix), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(input_ids)
+    loss_mask = torch.zeros((batch, width_suffix), dtype=torch.float32)
+    for row, (prefix, suffix, mask) in enumerate(zip(prefixes, suffixes, suffix_masks, strict=True)):
+        start = width_prefix - len(prefix)
+        input_ids[row, start:width_prefix] = torch.tensor(prefix, dtype=torch.long)
+        attention[row, start:width_prefix] = 1
+        if suffix:
+            input_ids[row, width_prefix : width_prefix + len(suffix)] = torch.tensor(suffix, dtype=torch.long)
+            attention[row, width_prefix : width_prefix + len(suffix)] = 1
+            loss_mask[row, : len(suffix)] = torch.tensor(mask, dtype=torch.float32)
+    return input_ids.to(device), attention.to(device), loss_mask.to(device), width_prefix
+
+
+def suffix_logits(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor, start: int
+) -> torch.Tensor:
+    """Logits predicting tokens ``input_ids[:, start:]`` (shape (B, S, V)).
+
+    Position ids count only real tokens, so a left-padded prompt sees the same positions it had when
+    it was sampled.
+    """
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    # Only the suffix's logits are needed: ask the model for exactly those (saves the head's matmul
+    # over the prompt).
+    keep = input_ids.shape[1] - start + 1
+    out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, logits_to_keep=keep)
+    return out.logits[:, :-1, :]

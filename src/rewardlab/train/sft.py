@@ -1,0 +1,162 @@
+"""Supervised priming: teach the model the task's format (and whatever the demonstrations know) so that
+reinforcement learning starts from rewards that are not all zero.
+
+The loss is cross-entropy on the completion tokens only; the prompt is context. Completions end with
+the chat template's end-of-turn token, which is also where sampling stops.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rewardlab.config import SFTConfig
+from rewardlab.console import progress
+from rewardlab.envs.dataset import row_to_example
+from rewardlab.envs.registry import load_environment
+from rewardlab.errors import DatasetError
+from rewardlab.models.chat import ChatRenderer
+from rewardlab.models.loading import LoraSettings, load_model
+from rewardlab.runs import RunStore, collect_manifest
+from rewardlab.train.common import make_optimizer, make_scheduler, pad_sequences, set_seed, suffix_logits
+from rewardlab.types import Messages
+
+
+@dataclass
+class SFTResult:
+    run_id: str
+    model_dir: Path
+    final_loss: float
+    wall_seconds: float
+
+
+def demonstrations(config: SFTConfig, system_prompt_env=None) -> list[tuple[Messages, str]]:
+    """(prompt messages, completion text) pairs from ``config.data`` or the environment's demonstrations."""
+    if config.data is None:
+        env = system_prompt_env or load_environment(config.env.name, **config.env.args)
+        return [(e.prompt, env.demonstration(e)) for e in env.examples("train")]
+    path = Path(config.data)
+    if not path.is_file():
+        raise DatasetError(f"SFT data file not found: {path}")
+    pairs = []
+    with path.open() as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path} line {line_number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DatasetError(f"{where}: not valid JSON ({error.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("completion"), str):
+                raise DatasetError(f"{where}: row has no string 'completion'")
+            pairs.append((row_to_example(row, where).prompt, row["completion"]))
+    if not pairs:
+        raise DatasetError(f"{path}: no rows")
+    return pairs
+
+
+def encode_demonstration(
+    renderer: ChatRenderer, prompt: Messages, completion: str
+) -> tuple[list[int], list[int]]:
+    """Prompt ids and completion ids, the latter cut after the template's end-of-turn token."""
+    prompt_text = renderer.render(prompt, add_generation_prompt=True)
+    full_text = renderer.render(
+        [*prompt, {"role": "assistant", "content": completion}], add_generation_prompt=False
+    )
+    if not full_text.startswith(prompt_text):
+        raise DatasetError("chat template renders the prompt differently once a reply follows it")
+    prompt_ids = renderer.encode(prompt_text)
+    completion_ids = renderer.encode(full_text[len(prompt_text) :])
+    stops = renderer.stop_token_ids
+    end = next((i + 1 for i, t in enumerate(completion_ids) if t in stops), None)
+    if end is None:
+        eos = renderer.tokenizer.eos_token_id
+        completion_ids = completion_ids + ([eos] if eos is not None else [])
+    else:
+        completion_ids = completion_ids[:end]
+    return prompt_ids, completion_ids
+
+
+def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None = None) -> SFTResult:
+    started = time.perf_counter()
+    set_seed(config.seed)
+    store = store or RunStore(config.runs_dir)
+    lora = (
+        LoraSettings(config.lora.rank, config.lora.alpha, config.lora.dropout, config.lora.target_modules)
+        if config.lora.enabled
+        else None
+    )
+    model, tokenizer = load_model(
+        config.model.name_or_path, config.model.dtype, config.model.device, lora=lora, trainable=True
+    )
+    renderer = ChatRenderer(tokenizer)
+    pairs = demonstrations(config)
+    encoded = [encode_demonstration(renderer, prompt, completion) for prompt, completion in pairs]
+    run = store.create_run(
+        "sft", config.model_dump(), collect_manifest(config.seed), name=config.run_name, parent=parent
+    )
+
+    model.train()
+    optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)
+    scheduler = make_scheduler(optimizer, config.lr_scheduler, config.warmup_steps, config.max_steps)
+    device = next(model.parameters()).device
+    order_rng = random.Random(config.seed)
+    order: list[int] = []
+    loss_value = float("nan")
+    with progress("sft", config.max_steps) as advance:
+        for step in range(1, config.max_steps + 1):
+            if len(order) < config.batch_size:  # a new epoch, reshuffled
+                fresh = list(range(len(encoded)))
+                order_rng.shuffle(fresh)
+                order.extend(fresh)
+            batch = [encoded[i] for i in order[: config.batch_size]]
+            del order[: config.batch_size]
+            prompts = [p for p, _ in batch]
+            completions = [c for _, c in batch]
+            input_ids, attention, mask, start = pad_sequences(
+                prompts, completions, [[1] * len(c) for c in completions], tokenizer.pad_token_id, device
+            )
+            logits = suffix_logits(model, input_ids, attention, start)
+            targets = input_ids[:, start:]
+            token_loss = torch.nn.functional.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+            ).view_as(mask)
+            loss = (token_loss * mask).sum() / mask.sum()
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = loss.item()
+            if step % config.log_every == 0 or step == config.max_steps:
+                store.log_metrics(
+                    run.id,
+                    step,
+                    {
+                        "loss": loss_value,
+                        "grad_norm": float(grad_norm),
+                        "learning_rate": scheduler.get_last_lr()[0],
+                    },
+                )
+            advance(loss=loss_value)
+
+    model_dir = run.dir / "model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    wall = time.perf_counter() - started
+    store.finish(
+        run.id,
+        summary={
+            "final_loss": loss_value,
+            "model_dir": str(model_dir),
+            "examples": len(encoded),
+            "wall_seconds": wall,
+        },
+    )
+    return SFTResult(run.id, model_dir, loss_value, wall)

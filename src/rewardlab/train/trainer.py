@@ -1,0 +1,333 @@
+"""The GRPO loop. Read it top to bottom: sample groups -> score -> advantages -> loss -> step -> log.
+
+Each step draws ``prompts_per_step`` training examples and ``group_size`` completions for each, scores
+them with the environment's rubric, turns rewards into advantages *within each group* (reward minus the
+group mean, optionally over the group std), and takes ``num_iterations`` optimizer steps on the clipped
+surrogate. The math is in :mod:`rewardlab.train.grpo`; this file is the loop and its bookkeeping.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rewardlab.config import TrainConfig
+from rewardlab.console import progress, say
+from rewardlab.envs.base import Environment
+from rewardlab.envs.registry import load_environment
+from rewardlab.errors import RewardlabError
+from rewardlab.models.loading import LoraSettings, load_model
+from rewardlab.runs import RunStore, collect_manifest
+from rewardlab.sampling.base import SamplingParams
+from rewardlab.sampling.local import LocalSampler
+from rewardlab.train import checkpoint as ckpt
+from rewardlab.train.common import make_optimizer, make_scheduler, pad_sequences, set_seed, suffix_logits
+from rewardlab.train.grpo import group_advantages, policy_loss, token_entropy, token_logprobs
+from rewardlab.types import Example, ScoredRollout
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    run_dir: Path
+    adapter_dir: Path
+    steps: int
+    wall_seconds: float
+    final_reward: float
+
+
+def examples_for_step(pool: list[Example], step: int, per_step: int, seed: int) -> list[Example]:
+    """The examples of ``step`` (1-based): consecutive slices of seeded per-epoch shuffles.
+
+    A pure function of (step, seed), so a resumed run sees exactly the prompts it would have seen.
+    """
+    start = (step - 1) * per_step
+    chosen = []
+    for position in range(start, start + per_step):
+        epoch, index = divmod(position, len(pool))
+        order = list(range(len(pool)))
+        random.Random(f"{seed}:{epoch}").shuffle(order)
+        chosen.append(pool[order[index]])
+    return chosen
+
+
+@dataclass
+class Batch:
+    """A step's rollouts as tensors: completions right after a common prompt column ``start``."""
+
+    input_ids: torch.Tensor
+    attention: torch.Tensor
+    mask: torch.Tensor  # (B, S): 1 on model-generated completion tokens that count in the loss
+    advantages: torch.Tensor  # (B,)
+    start: int
+
+    def rows(self, index: slice) -> Batch:
+        return Batch(
+            self.input_ids[index], self.attention[index], self.mask[index], self.advantages[index], self.start
+        )
+
+
+def build_batch(scored: list[ScoredRollout], advantages: torch.Tensor, pad_id: int, device) -> Batch:
+    prompts = [s.rollout.prompt_ids for s in scored]
+    completions = [s.rollout.completion_ids for s in scored]
+    masks = [
+        # Rollouts with an errored reward or environment carry no trustworthy signal: no loss on them.
+        [0] * len(s.rollout.completion_ids) if s.errored else s.rollout.completion_mask
+        for s in scored
+    ]
+    input_ids, attention, mask, start = pad_sequences(prompts, completions, masks, pad_id, device)
+    return Batch(input_ids, attention, mask, advantages.to(device), start)
+
+
+def micro_batches(batch: Batch, count: int) -> list[Batch]:
+    size = math.ceil(batch.input_ids.shape[0] / count)
+    return [batch.rows(slice(i, i + size)) for i in range(0, batch.input_ids.shape[0], size)]
+
+
+@torch.no_grad()
+def sequence_logprobs(model, batch: Batch, temperature: float, micro: int) -> torch.Tensor:
+    """Log-probs of the completion tokens under ``model`` as it is now (no gradient)."""
+    parts = []
+    for part in micro_batches(batch, micro):
+        logits = suffix_logits(model, part.input_ids, part.attention, part.start)
+        parts.append(token_logprobs(logits, part.input_ids[:, part.start :], temperature))
+    return torch.cat(parts)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    total = mask.sum()
+    return float((values * mask).sum() / total) if total > 0 else 0.0
+
+
+def reward_metrics(scored: list[ScoredRollout], zero_std: torch.Tensor) -> dict[str, float]:
+    valid = [s for s in scored if not s.errored]
+    rewards = torch.tensor([s.reward for s in valid]) if valid else torch.zeros(0)
+    metrics = {
+        "reward/mean": float(rewards.mean()) if len(valid) else float("nan"),
+        "reward/std": float(rewards.std()) if len(valid) > 1 else 0.0,
+        "reward/zero_std_fraction": float(zero_std.float().mean()),
+        "reward/errors": float(sum(s.errored for s in scored)),
+    }
+    for name in scored[0].components:
+        values = [s.components[name] for s in scored if s.components.get(name) is not None]
+        if values:
+            metrics[f"reward/{name}"] = sum(values) / len(values)
+    return metrics
+
+
+def train(
+    config: TrainConfig,
+    store: RunStore | None = None,
+    parent: str | None = None,
+    env: Environment | None = None,
+    stop_after_step: int | None = None,
+) -> TrainResult:
+    """Run (or resume) GRPO training; returns where the adapter landed.
+
+    ``stop_after_step`` ends the process-equivalent of a crash after that step, without finishing the
+    run (tests use it to check that ``resume`` reproduces an uninterrupted run).
+    """
+    started = time.perf_counter()
+    store = store or RunStore(config.runs_dir)
+
+    # -- setup: the run, the environment, the policy, the optimizer ---------------------------------
+    resume_from = ckpt.latest(store.get(config.resume).dir) if config.resume else None
+    if config.resume and resume_from is None:
+        raise RewardlabError(f"run '{config.resume}' has no checkpoint to resume from")
+    set_seed(config.seed)
+    env = env or load_environment(config.env.name, **config.env.args)
+    pool = env.examples("train")
+    lora = (
+        LoraSettings(config.lora.rank, config.lora.alpha, config.lora.dropout, config.lora.target_modules)
+        if config.lora.enabled
+        else None
+    )
+    model, tokenizer = load_model(
+        config.model.name_or_path, config.model.dtype, config.model.device, lora=lora, trainable=True
+    )
+    if config.beta > 0 and lora is None:
+        raise RewardlabError("beta > 0 needs a reference model: enable LoRA (the base is the reference)")
+    model.train()
+    device = next(model.parameters()).device
+    sampler = LocalSampler(model, tokenizer, max_batch_size=config.max_batch_size)
+    optimizer = make_optimizer(
+        model, config.learning_rate, config.weight_decay, (config.adam_beta1, config.adam_beta2)
+    )
+    scheduler = make_scheduler(
+        optimizer, config.lr_scheduler, config.warmup_steps, config.max_steps * config.num_iterations
+    )
+    params = SamplingParams(
+        n=config.group_size,
+        temperature=config.sampling.temperature,
+        top_p=config.sampling.top_p,
+        max_new_tokens=config.sampling.max_new_tokens,
+        stop=config.sampling.stop,
+    )
+    temperature = config.sampling.temperature or 1.0
+    micro = config.gradient_accumulation_steps
+
+    if resume_from is not None:
+        run = store.get(config.resume)
+        start_step, totals = ckpt.load(resume_from, model, optimizer, scheduler)
+        store.truncate_metrics(run.id, after_step=start_step)
+        store.set_status(run.id, "running")
+        say(f"resuming run {run.id} after step {start_step}")
+    else:
+        run = store.create_run(
+            "train", config.model_dump(), collect_manifest(config.seed), name=config.run_name, parent=parent
+        )
+        start_step, totals = 0, {"reward_errors": 0.0, "rollouts": 0.0}
+
+    last_reward = float("nan")
+    with progress(f"train {run.id}", config.max_steps) as advance:
+        advance(start_step)
+        for step in range(start_step + 1, config.max_steps + 1):
+            step_started = time.perf_counter()
+
+            # 1. sample a group of completions for each prompt (adapters on, eval mode, KV cache)
+            examples = examples_for_step(pool, step, config.prompts_per_step, config.seed)
+            rollouts = env.rollout(sampler, examples, params)
+            generation_seconds = time.perf_counter() - step_started
+
+            # 2. score every completion with the rubric; errors stay errors
+            scored = env.rubric.score(rollouts)
+            rewards = torch.tensor([s.reward for s in scored], dtype=torch.float32)
+            valid = torch.tensor([not s.errored for s in scored])
+
+            # 3. advantages: how much better than the rest of its group each completion did
+            advantages, zero_std = group_advantages(rewards, config.group_size, config.scale_rewards, valid)
+            batch = build_batch(scored, advantages, tokenizer.pad_token_id, device)
+            num_sequences = batch.input_ids.shape[0]
+            num_tokens = int(batch.mask.sum())
+
+            # 4. log-probs to hold fixed: the sampling policy's (for several passes) and the reference's
+            old_logprobs = (
+                sequence_logprobs(model, batch, temperature, micro) if config.num_iterations > 1 else None
+            )
+            ref_logprobs = None
+            if config.beta > 0:
+                with no_adapter(model):
+                    ref_logprobs = sequence_logprobs(model, batch, temperature, micro)
+
+            # 5. the update: clipped surrogate, accumulated over micro-batches, one optimizer step per pass
+            stats = {
+                "loss": 0.0,
+                "clip_low": 0.0,
+                "clip_high": 0.0,
+                "kl": 0.0,
+                "entropy": 0.0,
+                "grad_norm": 0.0,
+            }
+            update_started = time.perf_counter()
+            for iteration in range(config.num_iterations):
+                offset = 0
+                for part in micro_batches(batch, micro):
+                    rows = slice(offset, offset + part.input_ids.shape[0])
+                    offset = rows.stop
+                    logits = suffix_logits(model, part.input_ids, part.attention, part.start)
+                    logprobs = token_logprobs(logits, part.input_ids[:, part.start :], temperature)
+                    out = policy_loss(
+                        logprobs,
+                        old_logprobs[rows] if old_logprobs is not None else logprobs.detach(),
+                        part.advantages,
+                        part.mask,
+                        loss_type=config.loss_type,
+                        epsilon_low=config.epsilon_low,
+                        epsilon_high=config.epsilon_high,
+                        beta=config.beta,
+                        ref_logprobs=ref_logprobs[rows] if ref_logprobs is not None else None,
+                        max_completion_length=config.sampling.max_new_tokens,
+                        num_sequences=num_sequences,
+                        num_tokens=num_tokens,
+                    )
+                    out.loss.backward()
+                    share = part.mask.sum().item() / max(num_tokens, 1) / config.num_iterations
+                    stats["loss"] += out.loss.item() / config.num_iterations
+                    stats["clip_low"] += out.clip_low_fraction * share
+                    stats["clip_high"] += out.clip_high_fraction * share
+                    stats["kl"] += (out.kl or 0.0) * share
+                    if iteration == 0:
+                        with torch.no_grad():
+                            entropy = token_entropy(logits.detach(), temperature)
+                        stats["entropy"] += (
+                            masked_mean(entropy, part.mask) * part.mask.sum().item() / max(num_tokens, 1)
+                        )
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    [p for p in model.parameters() if p.requires_grad], config.max_grad_norm
+                )
+                stats["grad_norm"] += float(grad_norm) / config.num_iterations
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            update_seconds = time.perf_counter() - update_started
+
+            # 6. log what a person needs to see collapse or reward hacking coming
+            step_seconds = time.perf_counter() - step_started
+            lengths = torch.tensor([float(r.num_completion_tokens) for r in rollouts])
+            generated = float(lengths.sum())
+            totals["reward_errors"] += sum(s.errored for s in scored)
+            totals["rollouts"] += len(scored)
+            metrics = {
+                **reward_metrics(scored, zero_std),
+                "loss": stats["loss"],
+                "entropy": stats["entropy"],
+                "clip/low_fraction": stats["clip_low"],
+                "clip/high_fraction": stats["clip_high"],
+                "grad_norm": stats["grad_norm"],
+                "learning_rate": scheduler.get_last_lr()[0],
+                "completion/mean_length": float(lengths.mean()),
+                "completion/max_length": float(lengths.max()),
+                "completion/truncated_fraction": sum(r.truncated for r in rollouts) / len(rollouts),
+                "throughput/tokens_per_second": generated / step_seconds,
+                "time/step_seconds": step_seconds,
+                "time/generation_seconds": generation_seconds,
+                "time/update_seconds": update_seconds,
+            }
+            if config.beta > 0:
+                metrics["kl"] = stats["kl"]
+            store.log_metrics(run.id, step, metrics)
+            if config.log_rollouts_per_step:
+                stride = max(1, len(scored) // config.log_rollouts_per_step)
+                store.log_rollouts(run.id, step, "train", scored[::stride][: config.log_rollouts_per_step])
+            last_reward = metrics["reward/mean"]
+            advance(reward=last_reward, entropy=stats["entropy"])
+
+            # 7. checkpoint: adapter, optimizer, scheduler, RNG and counters, enough to resume exactly
+            if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.max_steps:
+                ckpt.save(run.dir, step, model, tokenizer, optimizer, scheduler, totals)
+            if stop_after_step is not None and step >= stop_after_step and step < config.max_steps:
+                store.set_status(run.id, "interrupted")
+                return TrainResult(
+                    run.id,
+                    run.dir,
+                    ckpt.path(run.dir, step),
+                    step,
+                    time.perf_counter() - started,
+                    last_reward,
+                )
+
+    final_dir = ckpt.export_final(run.dir, model, tokenizer)
+    wall = time.perf_counter() - started
+    store.finish(
+        run.id,
+        summary={
+            "steps": config.max_steps,
+            "final_reward": last_reward,
+            "reward_errors": totals["reward_errors"],
+            "rollouts": totals["rollouts"],
+            "adapter_dir": str(final_dir),
+            "wall_seconds": wall,
+        },
+    )
+    return TrainResult(run.id, run.dir, final_dir, config.max_steps, wall, last_reward)
+
+
+def no_adapter(model):
+    """A context with the adapters off when the model has them (the reference policy)."""
+    return model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
