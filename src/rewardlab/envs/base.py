@@ -69,8 +69,11 @@ class Environment:
             return list(pool)
         return random.Random(seed).sample(pool, n)
 
-    def demonstration(self, example: Example) -> str:
-        """The assistant reply used to prime a model with SFT: the answer in the parser's format."""
+    def demonstration(self, example: Example, rng: random.Random | None = None) -> str:
+        """The assistant reply used to prime a model with SFT: the answer in the parser's format.
+
+        ``rng`` lets a stochastic teacher draw a fresh demonstration each time it is asked.
+        """
         return self.parser.format_answer(example.answer)
 
     # -- turns ----------------------------------------------------------------------------------

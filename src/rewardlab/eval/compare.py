@@ -110,3 +110,23 @@ def compare_runs(store: RunStore, a: str, b: str, num_samples: int = 6, seed: in
             DebugSample(example_id, question, row_a["answer"], _text(row_a), mean_a, _text(row_b), mean_b)
         )
     return Comparison(run_a.id, run_b.id, reward, components, samples)
+
+
+def breakdown(store: RunStore, runs: dict[str, str], key: str, component: str | None = None) -> dict:
+    """Mean reward (or ``component``) per value of ``info[key]`` for each labelled eval run.
+
+    Returns ``{value: {label: (mean, count)}}``: e.g. accuracy on problems that need a carry, before and
+    after training.
+    """
+    table: dict[str, dict[str, tuple[float, int]]] = defaultdict(dict)
+    for label, run in runs.items():
+        grouped: dict[str, list[float]] = defaultdict(list)
+        for row in store.rollouts(store.get(run).id, phase="eval"):
+            if row["errors"] or key not in (row.get("info") or {}):
+                continue
+            value = row["components"].get(component) if component else row["reward"]
+            if value is not None:
+                grouped[str(row["info"][key])].append(value)
+        for category, values in grouped.items():
+            table[category][label] = (statistics.fmean(values), len(values))
+    return dict(table)

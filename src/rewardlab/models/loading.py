@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from rewardlab.models.tiny import TINY_MODELS, save_tiny_model
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 hf_logging.disable_progress_bar()  # our own progress bars say what is happening
+# peft asks for a deprecated transformers attribute on every load; the notice is not for our users.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 @dataclass
@@ -63,19 +66,20 @@ def resolve(name_or_path: str) -> tuple[str, str | None]:
         return str(tiny_model_path(name_or_path)), None
     path = Path(name_or_path)
     if path.is_dir():
-        # A run directory: a train run's final adapter, or an SFT run's primed model.
-        for inner in ("final", "model"):
-            if (path / inner).is_dir() and not (path / "config.json").exists():
-                return resolve(str(path / inner))
         if (path / "adapter_config.json").exists():
             base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
             if not base:
                 raise ModelLoadError(f"adapter {path} does not name its base model")
             base_path, _ = resolve(base)
             return base_path, str(path)
-        if (path / "config.json").exists():
+        has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
+        if (path / "config.json").exists() and has_weights:
             return str(path), None
-        raise ModelLoadError(f"model directory {path} has no config.json or adapter_config.json")
+        # A run directory: a train run's final adapter, or an SFT run's primed model.
+        for inner in ("final", "model"):
+            if (path / inner).is_dir():
+                return resolve(str(path / inner))
+        raise ModelLoadError(f"{path} holds no model: no weights, adapter_config.json, final/ or model/")
     looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
     if looks_local or path.suffix:
         raise ModelLoadError(f"model path does not exist: {name_or_path}")

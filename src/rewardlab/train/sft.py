@@ -35,12 +35,40 @@ class SFTResult:
     wall_seconds: float
 
 
-def demonstrations(config: SFTConfig, system_prompt_env=None) -> list[tuple[Messages, str]]:
-    """(prompt messages, completion text) pairs from ``config.data`` or the environment's demonstrations."""
-    if config.data is None:
-        env = system_prompt_env or load_environment(config.env.name, **config.env.args)
-        return [(e.prompt, env.demonstration(e)) for e in env.examples("train")]
-    path = Path(config.data)
+class Demonstrations:
+    """Where SFT targets come from: fixed (prompt, completion) pairs from a JSONL file, or the
+    environment's teacher, asked afresh for every draw (a stochastic teacher gives varied targets)."""
+
+    def __init__(self, config: SFTConfig, renderer: ChatRenderer):
+        self.renderer = renderer
+        self.env = None
+        self._completions: dict[str, list[int]] = {}
+        if config.data is None:
+            self.env = load_environment(config.env.name, **config.env.args)
+            examples = self.env.examples("train")
+            self.prompts = [e.prompt for e in examples]
+            self.examples = examples
+            self.fixed = None
+        else:
+            pairs = read_pairs(Path(config.data))
+            self.prompts = [prompt for prompt, _ in pairs]
+            self.fixed = [completion for _, completion in pairs]
+        self.prompt_ids = [encode_prompt(renderer, prompt) for prompt in self.prompts]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def draw(self, index: int, rng: random.Random) -> tuple[list[int], list[int]]:
+        text = (
+            self.fixed[index] if self.fixed is not None else self.env.demonstration(self.examples[index], rng)
+        )
+        if text not in self._completions:
+            self._completions[text] = encode_completion(self.renderer, self.prompts[index], text)
+        return self.prompt_ids[index], self._completions[text]
+
+
+def read_pairs(path: Path) -> list[tuple[Messages, str]]:
+    """(prompt messages, completion) rows of a JSONL file, each problem named by its line."""
     if not path.is_file():
         raise DatasetError(f"SFT data file not found: {path}")
     pairs = []
@@ -61,26 +89,25 @@ def demonstrations(config: SFTConfig, system_prompt_env=None) -> list[tuple[Mess
     return pairs
 
 
-def encode_demonstration(
-    renderer: ChatRenderer, prompt: Messages, completion: str
-) -> tuple[list[int], list[int]]:
-    """Prompt ids and completion ids, the latter cut after the template's end-of-turn token."""
+def encode_prompt(renderer: ChatRenderer, prompt: Messages) -> list[int]:
+    return renderer.encode(renderer.render(prompt, add_generation_prompt=True))
+
+
+def encode_completion(renderer: ChatRenderer, prompt: Messages, completion: str) -> list[int]:
+    """The completion's ids as the chat template renders the reply, cut after its end-of-turn token."""
     prompt_text = renderer.render(prompt, add_generation_prompt=True)
     full_text = renderer.render(
         [*prompt, {"role": "assistant", "content": completion}], add_generation_prompt=False
     )
     if not full_text.startswith(prompt_text):
         raise DatasetError("chat template renders the prompt differently once a reply follows it")
-    prompt_ids = renderer.encode(prompt_text)
     completion_ids = renderer.encode(full_text[len(prompt_text) :])
     stops = renderer.stop_token_ids
     end = next((i + 1 for i, t in enumerate(completion_ids) if t in stops), None)
-    if end is None:
-        eos = renderer.tokenizer.eos_token_id
-        completion_ids = completion_ids + ([eos] if eos is not None else [])
-    else:
-        completion_ids = completion_ids[:end]
-    return prompt_ids, completion_ids
+    if end is not None:
+        return completion_ids[:end]
+    eos = renderer.tokenizer.eos_token_id
+    return completion_ids + ([eos] if eos is not None else [])
 
 
 def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None = None) -> SFTResult:
@@ -95,9 +122,7 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
     model, tokenizer = load_model(
         config.model.name_or_path, config.model.dtype, config.model.device, lora=lora, trainable=True
     )
-    renderer = ChatRenderer(tokenizer)
-    pairs = demonstrations(config)
-    encoded = [encode_demonstration(renderer, prompt, completion) for prompt, completion in pairs]
+    data = Demonstrations(config, ChatRenderer(tokenizer))
     run = store.create_run(
         "sft", config.model_dump(), collect_manifest(config.seed), name=config.run_name, parent=parent
     )
@@ -107,15 +132,16 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
     scheduler = make_scheduler(optimizer, config.lr_scheduler, config.warmup_steps, config.max_steps)
     device = next(model.parameters()).device
     order_rng = random.Random(config.seed)
+    teacher_rng = random.Random(f"teacher:{config.seed}")
     order: list[int] = []
     loss_value = float("nan")
     with progress("sft", config.max_steps) as advance:
         for step in range(1, config.max_steps + 1):
             if len(order) < config.batch_size:  # a new epoch, reshuffled
-                fresh = list(range(len(encoded)))
+                fresh = list(range(len(data)))
                 order_rng.shuffle(fresh)
                 order.extend(fresh)
-            batch = [encoded[i] for i in order[: config.batch_size]]
+            batch = [data.draw(i, teacher_rng) for i in order[: config.batch_size]]
             del order[: config.batch_size]
             prompts = [p for p, _ in batch]
             completions = [c for _, c in batch]
@@ -155,7 +181,7 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
         summary={
             "final_loss": loss_value,
             "model_dir": str(model_dir),
-            "examples": len(encoded),
+            "examples": len(data),
             "wall_seconds": wall,
         },
     )

@@ -111,8 +111,8 @@ def reward_metrics(scored: list[ScoredRollout], zero_std: torch.Tensor) -> dict[
     metrics = {
         "reward/mean": float(rewards.mean()) if len(valid) else float("nan"),
         "reward/std": float(rewards.std()) if len(valid) > 1 else 0.0,
-        "reward/zero_std_fraction": float(zero_std.float().mean()),
-        "reward/errors": float(sum(s.errored for s in scored)),
+        "groups/zero_std_fraction": float(zero_std.float().mean()),
+        "errors/rollouts": float(sum(s.errored for s in scored)),
     }
     for name in scored[0].components:
         values = [s.components[name] for s in scored if s.components.get(name) is not None]

@@ -83,14 +83,15 @@ class ArithmeticEnv(SingleTurnEnv):
         self.slip_rate = slip_rate
         self.teacher_seed = teacher_seed
 
-    def demonstration(self, example: Example) -> str:
-        """The teacher's reply. The careless teacher's slips are fixed per problem (a seeded hash),
-        like a dataset written once by an imperfect annotator."""
+    def demonstration(self, example: Example, rng: random.Random | None = None) -> str:
+        """The teacher's reply. The careless teacher slips with probability ``slip_rate`` on every draw
+        (pass ``rng``), like an annotator who is right only some of the time; without ``rng`` the draw
+        is fixed per problem."""
         a, op, b = example.info["a"], example.info["op"], example.info["b"]
         result = solve(a, op, b)
         if self.teacher == "careless":
             wrong = careless(a, op, b)
-            rng = random.Random(f"{self.teacher_seed}:{example.id}")
+            rng = rng or random.Random(f"{self.teacher_seed}:{example.id}")
             if wrong != result and rng.random() < self.slip_rate:
                 result = wrong
         return self.parser.format_answer(str(result))
@@ -99,27 +100,44 @@ class ArithmeticEnv(SingleTurnEnv):
 def generate_problems(
     levels: list[int], count: int, split: str, seed: int, eval_fraction: float
 ) -> list[dict[str, Any]]:
-    """``count`` distinct problems of ``split``; levels are mixed evenly."""
+    """``count`` distinct problems of ``split``, levels mixed evenly.
+
+    A level with few problems (level 1 has 100) drops out of the mix once it is used up, so the
+    others fill the rest; only when every level is used up is ``count`` too many.
+    """
     rng = random.Random(f"arithmetic:{split}:{seed}")
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    attempts = 0
+    misses = dict.fromkeys(levels, 0)  # consecutive draws that found nothing new, per level
+    turn = 0
     while len(rows) < count:
-        attempts += 1
-        if attempts > 200 * count + 10_000:
-            raise ValueError(f"could not find {count} distinct {split} problems for levels {levels}")
-        level = levels[len(rows) % len(levels)]
+        active = [level for level in levels if misses[level] < 2_000]
+        if not active:
+            raise ValueError(
+                f"only {len(rows)} distinct {split} problems exist for levels {levels}, asked for {count}"
+            )
+        level = active[turn % len(active)]
+        turn += 1
         a, op, b = _operands(rng, level)
         problem = f"{a}{op}{b}"
         if problem in seen or _held_out(problem, eval_fraction) != (split == "eval"):
+            misses[level] += 1
             continue
+        misses[level] = 0
         seen.add(problem)
         rows.append(
             {
                 "id": f"{split}-{problem}",
                 "prompt": problem + "=",
                 "answer": str(solve(a, op, b)),
-                "info": {"a": a, "op": op, "b": b, "level": level},
+                # needs_carry: the careless teacher gets this one wrong; reports break results down by it.
+                "info": {
+                    "a": a,
+                    "op": op,
+                    "b": b,
+                    "level": level,
+                    "needs_carry": careless(a, op, b) != solve(a, op, b),
+                },
             }
         )
     return rows

@@ -1,0 +1,24 @@
+import os
+
+import pytest
+
+# Tests never touch the network and never draw progress bars.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ["REWARDLAB_QUIET"] = "1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """Tiny models are built once per session into a private cache."""
+    path = tmp_path_factory.mktemp("model-cache")
+    os.environ["REWARDLAB_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """(model, tokenizer) of the built-in tiny model, frozen."""
+    from rewardlab.models import load_model
+
+    return load_model("tiny")

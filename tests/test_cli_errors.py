@@ -1,0 +1,117 @@
+"""Every user mistake named in the docs ends in one line on the console and exit code 2, no traceback."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from rewardlab.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def assert_one_line_error(code, output, expected):
+    assert code == 2, output
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    assert lines[0].startswith("error: ") and expected in lines[0], output
+    assert "Traceback" not in output
+
+
+def test_unknown_environment(tmp_path):
+    code, out = run("eval", "--env", "no_such_env", "--runs-dir", str(tmp_path))
+    assert_one_line_error(code, out, "unknown environment 'no_such_env'")
+
+
+def test_unknown_config_field_suggests_the_right_one(tmp_path):
+    code, out = run("train", "--set", "lerning_rate=1e-4", "--runs-dir", str(tmp_path))
+    assert_one_line_error(code, out, "unknown config field 'lerning_rate' (did you mean 'learning_rate'?)")
+
+
+def test_mistyped_config_field(tmp_path):
+    code, out = run("train", "--set", "lora.rank=many", "--runs-dir", str(tmp_path))
+    assert_one_line_error(code, out, "config field 'lora.rank': Input should be a valid integer")
+
+
+def test_bad_field_in_toml_file_names_file_and_field(tmp_path):
+    config = tmp_path / "train.toml"
+    config.write_text('max_steps = 10\n[lora]\nrank = "sixteen"\n')
+    code, out = run("train", "--config", str(config), "--runs-dir", str(tmp_path))
+    assert_one_line_error(code, out, "train.toml: config field 'lora.rank'")
+
+
+def test_missing_config_file(tmp_path):
+    code, out = run("train", "--config", str(tmp_path / "nope.toml"))
+    assert_one_line_error(code, out, "config file not found")
+
+
+def test_invalid_toml(tmp_path):
+    config = tmp_path / "broken.toml"
+    config.write_text("max_steps = = 3\n")
+    code, out = run("train", "--config", str(config))
+    assert_one_line_error(code, out, "broken.toml: invalid TOML")
+
+
+def test_model_path_that_does_not_exist(tmp_path):
+    code, out = run("eval", "--model", str(tmp_path / "no-model"), "--runs-dir", str(tmp_path))
+    assert_one_line_error(code, out, "model path does not exist")
+
+
+def test_dataset_row_without_a_prompt(tmp_path):
+    env_file = tmp_path / "my_env.py"
+    env_file.write_text(
+        "from rewardlab.envs import SingleTurnEnv\n"
+        "def load_environment():\n"
+        "    return SingleTurnEnv(dataset=[{'prompt': 'ok', 'answer': '1'}, {'answer': '2'}])\n"
+    )
+    code, out = run("eval", "--env", str(env_file), "--runs-dir", str(tmp_path))
+    assert_one_line_error(code, out, "dataset row 1: row has no 'prompt' or 'question'")
+
+
+def test_sft_data_file_row_without_a_prompt(tmp_path):
+    data = tmp_path / "sft.jsonl"
+    data.write_text(
+        json.dumps({"prompt": "1+1=", "completion": "2"}) + "\n" + json.dumps({"completion": "3"}) + "\n"
+    )
+    code, out = run("sft", "--set", f"data={json.dumps(str(data))}", "--runs-dir", str(tmp_path))
+    assert_one_line_error(code, out, "sft.jsonl line 2: row has no 'prompt' or 'question'")
+
+
+def test_unknown_run_for_compare_and_show(tmp_path):
+    code, out = run("compare", "abc", "def", "--runs-dir", str(tmp_path))
+    assert_one_line_error(code, out, "no run 'abc'")
+    code, out = run("runs", "show", "zzz", "--runs-dir", str(tmp_path))
+    assert_one_line_error(code, out, "no run 'zzz'")
+
+
+def test_help_config_lists_documented_fields():
+    code, out = run("train", "--help-config")
+    assert code == 0
+    for field in ("learning_rate", "lora.rank", "epsilon_high", "loss_type", "sampling.temperature"):
+        assert field in out
+
+
+@pytest.mark.skipif(
+    not os.path.exists(os.path.join(os.path.dirname(sys.executable), "rewardlab")),
+    reason="console script not installed",
+)
+def test_installed_command_exits_2_without_traceback(tmp_path):
+    """The real entry point, in a real process: stderr and stdout carry no traceback."""
+    command = os.path.join(os.path.dirname(sys.executable), "rewardlab")
+    result = subprocess.run(
+        [command, "train", "--set", "max_stepz=3", "--runs-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "unknown config field 'max_stepz' (did you mean 'max_steps'?)" in result.stdout
