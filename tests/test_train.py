@@ -92,6 +92,36 @@ def test_lora_trains_the_adapter_and_leaves_the_base_alone(tmp_path):
         assert torch.allclose(tuned(ids).logits, base(ids).logits)
 
 
+def test_kl_to_the_base_is_logged_and_starts_at_zero(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    result = train(easy_config(tmp_path, max_steps=4, beta=0.1, learning_rate=3e-2), store, env=easy_env())
+    kl = [value for _, value in store.metrics(result.run_id)["kl"]]
+    assert len(kl) == 4 and all(value >= 0 for value in kl)
+    assert kl[0] == pytest.approx(0.0, abs=1e-6)  # LoRA B starts at zero: policy == reference
+    assert kl[-1] > 1e-6  # and training moves the policy away from it
+
+
+def test_kl_without_lora_is_refused(tmp_path):
+    from rewardlab.errors import RewardlabError
+
+    with pytest.raises(RewardlabError, match="beta > 0 needs a reference model"):
+        train(
+            easy_config(tmp_path, beta=0.1, lora={"enabled": False}),
+            RunStore(tmp_path / "runs"),
+            env=easy_env(),
+        )
+
+
+def test_gradient_accumulation_changes_memory_not_the_result(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    whole = train(easy_config(tmp_path, max_steps=3), store, env=easy_env())
+    split = train(easy_config(tmp_path, max_steps=3, gradient_accumulation_steps=4), store, env=easy_env())
+    for name in ("reward/mean", "loss", "grad_norm", "entropy"):
+        a = [v for _, v in store.metrics(whole.run_id)[name]]
+        b = [v for _, v in store.metrics(split.run_id)[name]]
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-6), name
+
+
 def comparable(table):
     """Every metric but wall-clock ones, which differ between any two runs."""
     return [{k: v for k, v in row.items() if not k.startswith(("time/", "throughput/"))} for row in table]

@@ -31,6 +31,8 @@ from rewardlab.train.common import make_optimizer, make_scheduler, pad_sequences
 from rewardlab.train.grpo import group_advantages, policy_loss, token_entropy, token_logprobs
 from rewardlab.types import Example, ScoredRollout
 
+NO_SIGNAL_WARNING_STEPS = 5
+
 
 @dataclass
 class TrainResult:
@@ -185,6 +187,7 @@ def train(
         start_step, totals = 0, {"reward_errors": 0.0, "rollouts": 0.0}
 
     last_reward = float("nan")
+    no_signal_steps = 0
     with progress(f"train {run.id}", config.max_steps) as advance:
         advance(start_step)
         for step in range(start_step + 1, config.max_steps + 1):
@@ -296,6 +299,12 @@ def train(
                 stride = max(1, len(scored) // config.log_rollouts_per_step)
                 store.log_rollouts(run.id, step, "train", scored[::stride][: config.log_rollouts_per_step])
             last_reward = metrics["reward/mean"]
+            no_signal_steps = no_signal_steps + 1 if metrics["groups/zero_std_fraction"] == 1.0 else 0
+            if no_signal_steps == NO_SIGNAL_WARNING_STEPS:
+                say(
+                    f"[yellow]warning:[/] for {no_signal_steps} steps every group scored the same, so there "
+                    "is nothing to learn from; if rewards are all zero, prime the model first (rewardlab sft)"
+                )
             advance(reward=last_reward, entropy=stats["entropy"])
 
             # 7. checkpoint: adapter, optimizer, scheduler, RNG and counters, enough to resume exactly
