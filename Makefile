@@ -24,7 +24,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/rewardlab demo
 
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rewardlab.envs.dataset import load_examples
@@ -20,6 +20,8 @@ from rewardlab.rubrics.parsers import Parser
 from rewardlab.rubrics.rubric import Rubric
 from rewardlab.sampling.base import Prompt, Sampler, SamplingParams
 from rewardlab.types import Example, Messages, Rollout
+
+Policy = Callable[[Messages, dict[str, Any], Example, random.Random], str]
 
 
 class Environment:
@@ -76,6 +78,15 @@ class Environment:
         """
         return self.parser.format_answer(example.answer)
 
+    def policies(self) -> dict[str, Policy]:
+        """Scripted players usable wherever a model is (``--model scripted:oracle``).
+
+        A policy maps ``(messages, state, example, rng)`` to the next assistant message. Built-in
+        environments ship an ``oracle`` (near the maximum reward) and a ``random`` one; together they show
+        the rubric measures what it claims.
+        """
+        return {}
+
     # -- turns ----------------------------------------------------------------------------------
 
     def initial_state(self, example: Example) -> dict[str, Any]:
@@ -122,7 +133,7 @@ class Environment:
         for turn in range(self.max_turns):
             if not active:
                 break
-            prompts = [Prompt(histories[i], ids[i]) for i in active]
+            prompts = [Prompt(histories[i], ids[i], rollouts[i].state, rollouts[i].example) for i in active]
             try:
                 generations = sampler.generate(prompts, turn_params)
             except RewardlabError:

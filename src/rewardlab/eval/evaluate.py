@@ -25,6 +25,7 @@ from rewardlab.runs import RunStore, collect_manifest
 from rewardlab.runs.store import to_jsonable
 from rewardlab.sampling.base import Sampler, SamplingParams
 from rewardlab.sampling.local import LocalSampler
+from rewardlab.sampling.scripted import ScriptedSampler, is_scripted
 from rewardlab.train.common import set_seed
 from rewardlab.types import ScoredRollout
 
@@ -161,7 +162,9 @@ def evaluate(
     started = time.perf_counter()
     store = store or RunStore(config.runs_dir)
     env = env or load_environment(config.env.name, **config.env.args)
-    if sampler is None:
+    if sampler is None and is_scripted(config.model.name_or_path):
+        sampler = ScriptedSampler(env, config.model.name_or_path, seed=config.seed)
+    elif sampler is None:
         model, tokenizer = load_model(config.model.name_or_path, config.model.dtype, config.model.device)
         sampler = LocalSampler(model, tokenizer, max_batch_size=config.max_batch_size)
     run = store.create_run(

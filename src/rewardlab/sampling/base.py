@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from rewardlab.types import Messages
+from rewardlab.types import Example, Messages
 
 
 @dataclass
@@ -27,10 +27,18 @@ class SamplingParams:
 
 @dataclass
 class Prompt:
-    """A prompt as messages; local samplers may be handed the exact ``token_ids`` to continue from."""
+    """A prompt as messages; local samplers may be handed the exact ``token_ids`` to continue from.
+
+    ``state`` and ``example`` are the episode's, for scripted policies that play from the true state (a
+    maze's walls); model samplers ignore them. ``adapter`` names the LoRA adapter to sample with when a
+    model carries several (``None``: the active one).
+    """
 
     messages: Messages
     token_ids: list[int] | None = None
+    state: dict | None = None
+    example: Example | None = None
+    adapter: str | None = None
 
 
 @dataclass

@@ -58,6 +58,7 @@ class LocalSampler:
             p.token_ids if p.token_ids is not None else self.renderer.prompt_ids(p.messages) for p in prompts
         ]
         flat = [ids for ids in prompt_ids for _ in range(params.n)]
+        adapters = [p.adapter for p in prompts for _ in range(params.n)]
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
@@ -66,16 +67,26 @@ class LocalSampler:
         self.model.eval()
         try:
             for start in range(0, len(flat), self.max_batch_size):
-                results.extend(
-                    self._generate_batch(flat[start : start + self.max_batch_size], params, generator)
-                )
+                end = start + self.max_batch_size
+                results.extend(self._generate_batch(flat[start:end], params, generator, adapters[start:end]))
         finally:
             self.model.train(was_training)
         return [results[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
 
     @torch.inference_mode()
+    def _adapter_kwargs(self, adapters: list[str | None] | None) -> dict:
+        """peft's mixed-adapter batches: one adapter name per row ("__base__" for none)."""
+        if not adapters or all(a is None for a in adapters):
+            return {}
+        active = getattr(self.model, "active_adapter", None)
+        return {"adapter_names": [a if a is not None else active for a in adapters]}
+
     def _generate_batch(
-        self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator | None
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        generator: torch.Generator | None,
+        adapters: list[str | None] | None = None,
     ) -> list[Generation]:
         started = time.perf_counter()
         device = self.device
@@ -91,12 +102,14 @@ class LocalSampler:
         stop_ids = torch.tensor(self.stop_ids, device=device)
 
         cache = DynamicCache()
+        extra = self._adapter_kwargs(adapters)
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention,
             position_ids=positions,
             past_key_values=cache,
             use_cache=True,
+            **extra,
         )
         logits = out.logits[:, -1, :]
         next_position = positions[:, -1] + 1
@@ -125,6 +138,7 @@ class LocalSampler:
                 position_ids=next_position[:, None],
                 past_key_values=out.past_key_values,
                 use_cache=True,
+                **extra,
             )
             logits = out.logits[:, -1, :]
             next_position = next_position + 1

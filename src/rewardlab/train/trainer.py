@@ -184,6 +184,10 @@ def train(
         run = store.create_run(
             "train", config.model_dump(), collect_manifest(config.seed), name=config.run_name, parent=parent
         )
+        # What the audit needs to judge the reward components: their weights and which one is correctness.
+        store.update_summary(
+            run.id, {"rubric": {"weights": env.rubric.weights, "primary": env.rubric.primary}}
+        )
         start_step, totals = 0, {"reward_errors": 0.0, "rollouts": 0.0}
 
     last_reward = float("nan")

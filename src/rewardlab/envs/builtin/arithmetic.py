@@ -96,6 +96,18 @@ class ArithmeticEnv(SingleTurnEnv):
                 result = wrong
         return self.parser.format_answer(str(result))
 
+    def policies(self):
+        def oracle(messages, state, example, rng):
+            return self.parser.format_answer(example.answer)
+
+        def teacher(messages, state, example, rng):
+            return self.demonstration(example, rng)
+
+        def random_guess(messages, state, example, rng):
+            return self.parser.format_answer(str(rng.randint(0, 2 * max(int(example.answer), 9))))
+
+        return {"oracle": oracle, "careless": teacher, "random": random_guess}
+
 
 def generate_problems(
     levels: list[int], count: int, split: str, seed: int, eval_fraction: float
