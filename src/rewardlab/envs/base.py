@@ -71,6 +71,18 @@ class Environment:
             return list(pool)
         return random.Random(seed).sample(pool, n)
 
+    def fresh_examples(self, n: int, seed: int) -> list[Example]:
+        """``n`` new held-out-side examples drawn with another ``seed``, for procedural environments.
+
+        A sceptic's second look: numbers on data nobody has seen, not even while choosing hyperparameters.
+        Never overlaps the train split.
+        """
+        raise RewardlabError(f"environment '{self.name}' cannot generate fresh examples")
+
+    def adversarial_examples(self, n: int, seed: int) -> list[Example]:
+        """``n`` examples built to trip a model: decoys, fake or false-positive records, the hard cases."""
+        raise RewardlabError(f"environment '{self.name}' defines no adversarial set")
+
     def demonstration(self, example: Example, rng: random.Random | None = None) -> str:
         """The assistant reply used to prime a model with SFT: the answer in the parser's format.
 

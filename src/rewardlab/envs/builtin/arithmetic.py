@@ -17,6 +17,8 @@ import random
 from typing import Any
 
 from rewardlab.envs.base import SingleTurnEnv
+from rewardlab.envs.dataset import load_examples
+from rewardlab.errors import RewardlabError
 from rewardlab.rubrics.parsers import XMLParser
 from rewardlab.rubrics.rewards import exact_answer
 from rewardlab.rubrics.rubric import Rubric
@@ -73,8 +75,18 @@ class ArithmeticEnv(SingleTurnEnv):
     name = "arithmetic"
     description = "Arithmetic with an exact checker; levels 1-4, disjoint held-out split."
 
-    def __init__(self, teacher: str = "exact", slip_rate: float = 0.0, teacher_seed: int = 0, **kwargs: Any):
+    def __init__(
+        self,
+        teacher: str = "exact",
+        slip_rate: float = 0.0,
+        teacher_seed: int = 0,
+        levels: list[int] | None = None,
+        eval_fraction: float = 0.1,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
+        self.levels = levels or [2]
+        self.eval_fraction = eval_fraction
         if teacher not in ("exact", "careless"):
             raise ValueError(f"teacher must be 'exact' or 'careless', got '{teacher}'")
         if not 0.0 <= slip_rate <= 1.0:
@@ -95,6 +107,22 @@ class ArithmeticEnv(SingleTurnEnv):
             if wrong != result and rng.random() < self.slip_rate:
                 result = wrong
         return self.parser.format_answer(str(result))
+
+    def fresh_examples(self, n: int, seed: int) -> list[Example]:
+        """New problems from the held-out side of the hash split, drawn with another seed."""
+        rows = generate_problems(self.levels, n, "eval", seed + 10_000, self.eval_fraction)
+        return load_examples(rows, self.system_prompt)
+
+    def adversarial_examples(self, n: int, seed: int) -> list[Example]:
+        """Held-out-side problems that all need a carry or borrow: where the careless teacher slips."""
+        rows = [
+            r
+            for r in generate_problems(self.levels, 20 * n, "eval", seed + 20_000, self.eval_fraction)
+            if r["info"]["needs_carry"]
+        ]
+        if len(rows) < n:
+            raise RewardlabError(f"only {len(rows)} adversarial problems found for levels {self.levels}")
+        return load_examples(rows[:n], self.system_prompt)
 
     def policies(self):
         def oracle(messages, state, example, rng):
@@ -192,4 +220,6 @@ def load_environment(
         teacher=teacher,
         slip_rate=slip_rate if teacher == "careless" else 0.0,
         teacher_seed=seed,
+        levels=levels,
+        eval_fraction=eval_fraction,
     )
