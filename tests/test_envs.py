@@ -118,3 +118,16 @@ def test_broken_environment_file(tmp_path):
     (tmp_path / "nofactory.py").write_text("x = 1\n")
     with pytest.raises(EnvironmentLoadError, match="has no load_environment"):
         load_environment(str(tmp_path / "nofactory.py"))
+
+
+def test_asking_for_more_problems_than_exist_is_a_one_line_user_error():
+    from rewardlab.errors import RewardlabError
+
+    with pytest.raises(RewardlabError, match=r"only 93 distinct train problems exist for levels \[1\]"):
+        load_environment("arithmetic", level=1, num_train=500)
+    env = load_environment("arithmetic", level=2, num_train=50, num_eval=10)
+    assert len(env.adversarial_examples(300, seed=0)) == 300  # draws from what the held-out side holds
+    with pytest.raises(RewardlabError, match="adversarial \\(carry\\) problems exist"):
+        env.adversarial_examples(5000, seed=0)
+    with pytest.raises(RewardlabError, match="distinct eval problems exist"):
+        env.fresh_examples(5000, seed=0)

@@ -200,19 +200,88 @@ def eval_(
 @app.command()
 @user_errors
 def compare(
-    run_a: Annotated[str, typer.Argument(help="Baseline eval run (id, prefix or directory).")],
-    run_b: Annotated[str, typer.Argument(help="Candidate eval run.")],
+    a: Annotated[
+        str, typer.Argument(help="Baseline: an eval run, or a model (name, path, run id, scripted:…).")
+    ],
+    b: Annotated[str, typer.Argument(help="Candidate: an eval run, or a model.")],
+    env: Annotated[
+        str | None, typer.Option(help="Environment (default: the one the models were trained on).")
+    ] = None,
+    data: Annotated[
+        str, typer.Option(help="Data modes, comma-separated: held-out, fresh, adversarial, or all.")
+    ] = ("held-out"),
+    num_examples: Annotated[
+        int | None, typer.Option("--num-examples", "-n", help="Records per mode.")
+    ] = None,
+    rollouts: Annotated[int, typer.Option("--rollouts", "-r", help="Rollouts per record.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed for fresh data and sampling.")] = 0,
+    label_a: Annotated[str, typer.Option(help="Name for A in the output.")] = "A",
+    label_b: Annotated[str, typer.Option(help="Name for B in the output.")] = "B",
     samples: Annotated[int, typer.Option(help="Debug samples to show.")] = 6,
     runs_dir: RunsDir = "runs",
 ):
-    """Paired comparison of two eval runs: mean difference with a bootstrap 95% CI, win/tie/loss."""
-    from rewardlab.eval.compare import compare_runs
-    from rewardlab.eval.view import comparison_view
+    """Paired comparison: mean difference with a bootstrap 95% CI, win/tie/loss, latency, debug samples.
+
+    Two eval runs are compared on the records they share. Two models are evaluated on exactly the same
+    records in each data mode (held-out split, freshly generated data, adversarial set), with a warning
+    when those records were in either model's training data.
+    """
+    from rewardlab.eval.compare import DATA_MODES, compare_models, compare_runs
+    from rewardlab.eval.view import comparison_view, model_comparison_view
     from rewardlab.runs import RunStore
+    from rewardlab.runs.lineage import trained_env
 
     store = RunStore(runs_dir)
-    comparison = compare_runs(store, run_a, run_b, num_samples=samples)
-    console.print(comparison_view(comparison))
+    if _is_eval_run(store, a) and _is_eval_run(store, b):
+        console.print(comparison_view(compare_runs(store, a, b, num_samples=samples)))
+        return
+    model_a, model_b = model_argument(runs_dir, a), model_argument(runs_dir, b)
+    env_config = (
+        {"name": env, "args": {}} if env else trained_env(model_a, store) or trained_env(model_b, store)
+    )
+    if env_config is None:
+        raise RewardlabError(
+            "name the environment with --env: neither model comes from a run that records one"
+        )
+    modes = DATA_MODES if data == "all" else tuple(m.strip() for m in data.split(",") if m.strip())
+    common = {
+        "env": env_config,
+        "num_examples": num_examples,
+        "rollouts_per_example": rollouts,
+        "seed": seed,
+        "runs_dir": runs_dir,
+    }
+    config_a = EvalConfig.model_validate({**common, "model": {"name_or_path": model_a}})
+    config_b = EvalConfig.model_validate({**common, "model": {"name_or_path": model_b}})
+    run = store.create_run("compare", {"a": model_a, "b": model_b, "modes": list(modes), **common})
+    results = compare_models(store, config_a, config_b, modes, num_samples=samples, parent=run.id)
+    console.print(model_comparison_view(results, label_a, label_b))
+    store.finish(
+        run.id,
+        summary={
+            r.mode: {"skipped": r.skipped}
+            if r.skipped
+            else {
+                "mean_a": r.comparison.reward.mean_a,
+                "mean_b": r.comparison.reward.mean_b,
+                "mean_diff": r.comparison.reward.mean_diff,
+                "ci95": list(r.comparison.reward.ci95),
+                "n": r.comparison.reward.n,
+                "seen_in_training_a": r.seen_in_training_a,
+                "seen_in_training_b": r.seen_in_training_b,
+            }
+            for r in results
+        },
+    )
+
+
+def _is_eval_run(store, ref: str) -> bool:
+    if not (store.root / "rewardlab.db").exists():
+        return False
+    try:
+        return store.get(ref).kind == "eval"
+    except RewardlabError:
+        return False
 
 
 @runs_app.command("list")
@@ -273,6 +342,64 @@ def demo(
         return show_fields(DemoConfig)
     cfg = build_config(DemoConfig, config, set_, {"runs_dir": out, "seed": seed})
     run_demo(cfg)
+
+
+@app.command()
+@user_errors
+def audit(
+    run: Annotated[str, typer.Argument(help="Train run (id, prefix or directory).")],
+    strict: Annotated[bool, typer.Option(help="Exit with code 1 when anything is flagged (for CI).")] = False,
+    runs_dir: RunsDir = "runs",
+):
+    """Reward-hacking audit: each component's share, rise and correlation with correctness over training."""
+    from rewardlab.rubrics.audit import audit_run
+    from rewardlab.rubrics.audit_view import audit_view
+    from rewardlab.runs import RunStore
+
+    report = audit_run(RunStore(runs_dir), run)
+    console.print(audit_view(report))
+    if strict and report.flags:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def export(
+    run: Annotated[str, typer.Argument(help="Train run (id, prefix or directory) or an adapter directory.")],
+    out: Annotated[Path, typer.Option(help="Directory to write (must be empty or absent).")],
+    merge: Annotated[
+        bool, typer.Option(help="Also write the base model with the adapter merged in.")
+    ] = False,
+    name: Annotated[str, typer.Option(help="Model name to serve the adapter under.")] = "tuned",
+    runs_dir: RunsDir = "runs",
+):
+    """Export a run's adapter in PEFT format (for vLLM) and, with --merge, a merged full model."""
+    from rewardlab.export import export_run
+
+    result = export_run(model_argument(runs_dir, run), out, merge=merge, name=name)
+    if result.adapter_dir:
+        console.print(f"adapter: [bold]{result.adapter_dir}[/]")
+    if result.merged_dir:
+        console.print(f"merged model: [bold]{result.merged_dir}[/]")
+    console.print("serve it with vLLM:")
+    for command in result.vllm_commands():
+        console.print(f"  {command}", soft_wrap=True)
+
+
+@env_app.command("init")
+@user_errors
+def env_init(
+    name: Annotated[str, typer.Argument(help="Environment name (also the package directory).")],
+    parent: Annotated[Path, typer.Option(help="Where to create the package.")] = Path("."),
+):
+    """Scaffold an installable environment package (pyproject, module with load_environment, a test)."""
+    from rewardlab.envs.scaffold import scaffold
+
+    root = scaffold(name, parent)
+    console.print(
+        f"created [bold]{root}[/]: edit {root / name.replace('-', '_') / '__init__.py'}, then "
+        f"`pip install -e {root}` and `rewardlab eval --env {name} --model tiny`"
+    )
 
 
 def main() -> None:

@@ -142,7 +142,11 @@ class EvalConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig, description="The model to evaluate.")
     env: EnvConfig = Field(default_factory=EnvConfig, description="The task.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Rollout sampling.")
-    split: Literal["train", "eval"] = Field("eval", description="Which split to draw examples from.")
+    split: Literal["train", "eval", "fresh", "adversarial"] = Field(
+        "eval",
+        description="Examples: 'eval' (held-out), 'train', 'fresh' (newly generated with the seed) or "
+        "'adversarial' (decoys and hard cases), the last two for environments that define them.",
+    )
     num_examples: int | None = Field(
         None, gt=0, description="Examples to evaluate (default: the whole split)."
     )

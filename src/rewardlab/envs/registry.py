@@ -125,5 +125,17 @@ def list_environments() -> dict[str, str]:
         module = importlib.import_module(module_path)
         found[name] = (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""
     for name, entry in _installed().items():
-        found.setdefault(name, f"installed ({entry.value})")
+        found.setdefault(name, _installed_description(entry))
     return found
+
+
+def _installed_description(entry) -> str:
+    """The first docstring line of an installed environment's module (loading it, which also shows
+    whether it loads at all)."""
+    try:
+        target = entry.load()
+    except Exception as error:
+        return f"failed to load: {type(error).__name__}: {error}"
+    module = sys.modules.get(getattr(target, "__module__", ""), target)
+    doc = (getattr(module, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else f"installed ({entry.value})"

@@ -7,6 +7,7 @@ disagreements first, so a person can see *what* changed, not only by how much.
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -130,3 +131,131 @@ def breakdown(store: RunStore, runs: dict[str, str], key: str, component: str | 
         for category, values in grouped.items():
             table[category][label] = (statistics.fmean(values), len(values))
     return dict(table)
+
+
+DATA_MODES = ("held-out", "fresh", "adversarial")
+_SPLIT_OF_MODE = {"held-out": "eval", "fresh": "fresh", "adversarial": "adversarial"}
+
+
+def as_id_list(value) -> list | None:
+    """A list of ids from an answer: a JSON list, or an object holding exactly one list."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return None
+    if isinstance(value, dict):
+        lists = [v for v in value.values() if isinstance(v, list)]
+        value = lists[0] if len(lists) == 1 else None
+    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+        return value
+    return None
+
+
+def answer_view(parser, gold: str, completion: str) -> str:
+    """What a model answered, and for id-set answers which ids it shared with the gold set."""
+    parsed = parser.parse_answer(completion) if parser is not None else completion
+    predicted, reference = as_id_list(parsed), as_id_list(gold)
+    if predicted is not None and reference is not None:
+        shared = [i for i in predicted if i in set(reference)]
+        return f"{predicted} overlap {shared}"
+    if parsed is None:
+        return "(no answer)"
+    return parsed if isinstance(parsed, str) else json.dumps(parsed)
+
+
+@dataclass
+class ModeComparison:
+    """One data mode of a model-vs-model comparison."""
+
+    mode: str
+    comparison: Comparison | None
+    summary_a: dict = field(default_factory=dict)
+    summary_b: dict = field(default_factory=dict)
+    examples: int = 0
+    seen_in_training_a: int = 0  # evaluation records that side's training lineage saw
+    seen_in_training_b: int = 0
+    views: list[tuple[str, str, str, str]] = field(default_factory=list)  # (question, gold, view a, view b)
+    skipped: str | None = None  # why this mode could not run
+
+
+def compare_models(
+    store: RunStore,
+    config_a,
+    config_b,
+    modes: tuple[str, ...] = DATA_MODES,
+    num_samples: int = 6,
+    parent: str | None = None,
+) -> list[ModeComparison]:
+    """Evaluate two models on exactly the same records in each data mode and compare them paired.
+
+    ``config_a``/``config_b`` are :class:`~rewardlab.config.EvalConfig` objects that differ in the model
+    (and endpoint); the environment, sampling, counts and seed come from ``config_a``. A mode the
+    environment cannot produce (no adversarial set, say) is skipped with a note in the result list's place.
+    """
+    from rewardlab.envs.registry import load_environment
+    from rewardlab.eval.evaluate import evaluate, select_examples
+    from rewardlab.runs.lineage import prompt_hash, training_prompt_hashes
+
+    env = load_environment(config_a.env.name, **config_a.env.args)
+    seen_a = training_prompt_hashes(config_a.model.name_or_path, store)
+    seen_b = training_prompt_hashes(config_b.model.name_or_path, store)
+    results: list[ModeComparison] = []
+    for mode in modes:
+        if mode not in _SPLIT_OF_MODE:
+            raise RewardlabError(f"unknown data mode '{mode}' (use: {', '.join(DATA_MODES)})")
+        template = config_a.model_copy(update={"split": _SPLIT_OF_MODE[mode]})
+        try:
+            examples = select_examples(env, template)
+        except RewardlabError as error:
+            if mode == "held-out":
+                raise
+            results.append(ModeComparison(mode, None, skipped=str(error)))
+            continue
+        hashes = [prompt_hash(e.prompt) for e in examples]
+        evals = []
+        for config in (config_a, config_b):
+            side = config.model_copy(update={"split": template.split, "run_name": f"compare {mode}"})
+            side.env = config_a.env
+            side.sampling = config_a.sampling
+            side.rollouts_per_example = config_a.rollouts_per_example
+            side.seed = config_a.seed
+            evals.append(evaluate(side, store, parent=parent, env=env, examples=examples))
+        comparison = compare_runs(store, evals[0].run_id, evals[1].run_id, num_samples=num_samples)
+        views = _views(env, store, evals[0].run_id, evals[1].run_id, comparison)
+        results.append(
+            ModeComparison(
+                mode,
+                comparison,
+                evals[0].summary,
+                evals[1].summary,
+                len(examples),
+                sum(h in seen_a for h in hashes),
+                sum(h in seen_b for h in hashes),
+                views,
+            )
+        )
+    return results
+
+
+def _views(
+    env, store: RunStore, run_a: str, run_b: str, comparison: Comparison
+) -> list[tuple[str, str, str, str]]:
+    first = {}
+    for run in (run_a, run_b):
+        first[run] = {r["example_id"]: r for r in store.rollouts(run, phase="eval") if r["sample_index"] == 0}
+    views = []
+    for sample in comparison.samples:
+        row_a, row_b = first[run_a].get(sample.example_id), first[run_b].get(sample.example_id)
+        if row_a is None or row_b is None:
+            continue
+        gold = sample.answer
+        views.append(
+            (
+                sample.question,
+                gold,
+                answer_view(env.parser, gold, _text(row_a)),
+                answer_view(env.parser, gold, _text(row_b)),
+            )
+        )
+    return views

@@ -27,7 +27,7 @@ from rewardlab.sampling.base import Sampler, SamplingParams
 from rewardlab.sampling.local import LocalSampler
 from rewardlab.sampling.scripted import ScriptedSampler, is_scripted
 from rewardlab.train.common import set_seed
-from rewardlab.types import ScoredRollout
+from rewardlab.types import Example, ScoredRollout
 
 
 @dataclass
@@ -131,8 +131,22 @@ def write_results(path: Path, scored: list[ScoredRollout]) -> None:
             handle.write(json.dumps(to_jsonable(row)) + "\n")
 
 
-def run_rollouts(env: Environment, sampler: Sampler, config: EvalConfig, label: str) -> list[ScoredRollout]:
-    examples = env.examples(config.split, config.num_examples, seed=config.seed)
+DEFAULT_GENERATED = 200  # fresh/adversarial examples when num_examples is not given
+
+
+def select_examples(env: Environment, config: EvalConfig) -> list[Example]:
+    """The examples ``config`` names: a split, or a freshly generated or adversarial set."""
+    if config.split == "fresh":
+        return env.fresh_examples(config.num_examples or DEFAULT_GENERATED, config.seed)
+    if config.split == "adversarial":
+        return env.adversarial_examples(config.num_examples or DEFAULT_GENERATED, config.seed)
+    return env.examples(config.split, config.num_examples, seed=config.seed)
+
+
+def run_rollouts(
+    env: Environment, sampler: Sampler, config: EvalConfig, label: str, examples: list[Example] | None = None
+) -> list[ScoredRollout]:
+    examples = examples if examples is not None else select_examples(env, config)
     params = SamplingParams(
         n=config.rollouts_per_example,
         temperature=config.sampling.temperature,
@@ -157,8 +171,12 @@ def evaluate(
     parent: str | None = None,
     env: Environment | None = None,
     sampler: Sampler | None = None,
+    examples: list[Example] | None = None,
 ) -> EvalResult:
-    """Evaluate ``config.model`` (or the given ``sampler``) on ``config.env``; record a run."""
+    """Evaluate ``config.model`` (or the given ``sampler``) on ``config.env``; record a run.
+
+    ``examples`` overrides the split, so two models can be evaluated on exactly the same records.
+    """
     started = time.perf_counter()
     store = store or RunStore(config.runs_dir)
     env = env or load_environment(config.env.name, **config.env.args)
@@ -171,7 +189,7 @@ def evaluate(
         "eval", config.model_dump(), collect_manifest(config.seed), name=config.run_name, parent=parent
     )
     set_seed(config.seed)
-    scored = run_rollouts(env, sampler, config, f"eval {config.model.name_or_path}")
+    scored = run_rollouts(env, sampler, config, f"eval {config.model.name_or_path}", examples)
     summary = summarize(
         scored,
         env.rubric.primary,

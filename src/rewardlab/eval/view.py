@@ -73,3 +73,66 @@ def comparison_view(comparison: Comparison) -> Group:
         )
     footer = Text(f"n = {comparison.reward.n} paired examples", style="dim")
     return Group(table, samples, footer)
+
+
+def _latency(summary: dict) -> str:
+    return " / ".join(
+        f"{summary[k] * 1000:.0f}" for k in ("latency_mean_s", "latency_p50_s", "latency_p95_s")
+    )
+
+
+def model_comparison_view(results, label_a: str, label_b: str) -> Group:
+    """Every data mode: paired metrics, latency per model, training-overlap warnings, debug samples."""
+    parts: list = []
+    for result in results:
+        if result.skipped:
+            parts.append(Text(f"{result.mode}: skipped — {result.skipped}", style="yellow"))
+            continue
+        comparison = result.comparison
+        table = Table(title=f"{result.mode}: {label_b} vs {label_a} on the same {result.examples} records")
+        for column in ("metric", label_a, label_b, f"{label_b} − {label_a}", "95% CI", "win / tie / loss"):
+            table.add_column(column, justify="left" if column == "metric" else "right")
+        rows = [("reward", comparison.reward)] + [(f"  {k}", v) for k, v in comparison.components.items()]
+        for name, paired in rows:
+            significant = paired.ci95[0] > 0 or paired.ci95[1] < 0
+            style = ("bold green" if paired.mean_diff > 0 else "bold red") if significant else ""
+            table.add_row(
+                name,
+                f"{paired.mean_a:.3f}",
+                f"{paired.mean_b:.3f}",
+                Text(f"{paired.mean_diff:+.3f}", style=style),
+                _ci(paired.ci95),
+                f"{paired.wins} / {paired.ties} / {paired.losses}",
+            )
+        for key in [k for k in result.summary_a if k.startswith("pass@")]:
+            table.add_row(
+                key,
+                f"{result.summary_a[key]:.3f}",
+                f"{result.summary_b.get(key, float('nan')):.3f}",
+                "",
+                "",
+                "",
+            )
+        table.add_row(
+            "latency ms (mean / p50 / p95)",
+            _latency(result.summary_a),
+            _latency(result.summary_b),
+            "",
+            "",
+            "",
+        )
+        parts.append(table)
+        for label, seen in ((label_a, result.seen_in_training_a), (label_b, result.seen_in_training_b)):
+            if seen:
+                parts.append(
+                    Text(
+                        f"warning: {seen} of {result.examples} {result.mode} records were in {label}'s "
+                        "training data: this mode measures memory, not generalisation",
+                        style="bold yellow",
+                    )
+                )
+        for question, gold, view_a, view_b in result.views:
+            parts.append(
+                Text(f"{question!r}  gold: {gold} / {label_a}: {view_a} / {label_b}: {view_b}", style="dim")
+            )
+    return Group(*parts)

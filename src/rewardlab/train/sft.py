@@ -23,6 +23,7 @@ from rewardlab.errors import DatasetError
 from rewardlab.models.chat import ChatRenderer
 from rewardlab.models.loading import LoraSettings, load_model
 from rewardlab.runs import RunStore, collect_manifest
+from rewardlab.runs.lineage import record_training_prompts
 from rewardlab.train.common import make_optimizer, make_scheduler, pad_sequences, set_seed, suffix_logits
 from rewardlab.types import Messages
 
@@ -126,6 +127,7 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
     run = store.create_run(
         "sft", config.model_dump(), collect_manifest(config.seed), name=config.run_name, parent=parent
     )
+    record_training_prompts(run.dir, data.prompts)
 
     model.train()
     optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)

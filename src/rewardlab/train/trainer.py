@@ -24,6 +24,7 @@ from rewardlab.envs.registry import load_environment
 from rewardlab.errors import RewardlabError
 from rewardlab.models.loading import LoraSettings, load_model
 from rewardlab.runs import RunStore, collect_manifest
+from rewardlab.runs.lineage import record_training_prompts
 from rewardlab.sampling.base import SamplingParams
 from rewardlab.sampling.local import LocalSampler
 from rewardlab.train import checkpoint as ckpt
@@ -188,6 +189,7 @@ def train(
         store.update_summary(
             run.id, {"rubric": {"weights": env.rubric.weights, "primary": env.rubric.primary}}
         )
+        record_training_prompts(run.dir, (example.prompt for example in pool))
         start_step, totals = 0, {"reward_errors": 0.0, "rollouts": 0.0}
 
     last_reward = float("nan")

@@ -115,13 +115,15 @@ class ArithmeticEnv(SingleTurnEnv):
 
     def adversarial_examples(self, n: int, seed: int) -> list[Example]:
         """Held-out-side problems that all need a carry or borrow: where the careless teacher slips."""
-        rows = [
-            r
-            for r in generate_problems(self.levels, 20 * n, "eval", seed + 20_000, self.eval_fraction)
-            if r["info"]["needs_carry"]
-        ]
+        candidates = generate_problems(
+            self.levels, 20 * n, "eval", seed + 20_000, self.eval_fraction, at_most=True
+        )
+        rows = [r for r in candidates if r["info"]["needs_carry"]]
         if len(rows) < n:
-            raise RewardlabError(f"only {len(rows)} adversarial problems found for levels {self.levels}")
+            raise RewardlabError(
+                f"only {len(rows)} adversarial (carry) problems exist on the held-out side of levels "
+                f"{self.levels}; ask for at most that many"
+            )
         return load_examples(rows[:n], self.system_prompt)
 
     def policies(self):
@@ -138,12 +140,13 @@ class ArithmeticEnv(SingleTurnEnv):
 
 
 def generate_problems(
-    levels: list[int], count: int, split: str, seed: int, eval_fraction: float
+    levels: list[int], count: int, split: str, seed: int, eval_fraction: float, at_most: bool = False
 ) -> list[dict[str, Any]]:
     """``count`` distinct problems of ``split``, levels mixed evenly.
 
     A level with few problems (level 1 has 100) drops out of the mix once it is used up, so the
-    others fill the rest; only when every level is used up is ``count`` too many.
+    others fill the rest; when every level is used up, ``at_most`` returns what exists, otherwise
+    ``count`` was too many and that is the caller's mistake to hear about.
     """
     rng = random.Random(f"arithmetic:{split}:{seed}")
     rows: list[dict[str, Any]] = []
@@ -153,7 +156,9 @@ def generate_problems(
     while len(rows) < count:
         active = [level for level in levels if misses[level] < 2_000]
         if not active:
-            raise ValueError(
+            if at_most:
+                return rows
+            raise RewardlabError(
                 f"only {len(rows)} distinct {split} problems exist for levels {levels}, asked for {count}"
             )
         level = active[turn % len(active)]

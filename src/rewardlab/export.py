@@ -1,0 +1,61 @@
+"""Exporting a trained run for serving elsewhere.
+
+``export_run`` writes the run's adapter in PEFT format (what ``vllm serve --enable-lora --lora-modules``
+loads) with its tokenizer and, with ``merge=True``, a merged full model (base + adapter folded into the
+weights) that any Hugging Face loader or ``vllm serve`` takes as a plain model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from rewardlab.errors import RewardlabError
+from rewardlab.models.loading import load_model, resolve
+
+
+@dataclass
+class Export:
+    adapter_dir: Path | None
+    merged_dir: Path | None
+    base_model: str
+    name: str
+
+    def vllm_commands(self) -> list[str]:
+        commands = []
+        if self.adapter_dir is not None:
+            commands.append(
+                f"vllm serve {self.base_model} --enable-lora --max-lora-rank {self._rank()} "
+                f"--lora-modules {self.name}={self.adapter_dir}"
+            )
+        if self.merged_dir is not None:
+            commands.append(f"vllm serve {self.merged_dir} --served-model-name {self.name}")
+        return commands
+
+    def _rank(self) -> int:
+        config = json.loads((self.adapter_dir / "adapter_config.json").read_text())
+        return max(16, int(config.get("r", 16)))  # vLLM's default limit is 16
+
+
+def export_run(model: str, out_dir: str | Path, merge: bool = False, name: str = "tuned") -> Export:
+    """Export ``model`` (a run directory or an adapter directory) into ``out_dir``."""
+    base, adapter = resolve(model)
+    if adapter is None:
+        raise RewardlabError(
+            f"'{model}' holds no LoRA adapter to export (it is a full model: serve it directly)"
+        )
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise RewardlabError(f"export directory {out} is not empty")
+    adapter_out = out / "adapter"
+    shutil.copytree(adapter, adapter_out)
+    merged_out = None
+    if merge:
+        peft_model, tokenizer = load_model(model)
+        merged = peft_model.merge_and_unload()
+        merged_out = out / "merged"
+        merged.save_pretrained(merged_out)
+        tokenizer.save_pretrained(merged_out)
+    return Export(adapter_out, merged_out, base, name)

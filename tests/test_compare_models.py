@@ -1,0 +1,134 @@
+"""Comparing two models like a sceptic: the same records per data mode, overlap warnings, debug views."""
+
+import pytest
+from typer.testing import CliRunner
+
+from rewardlab.cli import app
+from rewardlab.config import EvalConfig, SFTConfig
+from rewardlab.eval.compare import answer_view, as_id_list, compare_models
+from rewardlab.rubrics import XMLParser
+from rewardlab.runs import RunStore
+from rewardlab.runs.lineage import lineage, trained_env, training_prompt_hashes
+from rewardlab.train.sft import run_sft
+
+ENV = {"name": "arithmetic", "args": {"level": 2, "num_train": 200, "num_eval": 20}}
+
+
+@pytest.fixture(scope="module")
+def primed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    store = RunStore(root)
+    sft = run_sft(
+        SFTConfig.model_validate({"env": ENV, "max_steps": 20, "batch_size": 16, "runs_dir": str(root)}),
+        store,
+    )
+    return store, sft
+
+
+def test_lineage_traces_a_model_to_its_runs(primed):
+    store, sft = primed
+    assert lineage(str(sft.model_dir), store) == [sft.model_dir.parent]
+    assert lineage(sft.run_id, store) == [sft.model_dir.parent]
+    assert len(training_prompt_hashes(str(sft.model_dir), store)) == 200
+    assert trained_env(str(sft.model_dir), store) == ENV
+    assert lineage("tiny", store) == [] and training_prompt_hashes("tiny", store) == set()
+
+
+def test_every_mode_compares_the_same_records(primed):
+    store, sft = primed
+    common = {"env": ENV, "num_examples": 10, "rollouts_per_example": 2, "runs_dir": str(store.root)}
+    config_a = EvalConfig.model_validate({**common, "model": {"name_or_path": "tiny"}})
+    config_b = EvalConfig.model_validate({**common, "model": {"name_or_path": str(sft.model_dir)}})
+    results = compare_models(store, config_a, config_b)
+    assert [r.mode for r in results] == ["held-out", "fresh", "adversarial"]
+    for result in results:
+        assert result.skipped is None and result.comparison.reward.n == 10 and result.examples == 10
+        assert result.seen_in_training_a == 0 and result.seen_in_training_b == 0  # splits are disjoint
+        ids_a = {r["example_id"] for r in store.rollouts(result.comparison.run_a, phase="eval")}
+        ids_b = {r["example_id"] for r in store.rollouts(result.comparison.run_b, phase="eval")}
+        assert ids_a == ids_b and len(ids_a) == 10
+        assert "latency_p95_s" in result.summary_a and "latency_p95_s" in result.summary_b
+    adversarial = store.rollouts(results[2].comparison.run_a, phase="eval")
+    assert all(r["info"]["needs_carry"] for r in adversarial)
+    held_out = {r["example_id"] for r in store.rollouts(results[0].comparison.run_a, phase="eval")}
+    fresh = {r["example_id"] for r in store.rollouts(results[1].comparison.run_a, phase="eval")}
+    assert held_out != fresh
+
+
+def test_cli_warns_when_records_were_in_training(tmp_path):
+    env_file = tmp_path / "leaky.py"
+    env_file.write_text(
+        "from rewardlab.envs import SingleTurnEnv\n"
+        "from rewardlab.rubrics import Rubric, XMLParser\n"
+        "from rewardlab.rubrics.rewards import exact_answer\n"
+        "def load_environment():\n"
+        "    rows = [{'prompt': f'{i}+{i}=', 'answer': str(2 * i)} for i in range(12)]\n"
+        "    parser = XMLParser()\n"
+        "    # the mistake under test: the 'held-out' rows are the training rows\n"
+        "    return SingleTurnEnv(dataset=rows, eval_dataset=rows, parser=parser,\n"
+        "                         rubric=Rubric([exact_answer], parser=parser))\n"
+    )
+    runs = tmp_path / "runs"
+    sft = run_sft(
+        SFTConfig.model_validate(
+            {"env": {"name": str(env_file)}, "max_steps": 5, "batch_size": 4, "runs_dir": str(runs)}
+        ),
+        RunStore(runs),
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            "tiny",
+            sft.run_id,
+            "--runs-dir",
+            str(runs),
+            "-r",
+            "1",
+            "--data",
+            "held-out,adversarial",
+            "--label-a",
+            "base",
+            "--label-b",
+            "primed",
+        ],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "warning: 12 of 12 held-out records were in primed's training data" in result.output
+    assert "adversarial: skipped" in result.output and "defines no adversarial set" in result.output
+    assert "gold: " in result.output and " / base: " in result.output
+
+
+def test_bad_mode_and_unknown_environment_are_one_line(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "compare",
+            "tiny",
+            "scripted:oracle",
+            "--env",
+            "arithmetic",
+            "--data",
+            "weird",
+            "--runs-dir",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 2 and "unknown data mode 'weird'" in result.output
+    result = runner.invoke(app, ["compare", "tiny", "tiny", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "name the environment with --env" in result.output
+
+
+def test_id_set_views():
+    parser = XMLParser()
+    assert as_id_list('{"selected_event_ids": [3, 7]}') == [3, 7]
+    assert (
+        as_id_list("[1, 2]") == [1, 2]
+        and as_id_list("12") is None
+        and as_id_list('{"a": [1], "b": [2]}') is None
+    )
+    assert answer_view(parser, "[3, 7]", '<answer>{"ids": [3, 9]}</answer>') == "[3, 9] overlap [3]"
+    assert answer_view(parser, "42", "<answer>41</answer>") == "41"
+    assert answer_view(parser, "42", "nothing") == "(no answer)"
