@@ -85,9 +85,13 @@ def test_sft_data_file_row_without_a_prompt(tmp_path):
     assert_one_line_error(code, out, "sft.jsonl line 2: row has no 'prompt' or 'question'")
 
 
-def test_unknown_run_for_compare_and_show(tmp_path):
-    code, out = run("compare", "abc", "def", "--runs-dir", str(tmp_path))
-    assert_one_line_error(code, out, "no run 'abc'")
+def test_unknown_model_for_compare_and_unknown_run_for_show(tmp_path):
+    code, out = run("compare", "abc", "def", "--env", "arithmetic", "--runs-dir", str(tmp_path))
+    assert_one_line_error(code, out, "cannot load tokenizer 'abc'")
+    from rewardlab.runs import RunStore
+
+    [compare_run] = RunStore(tmp_path).list(kind="compare")
+    assert compare_run.status == "failed"
     code, out = run("runs", "show", "zzz", "--runs-dir", str(tmp_path))
     assert_one_line_error(code, out, "no run 'zzz'")
 

@@ -254,7 +254,11 @@ def compare(
     config_a = EvalConfig.model_validate({**common, "model": {"name_or_path": model_a}})
     config_b = EvalConfig.model_validate({**common, "model": {"name_or_path": model_b}})
     run = store.create_run("compare", {"a": model_a, "b": model_b, "modes": list(modes), **common})
-    results = compare_models(store, config_a, config_b, modes, num_samples=samples, parent=run.id)
+    try:
+        results = compare_models(store, config_a, config_b, modes, num_samples=samples, parent=run.id)
+    except RewardlabError as error:
+        store.finish(run.id, status="failed", summary={"error": str(error)})
+        raise
     console.print(model_comparison_view(results, label_a, label_b))
     store.finish(
         run.id,
