@@ -35,7 +35,8 @@ def test_functions_receive_only_what_they_name():
         seen["all"] = sorted(kwargs)
         return 1.0
 
-    rubric = Rubric([needs_info_and_state, everything])
+    # inline: these functions record what they receive in this process (a worker would write its own copy)
+    rubric = Rubric([needs_info_and_state, everything], isolation="inline")
     [scored] = rubric.score([rollout("x", info={"k": 1})])
     assert seen["info"] == {"k": 1} and seen["state"] == {"turns": 1}
     assert seen["prompt"][0]["content"] == "2+2="
@@ -44,17 +45,20 @@ def test_functions_receive_only_what_they_name():
 
 
 def test_async_functions_run_concurrently():
-    async def slow(completion):
-        await asyncio.sleep(0.2)
+    """Each call waits for all four to have started: run one after another, the first would time out."""
+    started = 0
+    everyone_in = asyncio.Event()
+
+    async def waits_for_the_others(completion):
+        nonlocal started
+        started += 1
+        if started == 4:
+            everyone_in.set()
+        await asyncio.wait_for(everyone_in.wait(), timeout=5)
         return 1.0
 
-    rubric = Rubric([slow])
-    import time
-
-    started = time.perf_counter()
-    scored = rubric.score([rollout("a"), rollout("b"), rollout("c"), rollout("d")])
-    assert time.perf_counter() - started < 0.6  # four 0.2 s calls overlap
-    assert [s.reward for s in scored] == [1.0] * 4
+    scored = Rubric([waits_for_the_others]).score([rollout("a"), rollout("b"), rollout("c"), rollout("d")])
+    assert [s.reward for s in scored] == [1.0] * 4 and not any(s.errors for s in scored)
 
 
 def test_raising_function_is_an_error_not_a_zero():

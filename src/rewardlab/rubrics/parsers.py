@@ -6,7 +6,10 @@ the *last* ``<answer>`` block that is *outside* every ``<think>`` block.
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
+from typing import Any
 
 from rewardlab.types import Messages
 
@@ -83,3 +86,76 @@ class XMLParser(Parser):
             return 1.0 if clean else 0.5
 
         return format_reward
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool call found in a completion: the tool's name and the text between the tags."""
+
+    name: str
+    arguments: str
+
+
+class ToolCallParser(XMLParser):
+    """Reads tool calls written as ``<tool name="calculator">12*(3+4)</tool>``, plus the final ``<answer>``.
+
+    Tool calls inside ``<think>`` are ignored like answers are: thinking about a call is not making it.
+    Calls come back in the order written; the tool's name is returned even when no such tool exists, so
+    the environment can tell the model so instead of silently dropping the call.
+    """
+
+    def __init__(self, answer_tag: str = "answer", think_tag: str = "think", tool_tag: str = "tool"):
+        super().__init__(answer_tag=answer_tag, think_tag=think_tag)
+        self.tool_tag = tool_tag
+        self._tool = re.compile(
+            rf"<{tool_tag}\s+name\s*=\s*[\"']([^\"']*)[\"']\s*>(.*?)</{tool_tag}>", re.DOTALL
+        )
+
+    def parse_tool_calls(self, completion: str | Messages) -> list[ToolCall]:
+        text = self._outside_think(_as_text(completion))
+        return [ToolCall(name.strip(), arguments) for name, arguments in self._tool.findall(text)]
+
+    def format_tool_call(self, name: str, arguments: str) -> str:
+        return f'<{self.tool_tag} name="{name}">{arguments}</{self.tool_tag}>'
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+class JSONParser(Parser):
+    """Reads the last JSON object in a completion, fenced (```json … ```) or bare, outside ``<think>``.
+
+    "Last" means the object that ends last, so a model that drafts an object and then corrects it is read
+    by its correction, and an object nested in another is never taken for the whole. Only objects count
+    (not arrays or scalars), and only strict JSON (no single quotes, trailing commas, NaN). The answer is
+    the decoded ``dict``, or ``None`` when no object parses.
+    """
+
+    def __init__(self, think_tag: str = "think", max_candidates: int = 256):
+        self.think_tag = think_tag
+        # Bounded so a completion full of braces costs at most this many decode attempts.
+        self.max_candidates = max_candidates
+        self._think = re.compile(rf"<{think_tag}>.*?(?:</{think_tag}>|$)", re.DOTALL) if think_tag else None
+        self._decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+    def parse_answer(self, completion: str | Messages) -> dict[str, Any] | None:  # type: ignore[override]
+        text = _as_text(completion)
+        if self._think:
+            text = self._think.sub(" ", text)
+        starts = [i for i, char in enumerate(text) if char == "{"][-self.max_candidates :]
+        best: tuple[int, int, dict[str, Any]] | None = None
+        for start in starts:
+            try:
+                value, end = self._decoder.raw_decode(text, start)
+            except ValueError:
+                continue
+            # ends last wins; for the same end, the outer (earlier-starting) object
+            if isinstance(value, dict) and (best is None or end > best[0]):
+                best = (end, start, value)
+        return best[2] if best else None
+
+    def format_answer(self, answer: Any) -> str:
+        """``answer`` as one line of JSON; a string is taken to be JSON already and re-encoded."""
+        value = json.loads(answer) if isinstance(answer, str) else answer
+        return json.dumps(value)

@@ -6,23 +6,44 @@ A reward function names what it needs and gets exactly that::
         return 1.0 if parser.parse_answer(completion) == answer else 0.0
 
 Available names: ``completion`` (the model's last reply, a string), ``completion_messages`` (every
-message after the prompt), ``prompt`` (the prompt messages), ``answer``, ``info``, ``state``, ``parser``
-and ``example``; a function taking ``**kwargs`` receives them all. Functions may be ``async``. The total
-reward is the weighted sum; every component is kept, and a function that raises marks its component as
-errored on that rollout instead of scoring it 0.
+message after the prompt), ``prompt`` (the prompt messages), ``answer``, ``info``, ``state``, ``parser``,
+``example`` and ``completion_tokens`` (how many tokens the model generated, ``None`` when the sampler did
+not report token ids); a function taking ``**kwargs`` receives them all. The total reward is the weighted
+sum; every component is kept, and a function that raises marks its component as errored on that rollout
+instead of scoring it 0.
+
+Where functions run (``isolation``): by default a synchronous function runs in a pool of worker processes
+(:mod:`rewardlab.rubrics.runner`) with a time limit per call, so one that hangs or crashes errors its
+component on that rollout and nothing else. It sees pickled copies of its arguments: what it changes in
+them, or in variables it captured, stays in the worker. ``async`` functions (judges, HTTP) run in the event
+loop, concurrently, under the same time limit. ``isolation="inline"`` runs synchronous functions in this
+process, as plain calls: no time limit, but breakpoints and shared state work, which helps debugging.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import math
-from collections.abc import Callable, Sequence
+import os
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from rewardlab.errors import RewardlabError
 from rewardlab.rubrics.parsers import Parser
+from rewardlab.rubrics.runner import (
+    CannotShip,
+    RewardCallError,
+    Shipped,
+    as_reward,
+    describe_error,
+    pack_arguments,
+    shared_runner,
+    ship,
+)
 from rewardlab.types import Rollout, ScoredRollout
 
 REWARD_ARGUMENTS = (
@@ -34,7 +55,10 @@ REWARD_ARGUMENTS = (
     "state",
     "parser",
     "example",
+    "completion_tokens",
 )
+ISOLATIONS = ("process", "inline")
+Isolation = Literal["process", "inline"]
 
 
 @dataclass
@@ -44,6 +68,8 @@ class RewardFunction:
     name: str
     wants: tuple[str, ...]  # the argument names it asked for; all of them when it takes **kwargs
     is_async: bool
+    timeout: float | None = None  # its own limit per call, seconds; None: the rubric's
+    shipped: Shipped | None = None  # pickled for the worker processes; None: it runs in this process
 
 
 def _inspect(func: Callable[..., Any], name: str) -> tuple[tuple[str, ...], bool]:
@@ -51,7 +77,7 @@ def _inspect(func: Callable[..., Any], name: str) -> tuple[tuple[str, ...], bool
     wants: list[str] = []
     for parameter in signature.parameters.values():
         if parameter.kind is inspect.Parameter.VAR_KEYWORD:
-            return REWARD_ARGUMENTS, inspect.iscoroutinefunction(func)
+            return REWARD_ARGUMENTS, _is_async(func)
         if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
             continue
         if parameter.name not in REWARD_ARGUMENTS:
@@ -62,14 +88,29 @@ def _inspect(func: Callable[..., Any], name: str) -> tuple[tuple[str, ...], bool
                 f"available: {', '.join(REWARD_ARGUMENTS)}"
             )
         wants.append(parameter.name)
-    return tuple(wants), inspect.iscoroutinefunction(func)
+    return tuple(wants), _is_async(func)
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    # an object whose __call__ is a coroutine function counts too
+    if inspect.iscoroutinefunction(func):
+        return True
+    return not inspect.isroutine(func) and inspect.iscoroutinefunction(type(func).__call__)
+
+
+def _check_timeout(timeout: float, what: str) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise RewardlabError(f"{what} timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
 
 
 class Rubric:
     """Weighted reward functions plus the parser they share.
 
     ``primary`` names the correctness component (the first function by default): pass@k and the
-    comparison's "solved" counts are read from it.
+    comparison's "solved" counts are read from it. ``isolation`` says where synchronous functions run
+    ("process": a shared pool of ``workers`` processes; "inline": here); ``timeout`` is the limit per call
+    in seconds for isolated and async functions (:meth:`add` takes one per function).
     """
 
     def __init__(
@@ -79,9 +120,27 @@ class Rubric:
         parser: Parser | None = None,
         names: Sequence[str] | None = None,
         primary: str | None = None,
+        *,
+        isolation: Isolation = "process",
+        timeout: float = 30.0,
+        workers: int | None = None,
     ):
+        if isolation not in ISOLATIONS:
+            raise RewardlabError(f"unknown reward isolation '{isolation}' (choose: {', '.join(ISOLATIONS)})")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise RewardlabError(f"reward workers must be a positive integer, got {workers!r}")
+        self._warned: set[str] = set()
+        if isolation == "process" and os.name != "posix":
+            self._warn_once(
+                "isolation", "reward worker processes need POSIX; reward functions run inline here"
+            )
+            isolation = "inline"
+        self.isolation: Isolation = isolation
+        self.timeout = _check_timeout(timeout, "reward")
+        self.workers = workers
         self.parser = parser or Parser()
         self.functions: list[RewardFunction] = []
+        self._shipped_parser: tuple[Parser, Shipped | None] | None = None
         weights = list(weights) if weights is not None else [1.0] * len(funcs)
         if len(weights) != len(funcs):
             raise RewardlabError(f"rubric has {len(funcs)} reward functions but {len(weights)} weights")
@@ -90,14 +149,35 @@ class Rubric:
             self.add(func, weight, name)
         self._primary = primary
 
-    def add(self, func: Callable[..., Any], weight: float = 1.0, name: str | None = None) -> Rubric:
+    def add(
+        self,
+        func: Callable[..., Any],
+        weight: float = 1.0,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> Rubric:
+        """Add a reward function. ``timeout`` overrides the rubric's for this function; without one, a
+        ``reward_timeout`` attribute on the function does (the judge sets it to cover its own retries)."""
         name = name or getattr(func, "__name__", None) or f"reward_{len(self.functions)}"
         if any(f.name == name for f in self.functions):
             raise RewardlabError(f"rubric already has a reward function named '{name}'")
         if not math.isfinite(weight):
             raise RewardlabError(f"reward function '{name}' has a non-finite weight {weight}")
         wants, is_async = _inspect(func, name)
-        self.functions.append(RewardFunction(func, float(weight), name, wants, is_async))
+        own_timeout = timeout if timeout is not None else getattr(func, "reward_timeout", None)
+        if own_timeout is not None:
+            own_timeout = _check_timeout(own_timeout, f"reward function '{name}'")
+        function = RewardFunction(func, float(weight), name, wants, is_async, own_timeout)
+        if self.isolation == "process" and not is_async:
+            try:
+                function.shipped = ship(func, name)
+            except CannotShip as error:
+                self._warn_once(
+                    name,
+                    f"reward function '{name}' cannot be sent to a worker process ({error}); "
+                    "it runs in this process, without a timeout",
+                )
+        self.functions.append(function)
         return self
 
     @property
@@ -125,32 +205,113 @@ class Rubric:
             "state": rollout.state,
             "parser": self.parser,
             "example": example,
+            "completion_tokens": (
+                rollout.num_completion_tokens if rollout.completion_mask is not None else None
+            ),
         }
 
-    async def _call(self, function: RewardFunction, arguments: dict[str, Any]) -> float:
-        kwargs = {name: arguments[name] for name in function.wants}
-        if function.is_async:
-            value = await function.func(**kwargs)
-        else:
-            value = function.func(**kwargs)
-        if isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, int | float):
-            raise TypeError(f"returned {type(value).__name__}, expected a number")
-        value = float(value)
-        if not math.isfinite(value):
-            raise ValueError(f"returned {value}")
-        return value
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
 
-    async def score_rollout_async(self, rollout: Rollout) -> ScoredRollout:
-        if rollout.error is not None:
-            return ScoredRollout(
-                rollout, 0.0, {f.name: None for f in self.functions}, {"rollout": rollout.error}
-            )
-        arguments = self._arguments(rollout)
-        results = await asyncio.gather(
-            *(self._call(f, arguments) for f in self.functions), return_exceptions=True
-        )
+    def _limit(self, function: RewardFunction) -> float:
+        return function.timeout if function.timeout is not None else self.timeout
+
+    def _parser_for_workers(self) -> Shipped | None:
+        """The rubric's parser, pickled once (again only if it is replaced); None when it cannot be."""
+        if self._shipped_parser is None or self._shipped_parser[0] is not self.parser:
+            try:
+                shipped = ship(self.parser, "parser")
+            except CannotShip as error:
+                shipped = None
+                self._warn_once(
+                    f"parser {id(self.parser)}",
+                    f"the rubric's parser cannot be sent to a worker process ({error}); reward functions "
+                    "that take it run in this process, without a timeout",
+                )
+            self._shipped_parser = (self.parser, shipped)
+        return self._shipped_parser[1]
+
+    def _submit_to_workers(self, arguments: list[dict[str, Any] | None]) -> dict[tuple[int, int], Awaitable]:
+        """Hand every call that can run in a worker to the pool at once (so it can batch them); the
+        awaitable for each, keyed by (rollout, function) index."""
+        if self.isolation != "process" or not any(f.shipped for f in self.functions):
+            return {}
+        keys: list[tuple[int, int]] = []
+        calls: list[tuple[Shipped, bytes, tuple[tuple[str, Shipped], ...]]] = []
+        limits: list[float] = []
+        for i, rollout_arguments in enumerate(arguments):
+            if rollout_arguments is None:
+                continue
+            for j, function in enumerate(self.functions):
+                if function.shipped is None:
+                    continue
+                injected: tuple[tuple[str, Shipped], ...] = ()
+                if "parser" in function.wants:
+                    parser = self._parser_for_workers()
+                    if parser is None:
+                        continue
+                    injected = (("parser", parser),)
+                kwargs = {name: rollout_arguments[name] for name in function.wants if name != "parser"}
+                try:
+                    packed = pack_arguments(kwargs)
+                except CannotShip as error:
+                    self._warn_once(
+                        f"{function.name} arguments",
+                        f"the arguments of reward function '{function.name}' cannot be sent to a worker "
+                        f"process ({error}); such calls run in this process, without a timeout",
+                    )
+                    continue
+                keys.append((i, j))
+                calls.append((function.shipped, packed, injected))
+                limits.append(self._limit(function))
+        if not calls:
+            return {}
+        futures = shared_runner(self.workers).submit(calls, limits)
+        return {key: asyncio.wrap_future(future) for key, future in zip(keys, futures, strict=True)}
+
+    async def _call_here(self, function: RewardFunction, arguments: dict[str, Any]) -> float:
+        kwargs = {name: arguments[name] for name in function.wants}
+        if not function.is_async:
+            return as_reward(function.func(**kwargs))
+        limit = self._limit(function)
+        # asyncio.wait rather than wait_for: only our deadline may read as "timed out", not a
+        # TimeoutError the function raised itself
+        task = asyncio.ensure_future(function.func(**kwargs))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=None if math.isinf(limit) else limit)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise RewardCallError(f"timed out after {limit}s")
+        return as_reward(task.result())
+
+    async def _score_many(self, rollouts: Sequence[Rollout]) -> list[ScoredRollout]:
+        arguments = [None if r.error is not None else self._arguments(r) for r in rollouts]
+        in_workers = self._submit_to_workers(arguments)
+        calls: list[Awaitable] = []
+        for i, rollout_arguments in enumerate(arguments):
+            if rollout_arguments is None:
+                continue
+            for j, function in enumerate(self.functions):
+                call = in_workers.get((i, j))
+                calls.append(call if call is not None else self._call_here(function, rollout_arguments))
+        results = iter(await asyncio.gather(*calls, return_exceptions=True))
+        scored = []
+        for rollout in rollouts:
+            if rollout.error is not None:
+                components = {f.name: None for f in self.functions}
+                scored.append(ScoredRollout(rollout, 0.0, components, {"rollout": rollout.error}))
+                continue
+            scored.append(self._assemble(rollout, [next(results) for _ in self.functions]))
+        return scored
+
+    def _assemble(self, rollout: Rollout, results: list[Any]) -> ScoredRollout:
         components: dict[str, float | None] = {}
         errors: dict[str, str] = {}
         total = 0.0
@@ -159,15 +320,20 @@ class Rubric:
                 if not isinstance(result, Exception):
                     raise result  # KeyboardInterrupt and friends are not reward errors
                 components[function.name] = None
-                errors[function.name] = f"{type(result).__name__}: {result}"
+                errors[function.name] = describe_error(result)
             else:
                 components[function.name] = result
                 total += function.weight * result
         return ScoredRollout(rollout, total, components, errors)
 
+    async def score_rollout_async(self, rollout: Rollout) -> ScoredRollout:
+        [scored] = await self._score_many([rollout])
+        return scored
+
     async def score_async(self, rollouts: Sequence[Rollout]) -> list[ScoredRollout]:
-        return list(await asyncio.gather(*(self.score_rollout_async(r) for r in rollouts)))
+        """Score rollouts: isolated calls spread over the worker pool, async ones run concurrently."""
+        return await self._score_many(rollouts)
 
     def score(self, rollouts: Sequence[Rollout]) -> list[ScoredRollout]:
-        """Score rollouts; async reward functions run concurrently."""
+        """Score rollouts from synchronous code."""
         return asyncio.run(self.score_async(rollouts))
