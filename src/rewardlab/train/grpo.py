@@ -84,6 +84,22 @@ def _check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
 
+# Full-vocabulary float32 temporaries are built for a few rows at a time, at most this many elements
+# (64 MiB). The vocabulary is the big axis (150k for Qwen): a (B, T, V) float32 copy of a whole batch can
+# be gigabytes, while going one row at a time runs B rounds of small kernels where one would do.
+VOCAB_CHUNK_ELEMENTS = 1 << 24
+
+
+def _row_chunks(logits: torch.Tensor) -> list[slice]:
+    rows_per_chunk = max(1, VOCAB_CHUNK_ELEMENTS // max(1, logits.shape[1] * logits.shape[2]))
+    return [slice(i, i + rows_per_chunk) for i in range(0, logits.shape[0], rows_per_chunk)]
+
+
+def _check_shapes(logits: torch.Tensor, token_ids: torch.Tensor) -> None:
+    if logits.shape[:2] != token_ids.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} do not match token_ids {tuple(token_ids.shape)}")
+
+
 def token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Log-probabilities of ``token_ids`` under ``softmax(logits / temperature)``.
 
@@ -91,22 +107,12 @@ def token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor, temperature: f
     returns ``(B, T)`` float32. Dividing by the sampling temperature matters: the completions were drawn
     from the tempered distribution, so the importance ratio must compare tempered probabilities too.
 
-    Memory: the vocabulary is the big axis (150k for Qwen), so this never builds a one-hot or a full
-    ``(B, T, V)`` log-softmax. It gathers the chosen logit and subtracts ``logsumexp`` one sequence at a
-    time, so the only full-vocabulary temporary is one row. Rows are upcast to float32 because bf16
-    log-probs are too coarse for ``exp(logp - old_logp)`` to be a meaningful ratio.
+    Memory: the vocabulary is the big axis (150k for Qwen), so this never builds a one-hot or a
+    ``(B, T, V)`` log-softmax. It gathers the chosen logit and subtracts ``logsumexp`` a chunk of rows at
+    a time (see ``VOCAB_CHUNK_ELEMENTS``), so the full-vocabulary temporaries stay bounded. Rows are upcast
+    to float32 because bf16 log-probs are too coarse for ``exp(logp - old_logp)`` to be a meaningful ratio.
     """
-    _check_temperature(temperature)
-    if logits.shape[:2] != token_ids.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} do not match token_ids {tuple(token_ids.shape)}")
-    rows = []
-    for row_logits, row_ids in zip(logits, token_ids, strict=True):
-        scaled = row_logits.float() / temperature
-        chosen = scaled.gather(-1, row_ids.long().unsqueeze(-1)).squeeze(-1)
-        rows.append(chosen - torch.logsumexp(scaled, dim=-1))
-    if not rows:
-        return logits.new_zeros(token_ids.shape, dtype=torch.float32)
-    return torch.stack(rows)
+    return token_logprobs_and_entropy(logits, token_ids, temperature, with_entropy=False)[0]
 
 
 def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -114,17 +120,46 @@ def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tenso
 
     The entropy of the sampling distribution is the early warning for collapse (it falls towards 0 when
     the policy stops exploring). Uses ``H = logsumexp(x) - sum(softmax(x) * x)``, which needs no
-    ``log(0)`` and, like :func:`token_logprobs`, works one sequence at a time in float32.
+    ``log(0)`` and, like :func:`token_logprobs`, works a chunk of rows at a time in float32.
     """
     _check_temperature(temperature)
     rows = []
-    for row_logits in logits:
-        scaled = row_logits.float() / temperature
-        probs = torch.softmax(scaled, dim=-1)
-        rows.append(torch.logsumexp(scaled, dim=-1) - (probs * scaled).sum(dim=-1))
+    for chunk in _row_chunks(logits):
+        scaled = logits[chunk].float() / temperature
+        rows.append(_entropy(scaled, torch.logsumexp(scaled, dim=-1)))
     if not rows:
         return logits.new_zeros(logits.shape[:2], dtype=torch.float32)
-    return torch.stack(rows)
+    return torch.cat(rows)
+
+
+def _entropy(scaled: torch.Tensor, log_norm: torch.Tensor) -> torch.Tensor:
+    probs = torch.exp(scaled - log_norm.unsqueeze(-1))
+    return log_norm - (probs * scaled).sum(dim=-1)
+
+
+def token_logprobs_and_entropy(
+    logits: torch.Tensor, token_ids: torch.Tensor, temperature: float = 1.0, with_entropy: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`token_logprobs` (differentiable) and :func:`token_entropy` (detached) in one pass.
+
+    Both need the same ``logsumexp`` over the vocabulary; the trainer wants both for every batch, so the
+    full-vocabulary work is done once. The entropy is a metric, so it carries no gradient.
+    """
+    _check_temperature(temperature)
+    _check_shapes(logits, token_ids)
+    logprobs, entropies = [], []
+    for chunk in _row_chunks(logits):
+        scaled = logits[chunk].float() / temperature
+        log_norm = torch.logsumexp(scaled, dim=-1)
+        chosen = scaled.gather(-1, token_ids[chunk].long().unsqueeze(-1)).squeeze(-1)
+        logprobs.append(chosen - log_norm)
+        if with_entropy:
+            with torch.no_grad():
+                entropies.append(_entropy(scaled.detach(), log_norm.detach()))
+    if not logprobs:
+        empty = logits.new_zeros(token_ids.shape, dtype=torch.float32)
+        return empty, empty.clone() if with_entropy else None
+    return torch.cat(logprobs), torch.cat(entropies) if with_entropy else None
 
 
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ surrogate. The math is in :mod:`rewardlab.train.grpo`; this file is the loop and
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -29,7 +30,7 @@ from rewardlab.sampling.base import SamplingParams
 from rewardlab.sampling.local import LocalSampler
 from rewardlab.train import checkpoint as ckpt
 from rewardlab.train.common import make_optimizer, make_scheduler, pad_sequences, set_seed, suffix_logits
-from rewardlab.train.grpo import group_advantages, policy_loss, token_entropy, token_logprobs
+from rewardlab.train.grpo import group_advantages, policy_loss, token_logprobs, token_logprobs_and_entropy
 from rewardlab.types import Example, ScoredRollout
 
 NO_SIGNAL_WARNING_STEPS = 5
@@ -54,10 +55,16 @@ def examples_for_step(pool: list[Example], step: int, per_step: int, seed: int) 
     chosen = []
     for position in range(start, start + per_step):
         epoch, index = divmod(position, len(pool))
-        order = list(range(len(pool)))
-        random.Random(f"{seed}:{epoch}").shuffle(order)
-        chosen.append(pool[order[index]])
+        chosen.append(pool[epoch_order(len(pool), seed, epoch)[index]])
     return chosen
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_order(size: int, seed: int, epoch: int) -> tuple[int, ...]:
+    """The seeded shuffle of ``range(size)`` for one epoch, computed once rather than once per example."""
+    order = list(range(size))
+    random.Random(f"{seed}:{epoch}").shuffle(order)
+    return tuple(order)
 
 
 @dataclass
@@ -240,7 +247,9 @@ def train(
                     rows = slice(offset, offset + part.input_ids.shape[0])
                     offset = rows.stop
                     logits = suffix_logits(model, part.input_ids, part.attention, part.start)
-                    logprobs = token_logprobs(logits, part.input_ids[:, part.start :], temperature)
+                    logprobs, entropy = token_logprobs_and_entropy(
+                        logits, part.input_ids[:, part.start :], temperature, with_entropy=iteration == 0
+                    )
                     out = policy_loss(
                         logprobs,
                         old_logprobs[rows] if old_logprobs is not None else logprobs.detach(),
@@ -261,9 +270,7 @@ def train(
                     stats["clip_low"] += out.clip_low_fraction * share
                     stats["clip_high"] += out.clip_high_fraction * share
                     stats["kl"] += (out.kl or 0.0) * share
-                    if iteration == 0:
-                        with torch.no_grad():
-                            entropy = token_entropy(logits.detach(), temperature)
+                    if entropy is not None:  # the sampling policy's entropy: first pass only
                         stats["entropy"] += (
                             masked_mean(entropy, part.mask) * part.mask.sum().item() / max(num_tokens, 1)
                         )
