@@ -26,6 +26,11 @@ from rewardlab.errors import EnvironmentLoadError
 
 BUILTIN = {
     "arithmetic": "rewardlab.envs.builtin.arithmetic",
+    "maze": "rewardlab.envs.builtin.maze",
+    "wordle": "rewardlab.envs.builtin.wordle",
+    "tool_math": "rewardlab.envs.builtin.tool_math",
+    "event_selection": "rewardlab.envs.builtin.event_selection",
+    "hypothesis": "rewardlab.envs.builtin.hypothesis",
 }
 ENTRY_POINT_GROUP = "rewardlab.environments"
 
