@@ -358,3 +358,20 @@ def test_workers_leave_when_their_parent_is_killed(tmp_path):
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(alive(pid) for pid in pids)
+
+
+def test_json_rubrics_run_in_the_worker_pool_without_falling_back():
+    """The JSON parser travels to the worker processes; nothing runs in-process with a warning."""
+    from rewardlab.rubrics.parsers import JSONParser
+
+    parser = JSONParser()
+
+    def has_ids(completion, parser):
+        return float(bool((parser.parse_answer(completion) or {}).get("ids")))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback to in-process calls warns
+        rubric = Rubric([has_ids], parser=parser)
+    assert rubric.functions[0].shipped is not None
+    good, bad = rubric.score([rollout('{"ids": [1]}'), rollout("not json")])
+    assert (good.reward, bad.reward) == (1.0, 0.0) and not good.errors

@@ -123,6 +123,11 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# Module-level, not an attribute: its C scanner cannot be pickled, and a parser must travel to the reward
+# worker processes.
+_STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 class JSONParser(Parser):
     """Reads the last JSON object in a completion, fenced (```json … ```) or bare, outside ``<think>``.
 
@@ -137,7 +142,6 @@ class JSONParser(Parser):
         # Bounded so a completion full of braces costs at most this many decode attempts.
         self.max_candidates = max_candidates
         self._think = re.compile(rf"<{think_tag}>.*?(?:</{think_tag}>|$)", re.DOTALL) if think_tag else None
-        self._decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
     def parse_answer(self, completion: str | Messages) -> dict[str, Any] | None:  # type: ignore[override]
         text = _as_text(completion)
@@ -147,7 +151,7 @@ class JSONParser(Parser):
         best: tuple[int, int, dict[str, Any]] | None = None
         for start in starts:
             try:
-                value, end = self._decoder.raw_decode(text, start)
+                value, end = _STRICT_JSON.raw_decode(text, start)
             except ValueError:
                 continue
             # ends last wins; for the same end, the outer (earlier-starting) object
