@@ -11,7 +11,7 @@ exactly what the model produced.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from functools import partial
 
@@ -20,7 +20,11 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from rewardlab.models.chat import ChatRenderer
+from rewardlab.models.lean import LeanSteps, lean_decoder
 from rewardlab.sampling.base import Generation, Prompt, SamplingParams
+
+# Called after every decoding step with (first flat row of the chunk, the new token of each row in it).
+StepCallback = Callable[[int, list[int]], None]
 
 
 def sample_next(
@@ -112,15 +116,78 @@ def _distinct_prompts(prompts: list[list[int]], adapters: list[str | None]) -> t
     return first_rows, distinct_of_row
 
 
+class TransformersSteps:
+    """One batched generation through the model's own forward: any architecture, mixed-adapter batches.
+
+    The same contract as :class:`~rewardlab.models.lean.LeanSteps`: each distinct prompt is encoded
+    once and its cache copied to the ``rows`` that continue it; ``adapter_names`` is (one name per distinct
+    prompt, one per row) for peft's mixed-adapter batches, or ``None``.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        input_ids: torch.Tensor,
+        attention: torch.Tensor,
+        rows: torch.Tensor | None,
+        max_new_tokens: int,
+        adapter_names: tuple[list, list] | None = None,
+    ):
+        self.model = model
+        self.width = input_ids.shape[1]
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        self.cache = DynamicCache()
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention,
+            position_ids=positions,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,  # only the last position's logits are sampled from
+            **({"adapter_names": adapter_names[0]} if adapter_names else {}),
+        )
+        logits = out.logits[:, -1, :]
+        if rows is not None:
+            self.cache.reorder_cache(rows)
+            logits, attention, positions = logits[rows], attention[rows], positions[rows]
+        self.first_logits = logits
+        self.extra = {"adapter_names": adapter_names[1]} if adapter_names else {}
+        # The mask of every step is a prefix of one tensor, instead of a new concatenation per token.
+        self.attention = torch.cat([attention, attention.new_ones((attention.shape[0], max_new_tokens))], 1)
+        self.next_position = positions[:, -1:] + 1
+
+    def next(self, token: torch.Tensor, step: int) -> torch.Tensor:
+        """Logits after feeding ``token`` (B,), the ``step``-th generated token (from 0)."""
+        out = self.model(
+            input_ids=token[:, None],
+            attention_mask=self.attention[:, : self.width + step + 1],
+            position_ids=self.next_position,
+            past_key_values=self.cache,
+            use_cache=True,
+            **self.extra,
+        )
+        self.next_position = self.next_position + 1
+        return out.logits[:, -1, :]
+
+
 class LocalSampler:
     """The :class:`~rewardlab.sampling.base.Sampler` for an in-process model.
 
     ``max_batch_size`` bounds how many sequences share one forward pass (memory); the rest wait for the
-    next chunk.
+    next chunk. ``lean`` decodes Llama and Qwen2 models with :mod:`rewardlab.models.lean` (same tokens,
+    a fraction of the time); ``False``, or a model it does not support, uses transformers' forward.
     """
 
-    def __init__(self, model, tokenizer, max_batch_size: int = 256, renderer: ChatRenderer | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        max_batch_size: int = 256,
+        renderer: ChatRenderer | None = None,
+        lean: bool = True,
+    ):
         self.model = model
+        self.lean = lean
         self.tokenizer = tokenizer
         self.renderer = renderer or ChatRenderer(tokenizer)
         self.max_batch_size = max_batch_size
@@ -131,7 +198,11 @@ class LocalSampler:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def generate(self, prompts: list[Prompt], params: SamplingParams) -> list[list[Generation]]:
+    def generate(
+        self, prompts: list[Prompt], params: SamplingParams, on_step: StepCallback | None = None
+    ) -> list[list[Generation]]:
+        """``on_step`` sees each step's tokens as they are sampled (a server streams them); flat row
+        ``i * n + j`` is sample ``j`` of prompt ``i``. Finished rows keep receiving the pad id."""
         prompt_ids = [
             p.token_ids if p.token_ids is not None else self.renderer.prompt_ids(p.messages) for p in prompts
         ]
@@ -146,7 +217,12 @@ class LocalSampler:
         try:
             for start in range(0, len(flat), self.max_batch_size):
                 end = start + self.max_batch_size
-                results.extend(self._generate_batch(flat[start:end], params, generator, adapters[start:end]))
+                step_callback = None if on_step is None else partial(on_step, start)
+                results.extend(
+                    self._generate_batch(
+                        flat[start:end], params, generator, adapters[start:end], step_callback
+                    )
+                )
         finally:
             self.model.train(was_training)
         return [results[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
@@ -167,33 +243,6 @@ class LocalSampler:
             attention[row, width - len(ids) :] = 1
         return input_ids.to(self.device), attention.to(self.device)
 
-    def _prefill(
-        self, prompts: list[list[int]], extra: dict
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, DynamicCache]:
-        """Encode each distinct prompt once; every row gets (last logits, attention, positions, cache)."""
-        row_adapters = extra.get("adapter_names", [None] * len(prompts))
-        first_rows, distinct_of_row = _distinct_prompts(prompts, row_adapters)
-        input_ids, attention = self._left_padded([prompts[row] for row in first_rows])
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        if extra:
-            extra = {"adapter_names": [row_adapters[row] for row in first_rows]}
-        cache = DynamicCache()
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,  # only the last position's logits are sampled from
-            **extra,
-        )
-        logits = out.logits[:, -1, :]
-        if len(first_rows) < len(prompts):
-            rows = torch.tensor(distinct_of_row, device=input_ids.device)
-            cache.reorder_cache(rows)
-            logits, attention, positions = logits[rows], attention[rows], positions[rows]
-        return logits, attention, positions, cache
-
     @torch.inference_mode()
     def _generate_batch(
         self,
@@ -201,21 +250,31 @@ class LocalSampler:
         params: SamplingParams,
         generator: torch.Generator | None,
         adapters: list[str | None] | None = None,
+        on_step: Callable[[list[int]], None] | None = None,
     ) -> list[Generation]:
         started = time.perf_counter()
         device = self.device
         batch = len(prompts)
         extra = self._adapter_kwargs(adapters)
         stop_ids = torch.tensor(self.stop_ids, device=device)
-        # Per-row adapter routing needs peft's own forward; a single active adapter can be folded.
-        with folded_lora(self.model) if not extra else nullcontext():
-            logits, prompt_attention, positions, cache = self._prefill(prompts, extra)
-            width = prompt_attention.shape[1]
-            # The mask of every step is a prefix of one tensor, instead of a new concatenation per token.
-            attention = torch.cat(
-                [prompt_attention, prompt_attention.new_ones((batch, params.max_new_tokens))], 1
-            )
-            next_position = positions[:, -1] + 1
+        row_adapters = extra.get("adapter_names", [None] * batch)
+        first_rows, distinct_of_row = _distinct_prompts(prompts, row_adapters)
+        input_ids, prompt_attention = self._left_padded([prompts[row] for row in first_rows])
+        rows = torch.tensor(distinct_of_row, device=device) if len(first_rows) < batch else None
+        # Per-row adapter routing needs peft's own forward; otherwise the lean decoder, when it supports
+        # the model, and else transformers' forward with the one active adapter folded.
+        decoder = lean_decoder(self.model) if self.lean and not extra else None
+        with folded_lora(self.model) if decoder is None and not extra else nullcontext():
+            if decoder is not None:
+                steps = LeanSteps(decoder, input_ids, prompt_attention, rows, params.max_new_tokens)
+            else:
+                adapter_names = (
+                    ([row_adapters[row] for row in first_rows], row_adapters) if extra else None
+                )
+                steps = TransformersSteps(
+                    self.model, input_ids, prompt_attention, rows, params.max_new_tokens, adapter_names
+                )
+            logits = steps.first_logits
             finished = torch.zeros(batch, dtype=torch.bool, device=device)
             tokens: list[torch.Tensor] = []
             logprobs: list[torch.Tensor] = []
@@ -229,21 +288,14 @@ class LocalSampler:
                     torch.log_softmax(logits.float() / scale, -1).gather(-1, token[:, None])[:, 0]
                 )
                 tokens.append(token)
+                if on_step is not None:
+                    on_step(token.tolist())
                 finished |= torch.isin(token, stop_ids)
                 if params.stop:
                     self._check_stop_strings(tokens, finished, params.stop, string_stop_at, texts_cut)
                 if bool(finished.all()) or step + 1 == params.max_new_tokens:
                     break
-                out = self.model(
-                    input_ids=token[:, None],
-                    attention_mask=attention[:, : width + step + 1],
-                    position_ids=next_position[:, None],
-                    past_key_values=cache,
-                    use_cache=True,
-                    **extra,
-                )
-                logits = out.logits[:, -1, :]
-                next_position = next_position + 1
+                logits = steps.next(token, step)
 
         elapsed = time.perf_counter() - started
         generated = torch.stack(tokens, 1).tolist() if tokens else [[] for _ in range(batch)]

@@ -8,6 +8,9 @@ import numpy as np
 import torch
 from transformers import DynamicCache, get_scheduler
 
+from rewardlab.models.lean import lean_decoder
+from rewardlab.models.lean import suffix_logits as lean_suffix_logits
+
 SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 
@@ -88,16 +91,21 @@ def pad_sequences(
 
 
 def suffix_logits(
-    model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor, start: int
+    model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor, start: int, lean: bool = True
 ) -> torch.Tensor:
     """Logits predicting tokens ``input_ids[:, start:]`` (shape (B, S, V)).
 
     Position ids count only real tokens, so a left-padded prompt sees the same positions it had when
     it was sampled. Rows that share their prefix (the completions of one prompt) share its forward pass:
-    see :func:`shared_prefix_logits`.
+    see :func:`shared_prefix_logits`. ``lean`` runs Llama and Qwen2 models on
+    :mod:`rewardlab.models.lean` (the same logits and gradients with far fewer operations); other models,
+    or ``lean=False``, run transformers' forward.
     """
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     prefixes, rows = distinct_prefixes(input_ids[:, :start], attention[:, :start])
+    decoder = lean_decoder(model, fold=False) if lean else None
+    if decoder is not None:
+        return lean_suffix_logits(decoder, input_ids, attention, start, prefixes, rows)
     if prefixes is not None:
         return shared_prefix_logits(model, input_ids, attention, positions, start, prefixes, rows)
     # Only the suffix's logits are needed: ask the model for exactly those (saves the head's matmul

@@ -1,0 +1,401 @@
+"""A lean decoder for Llama-family models: transformers' weights and math, far fewer operations per token.
+
+Sampling a small model is mostly overhead, not arithmetic: every token runs transformers' general forward
+(mask building, cache bookkeeping that concatenates keys and values on every step, output objects, peft's
+dispatch for each adapted layer). This module runs the same computation as ``LlamaForCausalLM`` and
+``Qwen2ForCausalLM`` with what a decoding loop needs and nothing else:
+
+* the projections that read the same input are one matmul (q, k and v; gate and up);
+* LoRA adapters are folded into those weights (``W + scale * B @ A``) once per ``generate`` call, as
+  :func:`rewardlab.sampling.local.folded_lora` does, when the weights are float32; in half precision
+  the low-rank path is kept apart, because ``W + dW`` would round the small update away;
+* keys and values go into tensors allocated once for the whole generation;
+* rotary angles come from the model's own ``inv_freq``.
+
+Training uses it too (:func:`suffix_logits`): the same forward with autograd, adapters kept apart from
+the frozen weights, and the fused frozen weights built once and reused while they do not change.
+
+:func:`lean_decoder` returns ``None`` for anything it does not reproduce exactly (another architecture,
+sliding windows, dynamic RoPE, adapter variants such as DoRA, per-row adapters), and the sampler then uses
+transformers' forward. Tests hold the two paths to the same logits and the same sampled tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
+
+
+@dataclass
+class Projection:
+    """One or more linear layers reading the same input, fused: ``x @ weight.T + bias``, plus LoRA."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    lora_a: torch.Tensor | None = None  # (sum of ranks, in): the adapters' A matrices, stacked
+    lora_b: torch.Tensor | None = None  # (out, sum of ranks): block-diagonal B, already scaled
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(x, self.weight, self.bias)
+        if self.lora_a is not None:
+            out = out + F.linear(F.linear(x, self.lora_a), self.lora_b)
+        return out
+
+
+@dataclass
+class Layer:
+    input_norm: torch.Tensor
+    post_norm: torch.Tensor
+    qkv: Projection
+    o: Projection
+    gate_up: Projection
+    down: Projection
+
+
+class _Unsupported(Exception):
+    """A model part this decoder does not reproduce exactly; the caller falls back to transformers."""
+
+
+def _parts(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, tuple | None]:
+    """(weight, bias, (A, B, scale) or None) of a plain or LoRA-adapted linear layer, as it runs now."""
+    if type(module) is torch.nn.Linear:
+        return module.weight, module.bias, None
+    from peft.tuners.lora import LoraLayer
+
+    if not isinstance(module, LoraLayer):
+        raise _Unsupported(f"{type(module).__name__} layer")
+    base = module.get_base_layer()
+    if type(base) is not torch.nn.Linear or module.fan_in_fan_out:
+        raise _Unsupported("adapted layer that is not a plain Linear")
+    if module.disable_adapters or module.merged:
+        return base.weight, base.bias, None  # adapters off (the KL reference) or already in the weight
+    active = [a for a in module.active_adapters if a in module.lora_A]
+    if len(active) > 1:
+        raise _Unsupported("several active adapters")
+    if not active:
+        return base.weight, base.bias, None
+    adapter = active[0]
+    if adapter in module.lora_variant or getattr(module, "lora_bias", {}).get(adapter, False):
+        raise _Unsupported("LoRA variant")
+    if module.training and not isinstance(module.lora_dropout[adapter], torch.nn.Identity):
+        raise _Unsupported("LoRA dropout while training")
+    lora = (module.lora_A[adapter].weight, module.lora_B[adapter].weight, module.scaling[adapter])
+    return base.weight, base.bias, lora
+
+
+def _concat(tensors: list[torch.Tensor], reuse: dict) -> torch.Tensor:
+    """``torch.cat(tensors)``, reused from ``reuse`` while the tensors are frozen and unchanged."""
+    if len(tensors) == 1:
+        return tensors[0]
+    if any(t.requires_grad or t.is_inference() for t in tensors):
+        return torch.cat(tensors)  # trained weights (a fresh graph every time), or no version to key on
+    key = tuple((t.data_ptr(), t._version) for t in tensors)
+    if key not in reuse:
+        # A normal tensor even when first built while sampling (inference mode), so training can use it.
+        with torch.inference_mode(False), torch.no_grad():
+            reuse[key] = torch.cat(tensors)
+    return reuse[key]
+
+
+def _fuse(modules: list[torch.nn.Module], fold: bool, reuse: dict) -> Projection:
+    """One :class:`Projection` computing every module's output, concatenated in order.
+
+    ``fold`` merges float32 adapters into the weight, for inference. Training keeps them apart: gradients
+    reach A and B through the low-rank path without a full-size weight gradient, and in half precision
+    ``W + dW`` would round a small update away.
+    """
+    parts = [_parts(m) for m in modules]
+    weight = _concat([w for w, _, _ in parts], reuse)
+    bias = None
+    if any(b is not None for _, b, _ in parts):
+        bias = torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for w, b, _ in parts])
+    if all(lora is None for _, _, lora in parts):
+        return Projection(weight, bias)
+    if fold and weight.dtype == torch.float32:
+        folded = []
+        for w, _, lora in parts:
+            if lora is not None:
+                a, b, scale = lora
+                w = torch.addmm(w, b, a, alpha=scale)  # a new tensor, never the base weight in place
+            folded.append(w)
+        return Projection(torch.cat(folded), bias)
+    # The A matrices stacked, B block-diagonal and pre-scaled: each module's B reads only its own A's rows.
+    lora_a = torch.cat([lora[0] for _, _, lora in parts if lora is not None])
+    lora_b = torch.block_diag(
+        *[lora[1] * lora[2] if lora is not None else w.new_zeros(w.shape[0], 0) for w, _, lora in parts]
+    )
+    return Projection(weight, bias, lora_a, lora_b)
+
+
+@dataclass
+class LeanDecoder:
+    """The model's weights as it runs now, arranged for decoding; rebuilt for every ``generate`` call."""
+
+    embed: torch.Tensor
+    layers: list[Layer]
+    final_norm: torch.Tensor
+    head: Projection
+    eps: float
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    scaling: float
+    inv_freq: torch.Tensor
+    rope_scaling: float
+
+    @property
+    def grouped(self) -> bool:
+        return self.num_kv_heads != self.num_heads
+
+    # -- the pieces of one forward ------------------------------------------------------------------
+
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return weight * x.to(dtype)
+
+    def _rotary(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin for ``positions`` (B, T), shaped (B, 1, T, head_dim) to broadcast over heads."""
+        freqs = positions[..., None].float() * self.inv_freq
+        angles = torch.cat((freqs, freqs), -1)
+        cos = (angles.cos() * self.rope_scaling).to(dtype)
+        sin = (angles.sin() * self.rope_scaling).to(dtype)
+        return cos[:, None], sin[:, None]
+
+    @staticmethod
+    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        return x * cos + torch.cat((-x[..., half:], x[..., :half]), -1) * sin
+
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, kv: KVCache | KVSegments
+    ) -> torch.Tensor:
+        """Final-norm hidden states (B, T, hidden) of ``input_ids``, attending through ``kv``.
+
+        ``mask`` (B, 1, T, keys) says which keys each new position may attend to: ``kv``'s earlier keys
+        followed by the new ones.
+        """
+        batch, length = input_ids.shape
+        x = F.embedding(input_ids, self.embed)
+        cos, sin = self._rotary(positions, x.dtype)
+        q_width = self.num_heads * self.head_dim
+        kv_width = self.num_kv_heads * self.head_dim
+        for index, layer in enumerate(self.layers):
+            h = self._norm(x, layer.input_norm)
+            q, k, v = layer.qkv(h).split([q_width, kv_width, kv_width], -1)
+            q = q.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+            k = k.view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+            v = v.view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+            q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+            keys, values = kv.extend(index, k, v)
+            attended = F.scaled_dot_product_attention(
+                q, keys, values, attn_mask=mask, scale=self.scaling, enable_gqa=self.grouped
+            )
+            x = x + layer.o(attended.transpose(1, 2).reshape(batch, length, q_width))
+            gate, up = layer.gate_up(self._norm(x, layer.post_norm)).chunk(2, -1)
+            x = x + layer.down(F.silu(gate) * up)
+        kv.advance(length)
+        return self._norm(x, self.final_norm)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.head(hidden)
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for decoding, (B, kv_heads, capacity, head_dim), allocated once."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    length: int = 0  # positions written so far
+
+    @classmethod
+    def allocate(cls, decoder: LeanDecoder, batch: int, capacity: int, like: torch.Tensor) -> KVCache:
+        shape = (batch, decoder.num_kv_heads, capacity, decoder.head_dim)
+        count = len(decoder.layers)
+        return cls(
+            [like.new_empty(shape) for _ in range(count)], [like.new_empty(shape) for _ in range(count)]
+        )
+
+    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.length + k.shape[2]
+        self.keys[layer][:, :, self.length : end] = k
+        self.values[layer][:, :, self.length : end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def advance(self, length: int) -> None:
+        self.length += length
+
+    def select_rows(self, rows: torch.Tensor) -> KVCache:
+        return KVCache([k[rows] for k in self.keys], [v[rows] for v in self.values], self.length)
+
+
+@dataclass
+class KVSegments:
+    """Keys and values for training: no in-place writes, so gradients flow through every one of them."""
+
+    keys: list[torch.Tensor | None]
+    values: list[torch.Tensor | None]
+
+    @classmethod
+    def empty(cls, decoder: LeanDecoder) -> KVSegments:
+        return cls([None] * len(decoder.layers), [None] * len(decoder.layers))
+
+    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.keys[layer] is not None:
+            k, v = torch.cat([self.keys[layer], k], 2), torch.cat([self.values[layer], v], 2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+    def advance(self, length: int) -> None:
+        pass
+
+    def select_rows(self, rows: torch.Tensor) -> KVSegments:
+        return KVSegments([k[rows] for k in self.keys], [v[rows] for v in self.values])
+
+
+def _check_config(config) -> None:
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise _Unsupported(f"model type {config.model_type}")
+    if getattr(config, "hidden_act", "silu") != "silu":
+        raise _Unsupported(f"activation {config.hidden_act}")
+    layer_types = getattr(config, "layer_types", None) or []
+    if any(kind != "full_attention" for kind in layer_types) or getattr(config, "use_sliding_window", False):
+        raise _Unsupported("sliding-window attention")
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    if "dynamic" in str(rope.get("rope_type", "default")) or rope.get("rope_type") == "longrope":
+        raise _Unsupported("length-dependent RoPE")
+
+
+def lean_decoder(model: torch.nn.Module, fold: bool = True) -> LeanDecoder | None:
+    """A :class:`LeanDecoder` over ``model``'s current weights and adapters, or ``None`` if unsupported.
+
+    ``fold=False`` for training (see :func:`_fuse`).
+    """
+    hf = model.get_base_model() if hasattr(model, "get_base_model") else model
+    # Fused frozen weights, kept on the model between calls: LoRA training never changes them, and
+    # concatenating them again for every forward would copy the whole model each time.
+    reuse = hf.__dict__.setdefault("_rewardlab_fused_weights", {})
+    if len(reuse) > 4 * len(getattr(hf.model, "layers", ())) + 8:
+        reuse.clear()  # weights were replaced (full fine-tuning): forget stale copies
+    try:
+        _check_config(hf.config)
+        inner = hf.model
+        if type(inner.embed_tokens) is not torch.nn.Embedding:
+            raise _Unsupported("embedding layer")
+        layers = []
+        for block in inner.layers:
+            attention, mlp = block.self_attn, block.mlp
+            layers.append(
+                Layer(
+                    input_norm=block.input_layernorm.weight,
+                    post_norm=block.post_attention_layernorm.weight,
+                    qkv=_fuse([attention.q_proj, attention.k_proj, attention.v_proj], fold, reuse),
+                    o=_fuse([attention.o_proj], fold, reuse),
+                    gate_up=_fuse([mlp.gate_proj, mlp.up_proj], fold, reuse),
+                    down=_fuse([mlp.down_proj], fold, reuse),
+                )
+            )
+        first = inner.layers[0].self_attn
+        return LeanDecoder(
+            embed=inner.embed_tokens.weight,
+            layers=layers,
+            final_norm=inner.norm.weight,
+            head=_fuse([hf.lm_head], fold, reuse),
+            eps=inner.norm.variance_epsilon,
+            num_heads=hf.config.num_attention_heads,
+            num_kv_heads=hf.config.num_key_value_heads,
+            head_dim=first.head_dim,
+            scaling=first.scaling,
+            inv_freq=inner.rotary_emb.inv_freq.float(),
+            rope_scaling=float(inner.rotary_emb.attention_scaling),
+        )
+    except (_Unsupported, AttributeError):
+        return None
+
+
+class LeanSteps:
+    """One batched generation on a :class:`LeanDecoder`: the prompts once, then one token per step.
+
+    ``input_ids`` and ``attention`` hold each distinct prompt once, left-padded; ``rows`` maps every
+    generated row to its prompt (the ``n`` samples of a group share one prefill), ``None`` for one each.
+    """
+
+    def __init__(
+        self,
+        decoder: LeanDecoder,
+        input_ids: torch.Tensor,
+        attention: torch.Tensor,
+        rows: torch.Tensor | None,
+        max_new_tokens: int,
+    ):
+        self.decoder = decoder
+        self.width = input_ids.shape[1]
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        real = attention.bool()
+        self.cache = KVCache.allocate(
+            decoder, input_ids.shape[0], self.width + max_new_tokens, like=decoder.embed
+        )
+        hidden = decoder.forward(input_ids, positions, attention_mask(real, 0), self.cache)
+        first = decoder.logits(hidden[:, -1])
+        if rows is not None:
+            self.cache = self.cache.select_rows(rows)
+            first, real, positions = first[rows], real[rows], positions[rows]
+        self.first_logits = first
+        self.keys_real = torch.cat([real, real.new_ones((real.shape[0], max_new_tokens))], 1)
+        self.next_position = positions[:, -1:] + 1
+
+    def next(self, token: torch.Tensor, step: int) -> torch.Tensor:
+        """Logits after feeding ``token`` (B,), the ``step``-th generated token (from 0)."""
+        start = self.width + step
+        mask = self.keys_real[:, None, None, : start + 1]
+        hidden = self.decoder.forward(token[:, None], self.next_position, mask, self.cache)
+        self.next_position = self.next_position + 1
+        return self.decoder.logits(hidden[:, -1])
+
+
+def attention_mask(keys_real: torch.Tensor, first_query: int) -> torch.Tensor:
+    """(B, 1, T, K) boolean mask for queries at positions ``first_query..K-1`` over keys ``0..K-1``.
+
+    Causal, and blind to padding keys; a padding query attends to itself only, because a query with
+    nothing to attend to comes out NaN, and NaN leaks through even a masked-out key into real positions.
+    """
+    keys = torch.arange(keys_real.shape[1], device=keys_real.device)
+    queries = keys[first_query:, None]
+    allowed = ((keys <= queries) & keys_real[:, None, :]) | (keys == queries)
+    return allowed[:, None]
+
+
+def suffix_logits(
+    decoder: LeanDecoder,
+    input_ids: torch.Tensor,
+    attention: torch.Tensor,
+    start: int,
+    prefixes: torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`rewardlab.train.common.suffix_logits` on the lean forward, gradients included.
+
+    With ``prefixes`` (one row index per distinct prefix) and ``rows`` (each row's prefix number), every
+    distinct prefix runs once and its keys and values are shared by the rows that continue it.
+    """
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    real = attention.bool()
+    kv = KVSegments.empty(decoder)
+    if prefixes is None:
+        mask = attention_mask(real[:, :-1], 0)
+        hidden = decoder.forward(input_ids[:, :-1], positions[:, :-1], mask, kv)
+        return decoder.logits(hidden[:, start - 1 :])
+    mask = attention_mask(real[prefixes, :start], 0)
+    head = decoder.forward(input_ids[prefixes, :start], positions[prefixes, :start], mask, kv)
+    first = decoder.logits(head[:, -1:])[rows]  # each row's prediction of its first suffix token
+    if input_ids.shape[1] - start == 1:
+        return first
+    mask = attention_mask(real[:, :-1], start)
+    rest = decoder.forward(input_ids[:, start:-1], positions[:, start:-1], mask, kv.select_rows(rows))
+    return torch.cat([first, decoder.logits(rest)], 1)

@@ -1,0 +1,164 @@
+"""The lean decoder must sample exactly what transformers' forward samples: same logits, same tokens."""
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from rewardlab.models.lean import LeanSteps, lean_decoder
+from rewardlab.models.tiny import build_tiny_model, build_tiny_tokenizer
+from rewardlab.sampling.base import Prompt, SamplingParams
+from rewardlab.sampling.local import LocalSampler, TransformersSteps
+from rewardlab.train.common import pad_sequences, suffix_logits
+
+TOKENIZER = build_tiny_tokenizer()
+PROMPTS = [[5, 9, 12, 40, 41], [7, 8], [5, 9, 12, 40, 41], [30, 31, 32]]  # uneven: left padding
+
+
+def with_lora(model, seed=1):
+    """A LoRA adapter on every linear layer, with B perturbed so the adapter changes the outputs."""
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    return model
+
+
+def gqa_model():
+    config = LlamaConfig(
+        vocab_size=len(TOKENIZER),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+        attention_bias=True,
+        pad_token_id=TOKENIZER.pad_token_id,
+    )
+    torch.manual_seed(3)
+    return LlamaForCausalLM(config)
+
+
+def left_padded(prompts):
+    width = max(map(len, prompts))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    return ids, attention
+
+
+MODELS = {
+    "llama": lambda: build_tiny_model("tiny", TOKENIZER),
+    "qwen2 (q/k/v biases)": lambda: build_tiny_model("tiny-qwen2", TOKENIZER),
+    "llama + LoRA (folded)": lambda: with_lora(build_tiny_model("tiny", TOKENIZER)),
+    "grouped-query attention, untied head": gqa_model,
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@torch.inference_mode()
+def test_logits_match_transformers_at_every_step(name):
+    model = MODELS[name]().eval()
+    decoder = lean_decoder(model)
+    assert decoder is not None
+    ids, attention = left_padded(PROMPTS)
+    lean = LeanSteps(decoder, ids, attention, None, max_new_tokens=6)
+    reference = TransformersSteps(model, ids, attention, None, max_new_tokens=6)
+    torch.testing.assert_close(lean.first_logits, reference.first_logits, atol=1e-5, rtol=1e-4)
+    for step in range(6):
+        generator = torch.Generator().manual_seed(step)
+        token = torch.randint(3, len(TOKENIZER), (len(PROMPTS),), generator=generator)
+        torch.testing.assert_close(lean.next(token, step), reference.next(token, step), atol=1e-5, rtol=1e-4)
+
+
+@torch.inference_mode()
+def test_shared_prompts_are_encoded_once_and_copied_to_their_rows():
+    model = with_lora(build_tiny_model("tiny", TOKENIZER)).eval()
+    ids, attention = left_padded([PROMPTS[0], PROMPTS[1]])
+    rows = torch.tensor([0, 0, 1, 0, 1])
+    shared = LeanSteps(lean_decoder(model), ids, attention, rows, max_new_tokens=3)
+    full = LeanSteps(lean_decoder(model), ids[rows], attention[rows], None, max_new_tokens=3)
+    torch.testing.assert_close(shared.first_logits, full.first_logits)
+    token = torch.tensor([10, 11, 12, 13, 14])
+    torch.testing.assert_close(shared.next(token, 0), full.next(token, 0), atol=1e-5, rtol=1e-4)
+
+
+def test_sampler_draws_the_same_tokens_either_way():
+    model = with_lora(build_tiny_model("tiny", TOKENIZER))
+    prompts = [Prompt(messages=[{"role": "user", "content": q}]) for q in ("12+34=", "7-5=", "100+1=")]
+    params = SamplingParams(n=4, temperature=1.0, max_new_tokens=10, seed=123)
+    lean = LocalSampler(model, TOKENIZER, lean=True).generate(prompts, params)
+    reference = LocalSampler(model, TOKENIZER, lean=False).generate(prompts, params)
+    for lean_group, reference_group in zip(lean, reference, strict=True):
+        for a, b in zip(lean_group, reference_group, strict=True):
+            assert a.token_ids == b.token_ids and a.text == b.text
+            assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+
+
+@torch.inference_mode()
+def test_half_precision_lora_keeps_the_low_rank_path_apart():
+    """In bf16, W + dW would round a small update away; the decoder must match peft's separate path."""
+    model = with_lora(build_tiny_model("tiny", TOKENIZER)).to(torch.bfloat16).eval()
+    decoder = lean_decoder(model)
+    assert decoder.layers[0].qkv.lora_a is not None  # not folded
+    ids, attention = left_padded(PROMPTS)
+    lean = LeanSteps(decoder, ids, attention, None, max_new_tokens=2)
+    reference = TransformersSteps(model, ids, attention, None, max_new_tokens=2)
+    torch.testing.assert_close(
+        lean.first_logits.float(), reference.first_logits.float(), atol=0.1, rtol=0.05
+    )
+    with model.disable_adapter():  # the KL reference: adapters off
+        assert lean_decoder(model).layers[0].qkv.lora_a is None
+
+
+@torch.inference_mode()
+def test_disabled_adapter_decodes_the_base_model():
+    base = build_tiny_model("tiny", TOKENIZER).eval()
+    ids, attention = left_padded(PROMPTS)
+    expected = LeanSteps(lean_decoder(base), ids, attention, None, 1).first_logits
+    adapted = with_lora(build_tiny_model("tiny", TOKENIZER)).eval()
+    with adapted.disable_adapter():  # the KL reference: adapters off
+        switched_off = LeanSteps(lean_decoder(adapted), ids, attention, None, 1).first_logits
+    torch.testing.assert_close(switched_off, expected)
+    adapted_logits = LeanSteps(lean_decoder(adapted), ids, attention, None, 1).first_logits
+    assert not torch.allclose(adapted_logits, expected)
+
+
+def test_unsupported_models_fall_back_to_transformers():
+    model = with_lora(build_tiny_model("tiny", TOKENIZER))
+    model.add_adapter("second", LoraConfig(r=2, target_modules="all-linear"))
+    model.base_model.set_adapter(["default", "second"])  # two active adapters at once
+    assert lean_decoder(model) is None
+    prompts = [Prompt(messages=[{"role": "user", "content": "1+1="}])]
+    params = SamplingParams(max_new_tokens=3, seed=0)
+    [[generation]] = LocalSampler(model, TOKENIZER).generate(prompts, params)
+    assert generation.token_ids
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+@pytest.mark.parametrize("name", ["llama + LoRA (folded)", "qwen2 (q/k/v biases)"])
+def test_training_logits_and_gradients_match_transformers(name, share_prefix):
+    """The trainer's forward and backward: same logits, same gradients in every trainable parameter."""
+    model = MODELS[name]()
+    if name.startswith("qwen2"):
+        model = with_lora(model)
+    model.train()
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[1]] if share_prefix else PROMPTS
+    completions = [[20, 21, 22], [23], [24, 25], [26, 27, 28]]
+    masks = [[1] * len(c) for c in completions]
+    ids, attention, mask, start = pad_sequences(prompts, completions, masks, 0, "cpu")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    results = []
+    for lean in (True, False):
+        logits = suffix_logits(model, ids, attention, start, lean=lean)
+        (logits.log_softmax(-1).mean(-1) * mask).sum().backward()
+        results.append((logits.detach(), [p.grad.clone() for p in trainable]))
+        model.zero_grad()
+    (lean_logits, lean_grads), (hf_logits, hf_grads) = results
+    scored = mask[..., None]  # padding positions predict nothing the loss reads
+    torch.testing.assert_close(lean_logits * scored, hf_logits * scored, atol=1e-5, rtol=1e-4)
+    for a, b in zip(lean_grads, hf_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-3)
