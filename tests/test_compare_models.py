@@ -5,8 +5,9 @@ from typer.testing import CliRunner
 
 from rewardlab.cli import app
 from rewardlab.config import EvalConfig, SFTConfig
-from rewardlab.eval.compare import answer_view, as_id_list, compare_models
+from rewardlab.eval.compare import answer_view, as_id_list, compare_models, debug_line, gold_view
 from rewardlab.rubrics import XMLParser
+from rewardlab.rubrics.parsers import JSONParser
 from rewardlab.runs import RunStore
 from rewardlab.runs.lineage import lineage, trained_env, training_prompt_hashes
 from rewardlab.train.sft import run_sft
@@ -132,3 +133,23 @@ def test_id_set_views():
     assert answer_view(parser, "[3, 7]", '<answer>{"ids": [3, 9]}</answer>') == "[3, 9] overlap [3]"
     assert answer_view(parser, "42", "<answer>41</answer>") == "41"
     assert answer_view(parser, "42", "nothing") == "(no answer)"
+
+
+def test_set_overlap_debug_line():
+    """Id-set answers show gold, each side's ids and what each shares with gold; others show the answer."""
+    parser = JSONParser()
+    gold = '{"selected_event_ids": ["e1", "e4", "e7"]}'
+    base = answer_view(parser, gold, 'I pick {"selected_event_ids": ["e1", "e2"]}')
+    tuned = answer_view(parser, gold, '```json\n{"selected_event_ids": ["e7", "e4", "e1"]}\n```')
+    question = "Which events\nmatter?  " + "x" * 200
+    line = debug_line(question, gold_view(gold), "base", base, "tuned", tuned)
+    assert line.startswith("'Which events matter? xxx") and "…'  gold: " in line
+    assert line.endswith(
+        "gold: ['e1', 'e4', 'e7'] / base: ['e1', 'e2'] overlap ['e1'] / "
+        "tuned: ['e7', 'e4', 'e1'] overlap ['e7', 'e4', 'e1']"
+    )
+    assert gold_view({3, 1, 2}) == "[1, 2, 3]" and as_id_list(("a", "b")) == ["a", "b"]
+    assert answer_view(parser, {"ids": {7, 3}}, '{"ids": [3, 5]}') == "[3, 5] overlap [3]"
+    # not an id set on both sides: the answers as they are
+    assert gold_view("42") == "42" and answer_view(parser, "42", '{"value": 41}') == '{"value": 41}'
+    assert debug_line("1+1=", "2", "A", "3", "B", "2") == "'1+1='  gold: 2 / A: 3 / B: 2"

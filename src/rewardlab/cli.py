@@ -160,32 +160,63 @@ def train(
     )
 
 
+EndpointsOption = Annotated[
+    Path | None,
+    typer.Option(help="TOML file of [endpoints.<alias>] tables (base_url, model, ...); models name aliases."),
+]
+
+
+def served_model(name: str | None, base_url: str | None, endpoints: Path | None) -> dict | None:
+    """The model fields of ``--base-url URL --model NAME`` or ``--endpoints FILE --model ALIAS``."""
+    if base_url is not None and endpoints is not None:
+        raise RewardlabError("give --base-url or --endpoints, not both")
+    if (base_url is not None or endpoints is not None) and name is None:
+        flag = "--base-url" if base_url is not None else "--endpoints"
+        raise RewardlabError(f"{flag} needs --model: the served model's name, or the endpoint's alias")
+    if endpoints is not None:
+        from rewardlab.config import endpoint
+
+        return endpoint(endpoints, name).model_dump(exclude_unset=True)
+    return {"name_or_path": name, "base_url": base_url} if base_url is not None else None
+
+
 @app.command("eval")
 @user_errors
 def eval_(
     config: ConfigOption = None,
     set_: SetOption = None,
-    model: Annotated[str | None, typer.Option(help="Model: name, path or run id.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model: name, path or run id; the served name with --base-url; an alias with --endpoints."
+        ),
+    ] = None,
     env: Annotated[str | None, typer.Option(help="Environment name, module or .py file.")] = None,
     num_examples: Annotated[int | None, typer.Option("--num-examples", "-n", help="Examples (n).")] = None,
     rollouts: Annotated[
         int | None, typer.Option("--rollouts", "-r", help="Rollouts per example (r).")
     ] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="Evaluate an OpenAI-compatible endpoint (http://localhost:8000/v1).")
+    ] = None,
+    endpoints: EndpointsOption = None,
     runs_dir: RunsDir = "runs",
     help_config: HelpConfig = False,
 ):
-    """Evaluate a model: n examples x r rollouts, reward per component, pass@k, errors, latency."""
+    """Evaluate a model or an endpoint: n examples x r rollouts, rewards, pass@k, errors, latency."""
     if help_config:
         return show_fields(EvalConfig)
     from rewardlab.eval.evaluate import evaluate
     from rewardlab.eval.view import eval_summary_table
 
+    served = served_model(model, base_url, endpoints)
+    model_fields = served if served is not None else {"name_or_path": model_argument(runs_dir, model)}
     cfg = build_config(
         EvalConfig,
         config,
         set_,
         {
-            "model.name_or_path": model_argument(runs_dir, model),
+            **{f"model.{key}": value for key, value in model_fields.items()},
             "env.name": env,
             "num_examples": num_examples,
             "rollouts_per_example": rollouts,
@@ -218,13 +249,21 @@ def compare(
     label_a: Annotated[str, typer.Option(help="Name for A in the output.")] = "A",
     label_b: Annotated[str, typer.Option(help="Name for B in the output.")] = "B",
     samples: Annotated[int, typer.Option(help="Debug samples to show.")] = 6,
+    endpoints: EndpointsOption = None,
+    base_url_a: Annotated[
+        str | None, typer.Option("--base-url-a", help="A is the model of that name served at this URL.")
+    ] = None,
+    base_url_b: Annotated[
+        str | None, typer.Option("--base-url-b", help="B is the model of that name served at this URL.")
+    ] = None,
     runs_dir: RunsDir = "runs",
 ):
     """Paired comparison: mean difference with a bootstrap 95% CI, win/tie/loss, latency, debug samples.
 
     Two eval runs are compared on the records they share. Two models are evaluated on exactly the same
     records in each data mode (held-out split, freshly generated data, adversarial set), with a warning
-    when those records were in either model's training data.
+    when those records were in either model's training data. Either side may be an endpoint: an alias
+    from --endpoints, or a model name with --base-url-a / --base-url-b.
     """
     from rewardlab.eval.compare import DATA_MODES, compare_models, compare_runs
     from rewardlab.eval.view import comparison_view, model_comparison_view
@@ -232,12 +271,24 @@ def compare(
     from rewardlab.runs.lineage import trained_env
 
     store = RunStore(runs_dir)
-    if _is_eval_run(store, a) and _is_eval_run(store, b):
+    served_a, served_b = served_side(a, base_url_a, endpoints), served_side(b, base_url_b, endpoints)
+    if endpoints is not None and served_a is None and served_b is None:
+        from rewardlab.config import load_endpoints
+
+        known = ", ".join(load_endpoints(endpoints))
+        raise RewardlabError(f"{endpoints}: neither '{a}' nor '{b}' is an endpoint alias; it has: {known}")
+    if served_a is None and served_b is None and _is_eval_run(store, a) and _is_eval_run(store, b):
         console.print(comparison_view(compare_runs(store, a, b, num_samples=samples)))
         return
-    model_a, model_b = model_argument(runs_dir, a), model_argument(runs_dir, b)
+    fields_a = served_a or {"name_or_path": model_argument(runs_dir, a)}
+    fields_b = served_b or {"name_or_path": model_argument(runs_dir, b)}
+    model_a, model_b = fields_a["name_or_path"], fields_b["name_or_path"]
+    # Only a local model has run lineage that records what it was trained on.
+    traced = [fields["name_or_path"] for fields in (fields_a, fields_b) if fields.get("base_url") is None]
     env_config = (
-        {"name": env, "args": {}} if env else trained_env(model_a, store) or trained_env(model_b, store)
+        {"name": env, "args": {}}
+        if env
+        else next(filter(None, (trained_env(model, store) for model in traced)), None)
     )
     if env_config is None:
         raise RewardlabError(
@@ -251,9 +302,19 @@ def compare(
         "seed": seed,
         "runs_dir": runs_dir,
     }
-    config_a = EvalConfig.model_validate({**common, "model": {"name_or_path": model_a}})
-    config_b = EvalConfig.model_validate({**common, "model": {"name_or_path": model_b}})
-    run = store.create_run("compare", {"a": model_a, "b": model_b, "modes": list(modes), **common})
+    config_a = EvalConfig.model_validate({**common, "model": fields_a})
+    config_b = EvalConfig.model_validate({**common, "model": fields_b})
+    run = store.create_run(
+        "compare",
+        {
+            "a": model_a,
+            "b": model_b,
+            "endpoint_a": fields_a.get("base_url"),
+            "endpoint_b": fields_b.get("base_url"),
+            "modes": list(modes),
+            **common,
+        },
+    )
     try:
         results = compare_models(store, config_a, config_b, modes, num_samples=samples, parent=run.id)
     except RewardlabError as error:
@@ -271,12 +332,31 @@ def compare(
                 "mean_diff": r.comparison.reward.mean_diff,
                 "ci95": list(r.comparison.reward.ci95),
                 "n": r.comparison.reward.n,
-                "seen_in_training_a": r.seen_in_training_a,
-                "seen_in_training_b": r.seen_in_training_b,
+                "seen_in_training_a": r.seen_in_training_a if r.traced_a else None,
+                "seen_in_training_b": r.seen_in_training_b if r.traced_b else None,
+                **{
+                    f"{key}_{side}": summary[key]
+                    for side, summary in (("a", r.summary_a), ("b", r.summary_b))
+                    for key in ("latency_mean_s", "latency_p50_s", "latency_p95_s", "requests_retried")
+                    if key in summary
+                },
             }
             for r in results
         },
     )
+
+
+def served_side(name: str, base_url: str | None, endpoints: Path | None) -> dict | None:
+    """One side of ``compare`` as endpoint model fields (``--base-url-a``/``-b``, or an alias in
+    ``--endpoints``); ``None`` for a local model, run or scripted player."""
+    if base_url is not None:
+        return {"name_or_path": name, "base_url": base_url}
+    if endpoints is not None:
+        from rewardlab.config import load_endpoints
+
+        found = load_endpoints(endpoints).get(name)
+        return found.model_dump(exclude_unset=True) if found is not None else None
+    return None
 
 
 def _is_eval_run(store, ref: str) -> bool:
@@ -404,6 +484,56 @@ def env_init(
         f"created [bold]{root}[/]: edit {root / name.replace('-', '_') / '__init__.py'}, then "
         f"`pip install -e {root}` and `rewardlab eval --env {name} --model tiny`"
     )
+
+
+@app.command()
+@user_errors
+def serve(
+    model: Annotated[str, typer.Option(help="Base model: tiny name, HF directory, adapter dir or run.")],
+    adapter: Annotated[
+        list[str] | None,
+        typer.Option(help="LoRA adapter served beside the base: name=path (adapter dir or run; repeatable)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="REWARDLAB_API_KEY", help="Bearer key required on every route but /health."),
+    ] = None,
+    max_batch_size: Annotated[int, typer.Option(min=1, help="Most completions generated together.")] = 32,
+    batch_wait_ms: Annotated[
+        float, typer.Option(min=0, help="How long an idle server waits for more requests to batch.")
+    ] = 5.0,
+    mix_adapters: Annotated[
+        bool, typer.Option(help="Batch base and adapter requests together (peft per-row adapters).")
+    ] = False,
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+    runs_dir: RunsDir = "runs",
+):
+    """Serve the model and its LoRA adapters over an OpenAI-compatible HTTP API."""
+    from rewardlab.serve import build_engine, parse_adapter_specs, run_server
+
+    adapters = {
+        name: model_argument(runs_dir, path)
+        for name, path in parse_adapter_specs(adapter or [], base_name=model).items()
+    }
+    engine = build_engine(
+        model_argument(runs_dir, model),
+        adapters,
+        served_name=model,
+        dtype=dtype,
+        device=device,
+        max_batch_size=max_batch_size,
+        batch_wait_ms=batch_wait_ms,
+        mix_adapters=mix_adapters,
+    )
+    console.print(
+        f"serving {', '.join(engine.models.names)} at http://{host}:{port}/v1"
+        + (" (API key required)" if api_key else ""),
+        soft_wrap=True,
+    )
+    run_server(engine, host=host, port=port, api_key=api_key or None)
 
 
 def main() -> None:

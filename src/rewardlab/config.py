@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rewardlab.errors import ConfigError
 
@@ -32,6 +32,34 @@ class ModelConfig(Section):
     device: str = Field(
         "auto", description="'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:1'..."
     )
+    base_url: str | None = Field(
+        None,
+        description="An OpenAI-compatible endpoint (http://localhost:8000/v1, vLLM, a hosted API) to sample "
+        "from instead of loading a model; name_or_path is then the model name the server knows. Eval and "
+        "compare only: an endpoint returns text, and training needs token ids.",
+    )
+    api_key_env: str = Field(
+        "OPENAI_API_KEY",
+        description="Environment variable holding the endpoint's API key (unset: a placeholder, for "
+        "key-less local servers).",
+    )
+    max_concurrency: int = Field(16, gt=0, description="Most requests in flight to the endpoint at once.")
+    timeout_s: float = Field(120.0, gt=0, description="Seconds one request may take before it is retried.")
+    max_retries: int = Field(
+        4, ge=0, description="Retries of a request that hit 429, 5xx, a timeout or a dropped connection."
+    )
+    backoff_s: float = Field(
+        0.25, ge=0, description="First retry delay; it doubles on every retry (with jitter, at most 30s)."
+    )
+
+
+def local_model(model: ModelConfig) -> ModelConfig:
+    """Training updates weights from the sampled token ids, which an HTTP endpoint does not return."""
+    if model.base_url is not None:
+        raise ValueError(
+            f"training needs a local model, not the endpoint {model.base_url}: unset model.base_url"
+        )
+    return model
 
 
 class LoraConfig(Section):
@@ -108,6 +136,8 @@ class TrainConfig(Section):
     max_batch_size: int = Field(256, gt=0, description="Most sequences per forward pass when sampling.")
     resume: str | None = Field(None, description="Run id or directory to continue from its last checkpoint.")
 
+    _local_model = field_validator("model")(local_model)
+
 
 class SFTConfig(Section):
     """Supervised priming on demonstrations, so reinforcement learning starts from non-zero rewards."""
@@ -134,6 +164,8 @@ class SFTConfig(Section):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping by global norm.")
     log_every: int = Field(25, gt=0, description="Log loss every N steps.")
+
+    _local_model = field_validator("model")(local_model)
 
 
 class EvalConfig(Section):
@@ -234,6 +266,47 @@ def load_config(
         return model.model_validate(data)
     except ValidationError as error:
         raise ConfigError(describe_validation_error(error, model, source)) from None
+
+
+def load_endpoints(path: str | Path) -> dict[str, ModelConfig]:
+    """The ``[endpoints.<alias>]`` tables of a TOML file, each a :class:`ModelConfig` with a ``base_url``.
+
+    An entry names ``base_url`` and ``model`` (the name the server knows) and may set any other model
+    field (``api_key_env``, ``max_concurrency``, ``timeout_s``, ``max_retries``, ``backoff_s``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"endpoints file not found: {path}")
+    try:
+        tables = tomllib.loads(path.read_text()).get("endpoints")
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: invalid TOML ({error})") from None
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(f"{path}: no [endpoints.<alias>] tables")
+    endpoints = {}
+    for alias, table in tables.items():
+        source = f"{path} [endpoints.{alias}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: must be a table with base_url and model")
+        missing = [key for key in ("base_url", "model") if key not in table]
+        if missing:
+            raise ConfigError(f"{source}: missing {' and '.join(missing)}")
+        entry = {("name_or_path" if key == "model" else key): value for key, value in table.items()}
+        try:
+            endpoints[alias] = ModelConfig.model_validate(entry)
+        except ValidationError as error:
+            raise ConfigError(describe_validation_error(error, ModelConfig, source)) from None
+    return endpoints
+
+
+def endpoint(path: str | Path, alias: str) -> ModelConfig:
+    """The endpoint ``alias`` of the endpoints file at ``path``; a missing alias is one line naming both."""
+    endpoints = load_endpoints(path)
+    if alias not in endpoints:
+        close = difflib.get_close_matches(alias, endpoints, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{path}: no endpoint '{alias}'{hint}; it has: {', '.join(endpoints)}")
+    return endpoints[alias]
 
 
 def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:

@@ -137,22 +137,36 @@ DATA_MODES = ("held-out", "fresh", "adversarial")
 _SPLIT_OF_MODE = {"held-out": "eval", "fresh": "fresh", "adversarial": "adversarial"}
 
 
+_COLLECTIONS = (list, tuple, set, frozenset)
+
+
 def as_id_list(value) -> list | None:
-    """A list of ids from an answer: a JSON list, or an object holding exactly one list."""
+    """A list of ids from an answer: a JSON list (or a list, tuple or set), or an object holding exactly
+    one list, such as ``{"selected_event_ids": [...]}``."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
             return None
     if isinstance(value, dict):
-        lists = [v for v in value.values() if isinstance(v, list)]
+        lists = [v for v in value.values() if isinstance(v, _COLLECTIONS)]
         value = lists[0] if len(lists) == 1 else None
-    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
-        return value
+    if isinstance(value, set | frozenset):
+        value = sorted(value, key=lambda v: (isinstance(v, str), v))  # a set has no order to show
+    if isinstance(value, list | tuple) and all(isinstance(v, str | int | float) for v in value):
+        return list(value)
     return None
 
 
-def answer_view(parser, gold: str, completion: str) -> str:
+def gold_view(gold) -> str:
+    """The reference answer as shown next to the outputs: its ids for an id-set answer, else as is."""
+    ids = as_id_list(gold)
+    if ids is not None:
+        return str(ids)
+    return gold if isinstance(gold, str) else json.dumps(gold)
+
+
+def answer_view(parser, gold, completion: str) -> str:
     """What a model answered, and for id-set answers which ids it shared with the gold set."""
     parsed = parser.parse_answer(completion) if parser is not None else completion
     predicted, reference = as_id_list(parsed), as_id_list(gold)
@@ -162,6 +176,17 @@ def answer_view(parser, gold: str, completion: str) -> str:
     if parsed is None:
         return "(no answer)"
     return parsed if isinstance(parsed, str) else json.dumps(parsed)
+
+
+QUESTION_CHARS = 120  # an event list or a maze board is too long to repeat on every debug line
+
+
+def debug_line(question: str, gold: str, label_a: str, view_a: str, label_b: str, view_b: str) -> str:
+    """``'question'  gold: [3, 7] / base: [3, 9] overlap [3] / tuned: [3, 7] overlap [3, 7]``."""
+    question = " ".join(question.split())
+    if len(question) > QUESTION_CHARS:
+        question = question[: QUESTION_CHARS - 1] + "…"
+    return f"{question!r}  gold: {gold} / {label_a}: {view_a} / {label_b}: {view_b}"
 
 
 @dataclass
@@ -175,6 +200,8 @@ class ModeComparison:
     examples: int = 0
     seen_in_training_a: int = 0  # evaluation records that side's training lineage saw
     seen_in_training_b: int = 0
+    traced_a: bool = True  # False for an endpoint: no run lineage, so its training data is unknown
+    traced_b: bool = True
     views: list[tuple[str, str, str, str]] = field(default_factory=list)  # (question, gold, view a, view b)
     skipped: str | None = None  # why this mode could not run
 
@@ -192,14 +219,17 @@ def compare_models(
     ``config_a``/``config_b`` are :class:`~rewardlab.config.EvalConfig` objects that differ in the model
     (and endpoint); the environment, sampling, counts and seed come from ``config_a``. A mode the
     environment cannot produce (no adversarial set, say) is skipped with a note in the result list's place.
+    An endpoint's training data cannot be traced (it has no run lineage): its overlap stays unchecked and
+    the result says so (``traced_a``/``traced_b``) rather than reporting zero.
     """
     from rewardlab.envs.registry import load_environment
     from rewardlab.eval.evaluate import evaluate, select_examples
     from rewardlab.runs.lineage import prompt_hash, training_prompt_hashes
 
     env = load_environment(config_a.env.name, **config_a.env.args)
-    seen_a = training_prompt_hashes(config_a.model.name_or_path, store)
-    seen_b = training_prompt_hashes(config_b.model.name_or_path, store)
+    traced_a, traced_b = config_a.model.base_url is None, config_b.model.base_url is None
+    seen_a = training_prompt_hashes(config_a.model.name_or_path, store) if traced_a else set()
+    seen_b = training_prompt_hashes(config_b.model.name_or_path, store) if traced_b else set()
     results: list[ModeComparison] = []
     for mode in modes:
         if mode not in _SPLIT_OF_MODE:
@@ -210,7 +240,9 @@ def compare_models(
         except RewardlabError as error:
             if mode == "held-out":
                 raise
-            results.append(ModeComparison(mode, None, skipped=str(error)))
+            results.append(
+                ModeComparison(mode, None, skipped=str(error), traced_a=traced_a, traced_b=traced_b)
+            )
             continue
         hashes = [prompt_hash(e.prompt) for e in examples]
         evals = []
@@ -232,6 +264,8 @@ def compare_models(
                 len(examples),
                 sum(h in seen_a for h in hashes),
                 sum(h in seen_b for h in hashes),
+                traced_a,
+                traced_b,
                 views,
             )
         )
@@ -253,7 +287,7 @@ def _views(
         views.append(
             (
                 sample.question,
-                gold,
+                gold_view(gold),
                 answer_view(env.parser, gold, _text(row_a)),
                 answer_view(env.parser, gold, _text(row_b)),
             )

@@ -4,6 +4,10 @@ The summary has the mean reward (+/- std) overall and per component, unbiased pa
 two up to r (a rollout passes when the rubric's primary component reaches ``pass_threshold``), error
 counts with example messages, and latency. Every rollout goes to the run store and to
 ``results.jsonl`` in the run directory.
+
+Latency is per rollout for local models (each rollout carries its batch's time) and per request for an
+endpoint (``model.base_url``), where the summary also counts requests, retries and failures: a model that
+is only fast when nothing goes wrong should be seen to be.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from rewardlab.runs import RunStore, collect_manifest
 from rewardlab.runs.store import to_jsonable
 from rewardlab.sampling.base import Sampler, SamplingParams
 from rewardlab.sampling.local import LocalSampler
+from rewardlab.sampling.openai_compat import OpenAISampler, RequestStats
 from rewardlab.sampling.scripted import ScriptedSampler, is_scripted
 from rewardlab.train.common import set_seed
 from rewardlab.types import Example, ScoredRollout
@@ -105,10 +110,26 @@ def summarize(
         if scored
         else 0,
         "truncated_fraction": sum(s.rollout.truncated for s in scored) / max(len(scored), 1),
+        "latency_per": "rollout",
         "latency_mean_s": statistics.fmean(latencies) if latencies else float("nan"),
         "latency_p50_s": percentile(latencies, 0.5),
         "latency_p95_s": percentile(latencies, 0.95),
         "wall_seconds": wall_seconds,
+    }
+
+
+def request_summary(stats: RequestStats) -> dict:
+    """Latency per request (its successful attempt) and how many requests were retried or given up on."""
+    latencies = stats.latencies_s
+    return {
+        "latency_per": "request",
+        "latency_mean_s": statistics.fmean(latencies) if latencies else float("nan"),
+        "latency_p50_s": percentile(latencies, 0.5),
+        "latency_p95_s": percentile(latencies, 0.95),
+        "requests": stats.requests,
+        "requests_retried": stats.retried,
+        "retries": stats.retries,
+        "requests_failed": stats.failed,
     }
 
 
@@ -165,6 +186,26 @@ def run_rollouts(
     return scored
 
 
+def make_sampler(env: Environment, config: EvalConfig) -> Sampler:
+    """The sampler ``config.model`` names: an endpoint, a scripted player or a local model."""
+    model = config.model
+    if model.base_url is not None:
+        return OpenAISampler(
+            model.base_url,
+            model.name_or_path,
+            api_key_env=model.api_key_env,
+            max_concurrency=model.max_concurrency,
+            timeout_s=model.timeout_s,
+            max_retries=model.max_retries,
+            backoff_s=model.backoff_s,
+            seed=config.seed,
+        )
+    if is_scripted(model.name_or_path):
+        return ScriptedSampler(env, model.name_or_path, seed=config.seed)
+    loaded, tokenizer = load_model(model.name_or_path, model.dtype, model.device)
+    return LocalSampler(loaded, tokenizer, max_batch_size=config.max_batch_size)
+
+
 def evaluate(
     config: EvalConfig,
     store: RunStore | None = None,
@@ -180,16 +221,26 @@ def evaluate(
     started = time.perf_counter()
     store = store or RunStore(config.runs_dir)
     env = env or load_environment(config.env.name, **config.env.args)
-    if sampler is None and is_scripted(config.model.name_or_path):
-        sampler = ScriptedSampler(env, config.model.name_or_path, seed=config.seed)
-    elif sampler is None:
-        model, tokenizer = load_model(config.model.name_or_path, config.model.dtype, config.model.device)
-        sampler = LocalSampler(model, tokenizer, max_batch_size=config.max_batch_size)
+    owned = sampler is None  # a sampler made here is closed here (an endpoint's holds a thread)
+    sampler = sampler or make_sampler(env, config)
+    stats: RequestStats | None = getattr(sampler, "stats", None)
+    stats_before = stats.copy() if stats is not None else None
     run = store.create_run(
         "eval", config.model_dump(), collect_manifest(config.seed), name=config.run_name, parent=parent
     )
-    set_seed(config.seed)
-    scored = run_rollouts(env, sampler, config, f"eval {config.model.name_or_path}", examples)
+    try:
+        set_seed(config.seed)
+        scored = run_rollouts(env, sampler, config, f"eval {config.model.name_or_path}", examples)
+    except BaseException as error:
+        # An endpoint that gave up leaves a failed run with its reason and retry counts, not a running one.
+        failure: dict = {"error": " ".join(str(error).split()) or type(error).__name__}
+        if stats is not None and stats_before is not None:
+            failure.update(request_summary(stats.since(stats_before)))
+        store.finish(run.id, status="failed", summary=failure)
+        raise
+    finally:
+        if owned and hasattr(sampler, "close"):
+            sampler.close()
     summary = summarize(
         scored,
         env.rubric.primary,
@@ -197,7 +248,11 @@ def evaluate(
         config.pass_threshold,
         time.perf_counter() - started,
     )
+    if stats is not None and stats_before is not None:
+        summary.update(request_summary(stats.since(stats_before)))
     summary["model"] = config.model.name_or_path
+    if config.model.base_url is not None:
+        summary["endpoint"] = config.model.base_url
     summary["env"] = config.env.name
     store.log_rollouts(run.id, 0, "eval", scored)
     write_results(run.dir / "results.jsonl", scored)

@@ -6,7 +6,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from rewardlab.eval.compare import Comparison
+from rewardlab.eval.compare import Comparison, debug_line
 
 
 def eval_summary_table(summary: dict, title: str = "evaluation") -> Table:
@@ -22,16 +22,32 @@ def eval_summary_table(summary: dict, title: str = "evaluation") -> Table:
     for key, value in summary.items():
         if key.startswith("pass@"):
             table.add_row(key, f"{value:.3f}")
-    style = "red" if summary["errors"] else ""
-    table.add_row(Text("errored rollouts", style=style), Text(str(summary["errors"]), style=style))
-    table.add_row("completion tokens (mean)", f"{summary['mean_completion_tokens']:.1f}")
-    table.add_row("truncated", f"{summary['truncated_fraction']:.1%}")
+    # Next to the rewards: how fast they came, and how much retrying it took to get them.
     table.add_row(
-        "latency mean / p50 / p95",
+        f"latency per {summary.get('latency_per', 'rollout')} mean / p50 / p95",
         " / ".join(f"{summary[key]:.3f}s" for key in ("latency_mean_s", "latency_p50_s", "latency_p95_s")),
     )
+    if "requests" in summary:
+        style = "yellow" if summary["requests_retried"] or summary["requests_failed"] else ""
+        table.add_row(
+            Text("requests / retried / failed", style=style),
+            Text(_requests(summary), style=style),
+        )
+    style = "red" if summary["errors"] else ""
+    table.add_row(Text("errored rollouts", style=style), Text(str(summary["errors"]), style=style))
+    # An endpoint returns text, not token ids: a count of zero would be a false number.
+    tokens = "n/a (text only)" if "endpoint" in summary else f"{summary['mean_completion_tokens']:.1f}"
+    table.add_row("completion tokens (mean)", tokens)
+    table.add_row("truncated", f"{summary['truncated_fraction']:.1%}")
     table.add_row("wall time", f"{summary['wall_seconds']:.1f}s")
     return table
+
+
+def _requests(summary: dict) -> str:
+    return (
+        f"{summary['requests']} / {summary['requests_retried']} ({summary['retries']} retries) / "
+        f"{summary['requests_failed']}"
+    )
 
 
 def _ci(value: tuple[float, float]) -> str:
@@ -75,15 +91,44 @@ def comparison_view(comparison: Comparison) -> Group:
     return Group(table, samples, footer)
 
 
-def _latency(summary: dict) -> str:
-    return " / ".join(
+def _latency(summary: dict, unit: bool = False) -> str:
+    numbers = " / ".join(
         f"{summary[k] * 1000:.0f}" for k in ("latency_mean_s", "latency_p50_s", "latency_p95_s")
+    )
+    return f"{numbers} per {summary.get('latency_per', 'rollout')}" if unit else numbers
+
+
+def _latency_row(summary_a: dict, summary_b: dict) -> tuple[str, str, str]:
+    """(label, A, B): the unit goes in the label when both sides share it, else next to each number,
+    since a local model's per-rollout batch time and an endpoint's per-request time are not alike."""
+    per_a, per_b = summary_a.get("latency_per", "rollout"), summary_b.get("latency_per", "rollout")
+    if per_a == per_b:
+        return f"latency ms per {per_a} (mean / p50 / p95)", _latency(summary_a), _latency(summary_b)
+    return "latency ms (mean / p50 / p95)", _latency(summary_a, unit=True), _latency(summary_b, unit=True)
+
+
+def _untraced_note(results, label_a: str, label_b: str) -> Text | None:
+    """Said once: an endpoint's training data cannot be traced, so "no overlap" would be a guess."""
+    if not results:
+        return None
+    sides = ((label_a, results[0].traced_a), (label_b, results[0].traced_b))
+    untraced = [label for label, traced in sides if not traced]
+    if not untraced:
+        return None
+    one = len(untraced) == 1
+    return Text(
+        f"note: {' and '.join(untraced)} {'is an endpoint' if one else 'are endpoints'} without run "
+        f"lineage: overlap of the records with {'its' if one else 'their'} training data is unchecked",
+        style="yellow",
     )
 
 
 def model_comparison_view(results, label_a: str, label_b: str) -> Group:
     """Every data mode: paired metrics, latency per model, training-overlap warnings, debug samples."""
     parts: list = []
+    note = _untraced_note(results, label_a, label_b)
+    if note is not None:
+        parts.append(note)
     for result in results:
         if result.skipped:
             parts.append(Text(f"{result.mode}: skipped — {result.skipped}", style="yellow"))
@@ -113,14 +158,16 @@ def model_comparison_view(results, label_a: str, label_b: str) -> Group:
                 "",
                 "",
             )
-        table.add_row(
-            "latency ms (mean / p50 / p95)",
-            _latency(result.summary_a),
-            _latency(result.summary_b),
-            "",
-            "",
-            "",
-        )
+        table.add_row(*_latency_row(result.summary_a, result.summary_b), "", "", "")
+        if "requests" in result.summary_a or "requests" in result.summary_b:
+            table.add_row(
+                "requests / retried / failed",
+                _requests(result.summary_a) if "requests" in result.summary_a else "",
+                _requests(result.summary_b) if "requests" in result.summary_b else "",
+                "",
+                "",
+                "",
+            )
         parts.append(table)
         for label, seen in ((label_a, result.seen_in_training_a), (label_b, result.seen_in_training_b)):
             if seen:
@@ -132,7 +179,5 @@ def model_comparison_view(results, label_a: str, label_b: str) -> Group:
                     )
                 )
         for question, gold, view_a, view_b in result.views:
-            parts.append(
-                Text(f"{question!r}  gold: {gold} / {label_a}: {view_a} / {label_b}: {view_b}", style="dim")
-            )
+            parts.append(Text(debug_line(question, gold, label_a, view_a, label_b, view_b), style="dim"))
     return Group(*parts)

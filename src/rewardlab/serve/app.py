@@ -1,0 +1,264 @@
+"""The HTTP routes: OpenAI's model list, chat and text completions, and vLLM's runtime adapter routes.
+
+Routes only validate, tokenize and shape answers; the engine decides what is generated together. Every route
+but ``/health`` checks the API key when one is set.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI, Header
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from jinja2 import TemplateError
+
+from rewardlab.sampling.base import Generation
+from rewardlab.serve import responses
+from rewardlab.serve.batching import Job
+from rewardlab.serve.engine import Engine
+from rewardlab.serve.errors import APIError, UnknownModelError, error_body, install_error_handlers
+from rewardlab.serve.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    LoadAdapterRequest,
+    UnloadAdapterRequest,
+)
+from rewardlab.serve.streaming import TextDeltas
+
+TEXT_COMPLETION_MAX_TOKENS = (
+    16  # OpenAI's default for /v1/completions; chat defaults to the rest of the context
+)
+
+
+def key_checker(api_key: str | None):
+    """A dependency that lets a request through only with ``Authorization: Bearer <api_key>``."""
+
+    async def check(authorization: str | None = Header(default=None)) -> None:
+        if not api_key:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        # compare_digest: the time taken must not tell how much of a guessed key was right.
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), api_key.encode()):
+            raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+    return check
+
+
+def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine.start()  # the batching loop lives on the server's event loop
+        yield
+        await engine.stop()
+
+    app = FastAPI(title="rewardlab serve", lifespan=lifespan)
+    install_error_handlers(app)
+    protected = APIRouter(dependencies=[Depends(key_checker(api_key))])
+    models = engine.models
+    started = int(time.time())
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @protected.get("/metrics")
+    async def metrics() -> dict:
+        return {**engine.metrics.as_dict(), "models": models.names}
+
+    @protected.get("/v1/models")
+    async def list_models() -> dict:
+        data = [
+            {
+                "id": name,
+                "object": "model",
+                "created": started,
+                "owned_by": "rewardlab",
+                "root": models.paths.get(name, name),
+                "parent": None if name == models.base_name else models.base_name,
+            }
+            for name in models.names
+        ]
+        return {"object": "list", "data": data}
+
+    @protected.post("/v1/chat/completions")
+    async def chat_completions(request: ChatCompletionRequest):
+        models.adapter_of(request.model)  # an unknown model is a 404 before any work
+        try:
+            prompt = engine.sampler.renderer.prompt_ids([m.as_dict() for m in request.messages])
+        except TemplateError as error:
+            raise APIError(
+                400, f"messages: the chat template refused them: {error}", param="messages"
+            ) from None
+        max_tokens = token_budget(engine, [prompt], request.token_limit, None, "messages")
+        job = submit(engine, request, [prompt], max_tokens)
+        if request.stream:
+            events = stream_events(engine, job, request, [prompt], chat=True, logprobs=request.logprobs)
+            return StreamingResponse(events, media_type="text/event-stream")
+        generations = await completions_of(job)
+        logprobs = [_logprobs(engine, g, chat=True) for g in generations] if request.logprobs else None
+        return responses.completion(
+            responses.new_id("chatcmpl"),
+            request.model,
+            generations,
+            responses.usage([prompt], generations),
+            logprobs,
+            chat=True,
+        )
+
+    @protected.post("/v1/completions")
+    async def completions(request: CompletionRequest):
+        models.adapter_of(request.model)
+        prompts = [tokenize_prompt(engine, prompt) for prompt in request.prompts()]
+        max_tokens = token_budget(engine, prompts, request.max_tokens, TEXT_COMPLETION_MAX_TOKENS, "prompt")
+        job = submit(engine, request, prompts, max_tokens)
+        want_logprobs = request.logprobs is not None
+        if request.stream:
+            events = stream_events(engine, job, request, prompts, chat=False, logprobs=want_logprobs)
+            return StreamingResponse(events, media_type="text/event-stream")
+        generations = await completions_of(job)
+        logprobs = [_logprobs(engine, g, chat=False) for g in generations] if want_logprobs else None
+        return responses.completion(
+            responses.new_id("cmpl"),
+            request.model,
+            generations,
+            responses.usage(prompts, generations),
+            logprobs,
+            chat=False,
+        )
+
+    @protected.post("/v1/load_lora_adapter")
+    async def load_lora_adapter(request: LoadAdapterRequest):
+        await engine.load_adapter(request.lora_name, request.lora_path)
+        return PlainTextResponse(f"Success: LoRA adapter '{request.lora_name}' added successfully.")
+
+    @protected.post("/v1/unload_lora_adapter")
+    async def unload_lora_adapter(request: UnloadAdapterRequest):
+        await engine.unload_adapter(request.lora_name)
+        return PlainTextResponse(f"Success: LoRA adapter '{request.lora_name}' removed successfully.")
+
+    app.include_router(protected)
+    return app
+
+
+def tokenize_prompt(engine: Engine, prompt: str | list[int]) -> list[int]:
+    """A text prompt as the tokenizer encodes it (with its BOS token, if it has one); ids as given."""
+    if isinstance(prompt, str):
+        ids = engine.models.tokenizer(prompt)["input_ids"]
+    else:
+        vocab_size = getattr(engine.models.model.config, "vocab_size", None)
+        if vocab_size is not None and any(not 0 <= token < vocab_size for token in prompt):
+            raise APIError(400, f"prompt: token ids must lie in [0, {vocab_size})", param="prompt")
+        ids = list(prompt)
+    if not ids:
+        raise APIError(400, "prompt: the prompt is empty (it has no tokens)", param="prompt")
+    return ids
+
+
+def token_budget(
+    engine: Engine, prompts: list[list[int]], requested: int | None, default: int | None, param: str
+) -> int:
+    """``max_tokens`` for the request: as requested, else ``default``, else the rest of the context.
+
+    Prompt plus completion must fit the model's context (``max_position_embeddings``): beyond it the
+    position embeddings run out, so the request is refused rather than answered with nonsense.
+    """
+    limit = engine.models.context_length
+    longest = max(len(ids) for ids in prompts)
+    if requested is not None:
+        max_tokens = requested
+    elif default is not None:
+        max_tokens = default
+    else:
+        max_tokens = max(limit - longest, 1) if limit else 256
+    if limit is not None and longest + max_tokens > limit:
+        raise APIError(
+            400,
+            f"This model's maximum context length is {limit} tokens. However, you requested "
+            f"{longest + max_tokens} tokens ({longest} in the {param}, {max_tokens} for the completion). "
+            f"Please reduce the length of the {param} or max_tokens.",
+            code="context_length_exceeded",
+            param=param,
+        )
+    return max_tokens
+
+
+def submit(engine: Engine, request, prompts: list[list[int]], max_tokens: int) -> Job:
+    return engine.submit(
+        model=request.model,
+        prompts=prompts,
+        n=request.n,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        max_tokens=max_tokens,
+        stop=request.stop,
+        seed=request.seed,
+        stream=request.stream,
+    )
+
+
+async def completions_of(job: Job) -> list[Generation]:
+    try:
+        return await job.future
+    except UnknownModelError:
+        raise  # unloaded while the request waited: still a 404
+    except Exception as error:
+        raise APIError(
+            500, f"generation failed: {type(error).__name__}: {error}", code="generation_failed"
+        ) from error
+
+
+def _logprobs(engine: Engine, generation: Generation, chat: bool) -> dict:
+    tokens = responses.listed_tokens(generation, engine.models.tokenizer, set(engine.sampler.stop_ids))
+    return responses.chat_logprobs(tokens) if chat else responses.text_logprobs(tokens)
+
+
+async def stream_events(
+    engine: Engine, job: Job, request, prompts: list[list[int]], chat: bool, logprobs: bool
+) -> AsyncIterator[str]:
+    """Server-sent events: text deltas while the batch generates, then each choice's finish, then [DONE]."""
+    request_id = responses.new_id("chatcmpl" if chat else "cmpl")
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    stop_ids = set(engine.sampler.stop_ids)
+
+    def piece(index: int, text: str, finish_reason: str | None = None, choice_logprobs=None) -> str:
+        if chat:
+            delta = {"content": text} if text or finish_reason is None else {}
+            chunk = responses.chat_chunk(
+                request_id, request.model, index, delta, finish_reason, choice_logprobs
+            )
+        else:
+            chunk = responses.text_chunk(
+                request_id, request.model, index, text, finish_reason, choice_logprobs
+            )
+        return responses.sse(chunk)
+
+    deltas = [TextDeltas(engine.models.tokenizer, stop_ids, job.stop) for _ in range(job.rows)]
+    if chat:
+        for index in range(job.rows):
+            role = {"role": "assistant", "content": ""}
+            yield responses.sse(responses.chat_chunk(request_id, request.model, index, role))
+    while (item := await job.stream.get()) is not None:
+        first_row, tokens = item
+        for offset, token in enumerate(tokens):
+            if text := deltas[first_row + offset].push(token):
+                yield piece(first_row + offset, text)
+    try:
+        generations = await job.future
+    except Exception as error:
+        status, code = (404, "model_not_found") if isinstance(error, UnknownModelError) else (500, None)
+        yield responses.sse(error_body(status, f"generation failed: {error}", code))
+        yield responses.sse("[DONE]")
+        return
+    for index, generation in enumerate(generations):
+        if rest := deltas[index].finish(generation.text):
+            yield piece(index, rest)
+        choice_logprobs = _logprobs(engine, generation, chat) if logprobs else None
+        yield piece(index, "", generation.finish_reason, choice_logprobs)
+    if request.include_usage:
+        yield responses.sse(
+            responses.usage_chunk(request_id, request.model, kind, responses.usage(prompts, generations))
+        )
+    yield responses.sse("[DONE]")

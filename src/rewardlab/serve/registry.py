@@ -1,0 +1,161 @@
+"""The served models: one base model and any number of LoRA adapters on it, under their own names.
+
+Every adapter is loaded onto the same ``PeftModel`` (one copy of the base weights in memory) under an
+internal peft name (``adapter1``, ``adapter2``...): served names may hold characters peft refuses in module
+names, and a name that is unloaded and loaded again must not find the old weights. The base model is served
+with adapters off; when ``--model`` is itself an adapter or a train run, the base name routes to that adapter.
+
+Nothing here is thread-safe on its own: the engine holds one lock around generation, loading and unloading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rewardlab.errors import RewardlabError
+from rewardlab.models.loading import resolve
+from rewardlab.serve.errors import AdapterError, UnknownModelError
+
+BASE_ROW = "__base__"  # peft's adapter name for "no adapter" in a mixed-adapter batch
+
+
+def parse_adapter_specs(specs: list[str], base_name: str | None = None) -> dict[str, str]:
+    """``["name=path", ...]`` → ``{name: path}``; a malformed or repeated name is a one-line error."""
+    adapters: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        name, path = name.strip(), path.strip()
+        if not sep or not name or not path:
+            raise RewardlabError(f"--adapter expects name=path, got '{spec}'")
+        if name == base_name:
+            raise RewardlabError(f"--adapter name '{name}' is already the base model's name")
+        if name in adapters:
+            raise RewardlabError(f"--adapter name '{name}' is used twice")
+        adapters[name] = path
+    return adapters
+
+
+def adapter_dir(path: str) -> str:
+    """The PEFT adapter directory that ``path`` (an adapter directory or a train run) holds."""
+    if not Path(path).exists():
+        raise AdapterError(f"adapter path does not exist: {path}")
+    try:
+        _, adapter = resolve(path)
+    except RewardlabError as error:
+        raise AdapterError(str(error)) from None
+    if adapter is None:
+        raise AdapterError(f"{path} is a full model, not a LoRA adapter (serve it with --model)")
+    return adapter
+
+
+def _is_peft(model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def _summary(error: Exception) -> str:
+    """The first two lines of an error in one: torch puts the heading first and the mismatch second."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return " ".join(lines[:2])[:400] or type(error).__name__
+
+
+def _strip_lora_layers(model) -> None:
+    """Put back the original layers where a failed first load already injected LoRA layers."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, module.get_base_layer())
+    # peft marks the model as wrapped; left behind, the next load would stack onto a ghost config.
+    if hasattr(model, "peft_config"):
+        del model.peft_config
+
+
+class ServedModels:
+    """Served name → peft adapter name (``None``: the base with adapters off), and the model they share."""
+
+    def __init__(self, model, tokenizer, base_name: str):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.base_name = base_name
+        # load_model names a loaded adapter "default": when --model is a run, the base name serves it.
+        self.routes: dict[str, str | None] = {base_name: model.active_adapter if _is_peft(model) else None}
+        self.paths: dict[str, str] = {}
+        self._loaded = 0
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.routes)
+
+    @property
+    def context_length(self) -> int | None:
+        """Prompt plus completion tokens the model can attend over (``max_position_embeddings``)."""
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    def adapter_of(self, name: str) -> str | None:
+        if name not in self.routes:
+            raise UnknownModelError(f"The model '{name}' does not exist (served: {', '.join(self.routes)})")
+        return self.routes[name]
+
+    def load(self, name: str, path: str) -> None:
+        if name in self.routes:
+            raise AdapterError(f"the adapter '{name}' is already loaded")
+        directory = adapter_dir(path)
+        from peft import PeftModel
+
+        self._loaded += 1
+        internal = f"adapter{self._loaded}"
+        try:
+            if _is_peft(self.model):
+                self.model.load_adapter(directory, adapter_name=internal)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, directory, adapter_name=internal)
+        except Exception as error:
+            # A half-loaded adapter (weights that do not fit this base) must not stay in the model.
+            if _is_peft(self.model):
+                if internal in self.model.peft_config:
+                    self.model.delete_adapter(internal)
+            else:
+                _strip_lora_layers(self.model)
+            raise AdapterError(f"cannot load adapter '{name}' from {path}: {_summary(error)}") from None
+        self.model.eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        self.routes[name] = internal
+        self.paths[name] = directory
+
+    def unload(self, name: str) -> None:
+        if name == self.base_name:
+            raise AdapterError(f"the base model '{name}' cannot be unloaded")
+        if name not in self.routes:
+            raise UnknownModelError(f"The adapter '{name}' is not loaded")
+        internal = self.routes.pop(name)
+        self.paths.pop(name, None)
+        if len(self.model.peft_config) == 1:
+            # peft cannot run with no adapter at all: give the plain base model back instead.
+            self.model = self.model.unload()
+        else:
+            self.model.delete_adapter(internal)
+
+    @contextmanager
+    def routed(self, adapters: list[str | None]) -> Iterator[list[str | None]]:
+        """Set the model up for a batch whose rows use ``adapters``; yields each row's ``Prompt.adapter``.
+
+        One adapter for the whole batch is made the active one, so the sampler folds it into the weights
+        (one matmul per layer); only a batch that really mixes adapters pays for peft's per-row routing.
+        """
+        distinct = set(adapters)
+        if not _is_peft(self.model):
+            yield [None] * len(adapters)
+        elif distinct == {None}:
+            with self.model.disable_adapter():
+                yield [None] * len(adapters)
+        elif len(distinct) == 1:
+            self.model.set_adapter(adapters[0], inference_mode=True)
+            yield [None] * len(adapters)
+        else:
+            yield [BASE_ROW if adapter is None else adapter for adapter in adapters]

@@ -1,0 +1,392 @@
+"""`rewardlab serve` end to end: a real uvicorn server on 127.0.0.1, driven by the official openai client.
+
+One server per module (the tiny model plus one LoRA adapter whose B weights are perturbed so it answers
+differently), started in a background thread on a socket bound to a free port. The tests run in file order
+against it; each leaves it as it found it.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+import torch
+import uvicorn
+from openai import OpenAI
+from typer.testing import CliRunner
+
+from rewardlab.cli import app as cli_app
+from rewardlab.serve import build_engine, create_app
+from rewardlab.serve.batching import Job, take_batch
+from rewardlab.serve.streaming import TextDeltas
+
+KEY = "test-key"
+MESSAGES = [{"role": "user", "content": "12+7="}]
+
+
+def make_adapter(path, seed: int = 1) -> str:
+    """A LoRA adapter on the tiny model with visibly non-zero B weights, saved in PEFT format."""
+    from rewardlab.models import LoraSettings, load_model
+
+    torch.manual_seed(seed)
+    model, _ = load_model("tiny", lora=LoraSettings(rank=4))
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_(0, 0.3)
+    model.save_pretrained(path)
+    return str(path)
+
+
+class Server:
+    def __init__(self, engine, tmp):
+        self.engine = engine
+        self.tmp = tmp
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.uvicorn = uvicorn.Server(
+            uvicorn.Config(create_app(engine, api_key=KEY), log_level="warning", lifespan="on")
+        )
+        self.thread = threading.Thread(target=self.uvicorn.run, kwargs={"sockets": [sock]}, daemon=True)
+
+    def client(self, api_key: str = KEY) -> OpenAI:
+        return OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=60)
+
+    def post(self, route: str, body: dict) -> httpx.Response:
+        return httpx.post(
+            f"{self.url}{route}", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=60
+        )
+
+    def metrics(self) -> dict:
+        return httpx.get(f"{self.url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).json()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve")
+    # One thread decodes the tiny model fastest, and does not fight other processes for a shared CPU.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    adapter = make_adapter(tmp / "tuned")
+    # A wide batching window so the concurrency tests batch however slowly the threads start.
+    engine = build_engine("tiny", {"tuned": adapter}, max_batch_size=32, batch_wait_ms=50)
+    running = Server(engine, tmp)
+    running.thread.start()
+    deadline = time.monotonic() + 30
+    while not running.uvicorn.started:
+        assert time.monotonic() < deadline and running.thread.is_alive(), "server did not start"
+        time.sleep(0.02)
+    yield running
+    running.uvicorn.should_exit = True
+    running.thread.join(timeout=10)
+    torch.set_num_threads(threads)
+
+
+def greedy(client: OpenAI, model: str, max_tokens: int = 12, **extra) -> str:
+    reply = client.chat.completions.create(
+        model=model, messages=MESSAGES, temperature=0, max_tokens=max_tokens, **extra
+    )
+    return reply.choices[0].message.content
+
+
+def test_health_needs_no_key_and_models_lists_base_and_adapters(server):
+    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
+    models = server.client().models.list()
+    assert [m.id for m in models.data] == ["tiny", "tuned"]
+    assert all(m.object == "model" for m in models.data)
+
+
+def test_chat_completion_with_n_choices_and_usage(server):
+    reply = server.client().chat.completions.create(
+        model="tiny", messages=MESSAGES, n=2, max_tokens=8, seed=3
+    )
+    assert [c.index for c in reply.choices] == [0, 1]
+    assert all(c.message.role == "assistant" and c.finish_reason in ("stop", "length") for c in reply.choices)
+    assert reply.usage.prompt_tokens > 0 and 2 <= reply.usage.completion_tokens <= 16
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+def test_base_and_adapter_answer_differently_at_temperature_zero(server):
+    client = server.client()
+    assert greedy(client, "tiny") != greedy(client, "tuned")
+    assert greedy(client, "tuned") == greedy(client, "tuned")
+
+
+def test_seed_makes_sampling_reproducible(server):
+    client = server.client()
+
+    def sample(seed):
+        reply = client.chat.completions.create(
+            model="tuned", messages=MESSAGES, temperature=1.0, max_tokens=16, n=2, seed=seed
+        )
+        return [c.message.content for c in reply.choices]
+
+    assert sample(7) == sample(7)
+    assert sample(7) != sample(8)
+
+
+def test_logprobs_cover_every_listed_token(server):
+    reply = server.client().chat.completions.create(
+        model="tuned", messages=MESSAGES, temperature=0, max_tokens=6, logprobs=True
+    )
+    content = reply.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == reply.choices[0].message.content
+    assert all(t.logprob <= 0 for t in content)
+
+
+def test_stream_adds_up_to_the_non_streamed_text(server):
+    client = server.client()
+    request = {"model": "tuned", "messages": MESSAGES, "temperature": 0, "max_tokens": 16}
+    expected = client.chat.completions.create(**request)
+    chunks = list(
+        client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True})
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == expected.choices[0].message.content
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 1  # really streamed
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finish[-1] == expected.choices[0].finish_reason and set(finish[:-1]) == {None}
+    assert chunks[-1].usage == expected.usage
+
+
+def test_stream_with_a_stop_string_never_sends_the_stop(server):
+    client = server.client()
+    full = greedy(client, "tuned", max_tokens=16)
+    stop = full[5:7]
+    expected = greedy(client, "tuned", max_tokens=16, stop=[stop])
+    assert expected == full[: full.find(stop)]
+    stream = client.chat.completions.create(
+        model="tuned", messages=MESSAGES, temperature=0, max_tokens=16, stop=[stop], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == expected
+
+
+def test_text_completions_for_a_list_of_prompts(server):
+    reply = server.client().completions.create(
+        model="tuned", prompt=["3+4=", "10-2="], n=2, max_tokens=5, temperature=0, logprobs=0
+    )
+    assert [c.index for c in reply.choices] == [0, 1, 2, 3]
+    assert reply.choices[0].text == reply.choices[1].text  # greedy: both samples of a prompt agree
+    assert reply.usage.prompt_tokens == len("3+4=") + len("10-2=")  # the tiny tokenizer is per character
+    assert len(reply.choices[0].logprobs.token_logprobs) == len(reply.choices[0].logprobs.tokens)
+    chunks = server.client().completions.create(
+        model="tuned", prompt="3+4=", max_tokens=5, temperature=0, stream=True
+    )
+    assert "".join(c.choices[0].text for c in chunks) == reply.choices[0].text
+
+
+def test_adapters_load_and_unload_at_runtime(server):
+    client = server.client()
+    base_before = greedy(client, "tiny")
+    second = str(server.tmp / "tuned")  # the same weights under a second name
+    response = server.post("/v1/load_lora_adapter", {"lora_name": "second", "lora_path": second})
+    assert response.status_code == 200, response.text
+    assert [m.id for m in client.models.list().data] == ["tiny", "tuned", "second"]
+    assert greedy(client, "second") == greedy(client, "tuned")
+    assert (
+        server.post("/v1/load_lora_adapter", {"lora_name": "second", "lora_path": second}).status_code == 400
+    )
+    assert server.post("/v1/unload_lora_adapter", {"lora_name": "second"}).status_code == 200
+    with pytest.raises(openai.NotFoundError):
+        greedy(client, "second")
+    assert server.post("/v1/unload_lora_adapter", {"lora_name": "second"}).status_code == 404
+    assert server.post("/v1/unload_lora_adapter", {"lora_name": "tiny"}).status_code == 400
+    assert greedy(client, "tiny") == base_before
+
+
+def test_a_broken_adapter_is_refused_and_changes_nothing(server):
+    client = server.client()
+    base_before, tuned_before = greedy(client, "tiny"), greedy(client, "tuned")
+    broken = server.tmp / "broken"
+    make_adapter(broken, seed=2)
+    config = json.loads((broken / "adapter_config.json").read_text())
+    (broken / "adapter_config.json").write_text(json.dumps({**config, "r": 8}))  # weights are rank 4
+    response = server.post("/v1/load_lora_adapter", {"lora_name": "broken", "lora_path": str(broken)})
+    assert (
+        response.status_code == 400 and "cannot load adapter 'broken'" in response.json()["error"]["message"]
+    )
+    missing = server.post("/v1/load_lora_adapter", {"lora_name": "x", "lora_path": str(server.tmp / "nope")})
+    assert missing.status_code == 400 and "does not exist" in missing.json()["error"]["message"]
+    assert [m.id for m in client.models.list().data] == ["tiny", "tuned"]
+    assert (greedy(client, "tiny"), greedy(client, "tuned")) == (base_before, tuned_before)
+
+
+def test_a_failed_first_load_leaves_the_plain_base_model(tmp_path):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from rewardlab.models import load_model
+    from rewardlab.serve import ServedModels
+    from rewardlab.serve.errors import AdapterError
+
+    model, tokenizer = load_model("tiny")
+    models = ServedModels(model, tokenizer, "tiny")
+    ids = torch.tensor([[5, 9, 14]])
+    with torch.no_grad():
+        before = model(ids).logits
+    broken = tmp_path / "broken"
+    make_adapter(broken)
+    config = json.loads((broken / "adapter_config.json").read_text())
+    (broken / "adapter_config.json").write_text(json.dumps({**config, "r": 8}))
+    with pytest.raises(AdapterError, match="size mismatch"):
+        models.load("broken", str(broken))
+    assert models.model is model and not any(isinstance(m, BaseTunerLayer) for m in model.modules())
+    models.load("good", make_adapter(tmp_path / "good"))
+    models.unload("good")  # the last adapter: the plain model comes back
+    assert not any(isinstance(m, BaseTunerLayer) for m in models.model.modules())
+    with torch.no_grad():
+        assert torch.equal(models.model(ids).logits, before)
+
+
+def test_an_adapter_path_may_be_a_train_run_but_not_a_full_model(tmp_path):
+    from rewardlab.models.loading import tiny_model_path
+    from rewardlab.serve.errors import AdapterError
+    from rewardlab.serve.registry import adapter_dir
+
+    make_adapter(tmp_path / "run" / "final")
+    assert adapter_dir(str(tmp_path / "run")) == str(tmp_path / "run" / "final")
+    with pytest.raises(AdapterError, match="is a full model, not a LoRA adapter"):
+        adapter_dir(str(tiny_model_path("tiny")))
+
+
+def test_wrong_key_and_unknown_model(server):
+    with pytest.raises(openai.AuthenticationError):
+        server.client(api_key="wrong").models.list()
+    with pytest.raises(openai.AuthenticationError):
+        greedy(server.client(api_key="wrong"), "tiny")
+    with pytest.raises(openai.NotFoundError) as error:
+        greedy(server.client(), "no-such-model")
+    assert error.value.code == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"temperature": -0.5},
+        {"n": 0},
+        {"messages": []},
+        {"top_p": 0},
+        {"max_tokens": 0},
+        {"stop": [""]},
+        {"logprobs": True, "top_logprobs": 3},
+        {"presence_penalty": 1.0},
+    ],
+)
+def test_invalid_parameters_are_400_in_openai_shape(server, bad):
+    with pytest.raises(openai.BadRequestError) as error:
+        server.client().chat.completions.create(**{"model": "tiny", "messages": MESSAGES, **bad})
+    assert error.value.body["type"] == "invalid_request_error" and error.value.body["message"]
+
+
+def test_a_prompt_beyond_the_context_is_refused(server):
+    client = server.client()
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "7" * 600}])
+    assert error.value.code == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=510)  # prompt + 510 > 512
+    assert error.value.code == "context_length_exceeded"
+
+
+def test_a_crash_in_generation_is_a_500_and_the_server_goes_on(server, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory, say")
+
+    monkeypatch.setattr(server.engine.sampler, "generate", broken)
+    with pytest.raises(openai.InternalServerError) as error:
+        greedy(server.client(), "tiny")
+    assert "out of memory, say" in error.value.message
+    monkeypatch.undo()
+    response = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        content=b"{not json",
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400 and "not valid JSON" in response.json()["error"]["message"]
+    assert greedy(server.client(), "tiny")  # after every bad request above, a good one still succeeds
+
+
+def run_concurrently(server, models: list[str]) -> list[str]:
+    client = server.client()
+    barrier = threading.Barrier(len(models))
+    results: list[str | None] = [None] * len(models)
+
+    def ask(index: int) -> None:
+        barrier.wait()
+        results[index] = greedy(client, models[index], max_tokens=8)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(models))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert all(r is not None for r in results)
+    return results
+
+
+def test_concurrent_requests_are_batched(server):
+    before = server.metrics()
+    results = run_concurrently(server, ["tiny"] * 8)
+    after = server.metrics()
+    assert after["requests"] - before["requests"] == 8
+    assert after["batches"] - before["batches"] < 8
+    assert len(set(results)) == 1  # same prompt, greedy
+
+
+@pytest.mark.parametrize("mix", [False, True])
+def test_base_and_adapter_requests_answer_as_alone_batched_apart_or_mixed(server, monkeypatch, mix):
+    monkeypatch.setattr(server.engine, "mix_adapters", mix)
+    alone = {model: greedy(server.client(), model, max_tokens=8) for model in ("tiny", "tuned")}
+    before = server.metrics()
+    models = ["tiny", "tuned"] * 3
+    results = run_concurrently(server, models)
+    after = server.metrics()
+    assert (after["mixed_batches"] > before["mixed_batches"]) == mix
+    assert after["batches"] - before["batches"] < len(models)
+    assert results == [alone[model] for model in models]
+
+
+def job(temperature=1.0, seed=None, model="tiny", rows=1) -> Job:
+    return Job(model, [[1]] * rows, 1, temperature, 1.0, 8, [], seed, 0.0, None)
+
+
+def test_batches_group_compatible_requests_oldest_first():
+    pending = [job(), job(temperature=0), job(model="tuned"), job(seed=1), job(), job(rows=40)]
+    first = take_batch(pending, max_rows=32, mix_adapters=True)
+    assert [j.temperature for j in first] == [1.0, 1.0, 1.0] and {j.model for j in first} == {"tiny", "tuned"}
+    assert len(take_batch(pending, max_rows=32, mix_adapters=True)) == 1  # temperature 0
+    assert take_batch(pending, max_rows=32, mix_adapters=True)[0].seed == 1  # a seeded request goes alone
+    assert take_batch(pending, max_rows=32, mix_adapters=True)[0].rows == 40  # too big, still served
+    separate = [job(), job(model="tuned"), job()]
+    assert [j.model for j in take_batch(separate, 32, mix_adapters=False)] == ["tiny", "tiny"]
+
+
+def test_text_deltas_hold_back_what_could_start_a_stop_string(tiny):
+    _, tokenizer = tiny
+    ids = tokenizer("abcdef")["input_ids"]
+    deltas = TextDeltas(tokenizer, stop_ids={tokenizer.eos_token_id}, stop=["de"])
+    sent = [deltas.push(token) for token in ids[:4]]  # "abcd": "d" may begin "de"
+    assert "".join(sent) == "abc"
+    assert deltas.finish("abc") == ""  # the sampler cut the text at "de"
+    plain = TextDeltas(tokenizer, stop_ids={tokenizer.eos_token_id}, stop=[])
+    assert [plain.push(t) for t in [*ids[:2], tokenizer.eos_token_id, ids[2]]] == ["a", "b", "", ""]
+
+
+runner = CliRunner()
+
+
+def test_serve_help_and_bad_adapter_arguments(tmp_path):
+    assert runner.invoke(cli_app, ["serve", "--help"]).exit_code == 0
+    for adapter, expected in [
+        ("no-equals-sign", "--adapter expects name=path, got 'no-equals-sign'"),
+        (f"x={tmp_path / 'missing'}", "adapter path does not exist"),
+        ("tiny=somewhere", "is already the base model's name"),
+    ]:
+        result = runner.invoke(cli_app, ["serve", "--model", "tiny", "--adapter", adapter])
+        lines = [line for line in result.output.strip().splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert lines[0].startswith("error: ") and expected in lines[0], result.output
