@@ -103,6 +103,19 @@ def test_numeric_answer_tolerance():
     assert numeric_answer("<answer>abc</answer>", "1000", parser) == 0.0
 
 
+def test_a_row_without_a_usable_answer_errors_the_component_instead_of_scoring_zero():
+    """A dataset row missing its answer (or with a non-numeric one for a numeric check) is a data bug."""
+    parser = XMLParser()
+    functions = [exact_answer, numeric_answer, parser.format_reward_func()]
+    rubric = Rubric(functions, parser=parser, isolation="inline")
+    reply = "<answer>4</answer>"
+    no_answer, not_a_number = rubric.score([rollout(reply, answer=""), rollout(reply, answer="four")])
+    assert no_answer.errors["exact_answer"] == "ValueError: this row has no reference answer"
+    assert no_answer.components["format_reward"] == 1.0 and no_answer.errored
+    assert "reference answer 'four' is not a number" in not_a_number.errors["numeric_answer"]
+    assert not_a_number.components["exact_answer"] == 0.0
+
+
 def test_primary_defaults_to_first_function():
     assert Rubric([exact_answer, lambda completion: 0.0]).primary == "exact_answer"
     assert Rubric([exact_answer], primary="x").primary == "x"
