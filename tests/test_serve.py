@@ -390,3 +390,28 @@ def test_serve_help_and_bad_adapter_arguments(tmp_path):
         lines = [line for line in result.output.strip().splitlines() if line.strip()]
         assert result.exit_code == 2 and len(lines) == 1, result.output
         assert lines[0].startswith("error: ") and expected in lines[0], result.output
+
+
+def test_eval_and_compare_run_against_our_own_server(server, tmp_path, monkeypatch):
+    """The loop over HTTP: `rewardlab eval` and `rewardlab compare` on what `rewardlab serve` serves."""
+    monkeypatch.setenv("SERVE_TEST_KEY", KEY)
+    endpoints = tmp_path / "endpoints.toml"
+    table = '[endpoints.{}]\nbase_url = "{}/v1"\nmodel = "{}"\napi_key_env = "SERVE_TEST_KEY"\n'
+    served = {"base": "tiny", "tuned": "tuned"}  # alias -> the name the server knows
+    endpoints.write_text("".join(table.format(alias, server.url, name) for alias, name in served.items()))
+    runs = tmp_path / "runs"
+    common = ["--env", "arithmetic", "-n", "6", "-r", "2", "--runs-dir", str(runs)]
+    common += ["--endpoints", str(endpoints)]
+    before = server.metrics()["requests"]
+
+    result = CliRunner().invoke(cli_app, ["eval", "--model", "tuned", *common])
+    assert result.exit_code == 0, result.output
+    [summary_file] = runs.glob("eval-*/summary.json")
+    summary = json.loads(summary_file.read_text())
+    assert summary["num_rollouts"] == 12 and summary["errors"] == 0
+    assert summary["requests"] >= 6 and summary["latency_p95_s"] >= summary["latency_p50_s"] > 0
+    assert server.metrics()["requests"] - before == summary["requests"]  # every request reached the server
+
+    result = CliRunner().invoke(cli_app, ["compare", "base", "tuned", *common, "--data", "held-out,fresh"])
+    assert result.exit_code == 0, result.output
+    assert "held-out" in result.output and "fresh" in result.output and "latency" in result.output
