@@ -18,7 +18,7 @@ step, logging included); the first ``warmup`` steps, which also absorb setup and
 not timed. The same invocation measures the machine's matmul throughput and reports each trainer's
 step time as a multiple of the step's FLOP floor (see :func:`step_flops`).
 
-``python benchmarks/bench_grpo_vs_trl.py --help``; ``benchmarks/README.md`` has the exact commands.
+``python benchmarks/bench_grpo_vs_trl.py --help``; ``BENCHMARKS.md`` has the exact commands and results.
 """
 
 from __future__ import annotations
