@@ -83,7 +83,7 @@ class BenchConfig:
     steps: int = 30
     warmup: int = 3  # the first steps, not timed
     sft_steps: int = 1000  # priming, once, cached; 0: start from the random-weight model
-    sft_learning_rate: float = 3e-3
+    sft_learning_rate: float = 1e-3
 
 
 CONFIGS: dict[str, BenchConfig] = {

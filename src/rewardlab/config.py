@@ -158,7 +158,7 @@ class SFTConfig(Section):
     seed: int = Field(0, description="Seeds data order and initialisation.")
     max_steps: int = Field(1000, gt=0, description="Optimizer steps.")
     batch_size: int = Field(64, gt=0, description="Sequences per step.")
-    learning_rate: float = Field(3e-3, gt=0, description="Peak AdamW learning rate.")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak AdamW learning rate.")
     lr_scheduler: Literal["constant", "linear", "cosine"] = Field("cosine", description="Decay after warmup.")
     warmup_steps: int = Field(50, ge=0, description="Linear warmup steps.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
