@@ -22,12 +22,21 @@ transformers' forward. Tests hold the two paths to the same logits and the same 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
+
+
+def _attention_kernels(device: torch.device):
+    """When training on CPU, the plain (math) attention kernel: on GRPO's short sequences its backward pass
+    beats the flash kernel's. Sampling, and other devices, keep whatever PyTorch picks."""
+    training = device.type == "cpu" and torch.is_grad_enabled()
+    return sdpa_kernel(SDPBackend.MATH) if training else nullcontext()
 
 
 @dataclass
@@ -60,7 +69,9 @@ class _Unsupported(Exception):
     """A model part this decoder does not reproduce exactly; the caller falls back to transformers."""
 
 
-def _parts(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, tuple | None]:
+def _parts(
+    module: torch.nn.Module, training: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, tuple | None]:
     """(weight, bias, (A, B, scale) or None) of a plain or LoRA-adapted linear layer, as it runs now."""
     if type(module) is torch.nn.Linear:
         return module.weight, module.bias, None
@@ -81,8 +92,8 @@ def _parts(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, 
     adapter = active[0]
     if adapter in module.lora_variant or getattr(module, "lora_bias", {}).get(adapter, False):
         raise _Unsupported("LoRA variant")
-    if module.training and not isinstance(module.lora_dropout[adapter], torch.nn.Identity):
-        raise _Unsupported("LoRA dropout while training")
+    if training and module.training and not isinstance(module.lora_dropout[adapter], torch.nn.Identity):
+        raise _Unsupported("LoRA dropout while training")  # inference has no dropout: that case is fine
     lora = (module.lora_A[adapter].weight, module.lora_B[adapter].weight, module.scaling[adapter])
     return base.weight, base.bias, lora
 
@@ -101,21 +112,21 @@ def _concat(tensors: list[torch.Tensor], reuse: dict) -> torch.Tensor:
     return reuse[key]
 
 
-def _fuse(modules: list[torch.nn.Module], fold: bool, reuse: dict) -> Projection:
+def _fuse(modules: list[torch.nn.Module], training: bool, reuse: dict) -> Projection:
     """One :class:`Projection` computing every module's output, concatenated in order.
 
-    ``fold`` merges float32 adapters into the weight, for inference. Training keeps them apart: gradients
+    For inference, float32 adapters are folded into the weight. Training keeps them apart: gradients
     reach A and B through the low-rank path without a full-size weight gradient, and in half precision
     ``W + dW`` would round a small update away.
     """
-    parts = [_parts(m) for m in modules]
+    parts = [_parts(m, training) for m in modules]
     weight = _concat([w for w, _, _ in parts], reuse)
     bias = None
     if any(b is not None for _, b, _ in parts):
         bias = torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for w, b, _ in parts])
     if all(lora is None for _, _, lora in parts):
         return Projection(weight, bias)
-    if fold and weight.dtype == torch.float32:
+    if not training and weight.dtype == torch.float32:
         folded = []
         for w, _, lora in parts:
             if lora is not None:
@@ -180,6 +191,12 @@ class LeanDecoder:
         ``mask`` (B, 1, T, keys) says which keys each new position may attend to: ``kv``'s earlier keys
         followed by the new ones.
         """
+        with _attention_kernels(input_ids.device):
+            return self._forward(input_ids, positions, mask, kv)
+
+    def _forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, kv: KVCache | KVSegments
+    ) -> torch.Tensor:
         batch, length = input_ids.shape
         x = F.embedding(input_ids, self.embed)
         cos, sin = self._rotary(positions, x.dtype)
@@ -272,10 +289,11 @@ def _check_config(config) -> None:
         raise _Unsupported("length-dependent RoPE")
 
 
-def lean_decoder(model: torch.nn.Module, fold: bool = True) -> LeanDecoder | None:
+def lean_decoder(model: torch.nn.Module, training: bool = False) -> LeanDecoder | None:
     """A :class:`LeanDecoder` over ``model``'s current weights and adapters, or ``None`` if unsupported.
 
-    ``fold=False`` for training (see :func:`_fuse`).
+    ``training=False`` computes as in eval mode (no dropout), whatever mode the model is in; ``True`` keeps
+    gradients flowing to whatever trains (see :func:`_fuse`).
     """
     hf = model.get_base_model() if hasattr(model, "get_base_model") else model
     # Fused frozen weights, kept on the model between calls: LoRA training never changes them, and
@@ -295,10 +313,10 @@ def lean_decoder(model: torch.nn.Module, fold: bool = True) -> LeanDecoder | Non
                 Layer(
                     input_norm=block.input_layernorm.weight,
                     post_norm=block.post_attention_layernorm.weight,
-                    qkv=_fuse([attention.q_proj, attention.k_proj, attention.v_proj], fold, reuse),
-                    o=_fuse([attention.o_proj], fold, reuse),
-                    gate_up=_fuse([mlp.gate_proj, mlp.up_proj], fold, reuse),
-                    down=_fuse([mlp.down_proj], fold, reuse),
+                    qkv=_fuse([attention.q_proj, attention.k_proj, attention.v_proj], training, reuse),
+                    o=_fuse([attention.o_proj], training, reuse),
+                    gate_up=_fuse([mlp.gate_proj, mlp.up_proj], training, reuse),
+                    down=_fuse([mlp.down_proj], training, reuse),
                 )
             )
         first = inner.layers[0].self_attn
@@ -306,7 +324,7 @@ def lean_decoder(model: torch.nn.Module, fold: bool = True) -> LeanDecoder | Non
             embed=inner.embed_tokens.weight,
             layers=layers,
             final_norm=inner.norm.weight,
-            head=_fuse([hf.lm_head], fold, reuse),
+            head=_fuse([hf.lm_head], training, reuse),
             eps=inner.norm.variance_epsilon,
             num_heads=hf.config.num_attention_heads,
             num_kv_heads=hf.config.num_key_value_heads,

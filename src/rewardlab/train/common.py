@@ -103,7 +103,7 @@ def suffix_logits(
     """
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     prefixes, rows = distinct_prefixes(input_ids[:, :start], attention[:, :start])
-    decoder = lean_decoder(model, fold=False) if lean else None
+    decoder = lean_decoder(model, training=True) if lean else None
     if decoder is not None:
         return lean_suffix_logits(decoder, input_ids, attention, start, prefixes, rows)
     if prefixes is not None:
