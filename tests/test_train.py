@@ -239,3 +239,18 @@ def test_sft_primes_then_eval_and_compare_record_everything(tmp_path):
     )
     assert comparison.reward.ci95[0] <= comparison.reward.mean_diff <= comparison.reward.ci95[1]
     assert comparison.samples and comparison.samples[0].answer
+
+
+def test_building_a_tiny_model_leaves_the_callers_random_stream_alone():
+    """A run that builds the model on first use samples exactly like one that finds it cached."""
+    import torch
+
+    from rewardlab.models.tiny import build_tiny_model, build_tiny_tokenizer
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = build_tiny_model("tiny", build_tiny_tokenizer(), seed=0)
+    assert torch.equal(torch.rand(3), expected)
+    second = build_tiny_model("tiny", build_tiny_tokenizer(), seed=0)  # and the build is still seeded
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters(), strict=True))

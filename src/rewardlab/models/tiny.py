@@ -95,13 +95,16 @@ def build_tiny_model(
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
     )
-    torch.manual_seed(seed)
-    if spec.architecture == "llama":
-        model = LlamaForCausalLM(LlamaConfig(**common))
-    elif spec.architecture == "qwen2":
-        model = Qwen2ForCausalLM(Qwen2Config(**common))
-    else:
+    if spec.architecture not in ("llama", "qwen2"):
         raise ValueError(f"unknown tiny architecture '{spec.architecture}'")
+    # A private RNG state: building the model on first use must not reseed the caller's random stream
+    # (a run that builds the model would otherwise sample differently from one that finds it cached).
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        if spec.architecture == "llama":
+            model = LlamaForCausalLM(LlamaConfig(**common))
+        else:
+            model = Qwen2ForCausalLM(Qwen2Config(**common))
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
