@@ -75,18 +75,16 @@ def pad_sequences(
     """
     width_prefix = max(len(p) for p in prefixes)
     width_suffix = max(max((len(s) for s in suffixes), default=0), 1)
-    batch = len(prefixes)
-    input_ids = torch.full((batch, width_prefix + width_suffix), pad_id, dtype=torch.long)
-    attention = torch.zeros_like(input_ids)
-    loss_mask = torch.zeros((batch, width_suffix), dtype=torch.float32)
-    for row, (prefix, suffix, mask) in enumerate(zip(prefixes, suffixes, suffix_masks, strict=True)):
-        start = width_prefix - len(prefix)
-        input_ids[row, start:width_prefix] = torch.tensor(prefix, dtype=torch.long)
-        attention[row, start:width_prefix] = 1
-        if suffix:
-            input_ids[row, width_prefix : width_prefix + len(suffix)] = torch.tensor(suffix, dtype=torch.long)
-            attention[row, width_prefix : width_prefix + len(suffix)] = 1
-            loss_mask[row, : len(suffix)] = torch.tensor(mask, dtype=torch.float32)
+    # Rows are assembled as Python lists and converted once: a tensor per row costs more than the rows.
+    ids_rows, attention_rows, mask_rows = [], [], []
+    for prefix, suffix, mask in zip(prefixes, suffixes, suffix_masks, strict=True):
+        left, right = width_prefix - len(prefix), width_suffix - len(suffix)
+        ids_rows.append([pad_id] * left + list(prefix) + list(suffix) + [pad_id] * right)
+        attention_rows.append([0] * left + [1] * (len(prefix) + len(suffix)) + [0] * right)
+        mask_rows.append(list(mask) + [0] * right)
+    input_ids = torch.tensor(ids_rows, dtype=torch.long)
+    attention = torch.tensor(attention_rows, dtype=torch.long)
+    loss_mask = torch.tensor(mask_rows, dtype=torch.float32)
     return input_ids.to(device), attention.to(device), loss_mask.to(device), width_prefix
 
 
