@@ -5,6 +5,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from rewardlab.models import lean as lean_module
 from rewardlab.models.lean import LeanSteps, lean_decoder
 from rewardlab.models.tiny import build_tiny_model, build_tiny_tokenizer
 from rewardlab.sampling.base import Prompt, SamplingParams
@@ -138,10 +139,12 @@ def test_unsupported_models_fall_back_to_transformers():
     assert generation.token_ids
 
 
+@pytest.mark.parametrize("fold", [True, False], ids=["adapters folded", "low-rank path"])
 @pytest.mark.parametrize("share_prefix", [True, False])
 @pytest.mark.parametrize("name", ["llama + LoRA (folded)", "qwen2 (q/k/v biases)"])
-def test_training_logits_and_gradients_match_transformers(name, share_prefix):
+def test_training_logits_and_gradients_match_transformers(name, share_prefix, fold, monkeypatch):
     """The trainer's forward and backward: same logits, same gradients in every trainable parameter."""
+    monkeypatch.setattr(lean_module, "FOLD_IN_TRAINING_MAX_ELEMENTS", 1 << 30 if fold else 0)
     model = MODELS[name]()
     if name.startswith("qwen2"):
         model = with_lora(model)
@@ -152,8 +155,8 @@ def test_training_logits_and_gradients_match_transformers(name, share_prefix):
     ids, attention, mask, start = pad_sequences(prompts, completions, masks, 0, "cpu")
     trainable = [p for p in model.parameters() if p.requires_grad]
     results = []
-    for lean in (True, False):
-        logits = suffix_logits(model, ids, attention, start, lean=lean)
+    for use_lean in (True, False):
+        logits = suffix_logits(model, ids, attention, start, lean=use_lean)
         (logits.log_softmax(-1).mean(-1) * mask).sum().backward()
         results.append((logits.detach(), [p.grad.clone() for p in trainable]))
         model.zero_grad()

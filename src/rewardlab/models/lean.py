@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
+# A fused projection at most this large (q/k/v of a 128-wide model: 49k) folds its adapters in training too.
+FOLD_IN_TRAINING_MAX_ELEMENTS = 1 << 17
 
 
 def _attention_kernels(device: torch.device):
@@ -115,9 +117,9 @@ def _concat(tensors: list[torch.Tensor], reuse: dict) -> torch.Tensor:
 def _fuse(modules: list[torch.nn.Module], training: bool, reuse: dict) -> Projection:
     """One :class:`Projection` computing every module's output, concatenated in order.
 
-    For inference, float32 adapters are folded into the weight. Training keeps them apart: gradients
-    reach A and B through the low-rank path without a full-size weight gradient, and in half precision
-    ``W + dW`` would round a small update away.
+    For inference, float32 adapters are folded into the weight. Training keeps them apart, but for small
+    weights: gradients reach A and B through the low-rank path without a full-size weight gradient. Half
+    precision never folds: ``W + dW`` would round a small update away.
     """
     parts = [_parts(m, training) for m in modules]
     weight = _concat([w for w, _, _ in parts], reuse)
@@ -126,7 +128,11 @@ def _fuse(modules: list[torch.nn.Module], training: bool, reuse: dict) -> Projec
         bias = torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for w, b, _ in parts])
     if all(lora is None for _, _, lora in parts):
         return Projection(weight, bias)
-    if not training and weight.dtype == torch.float32:
+    # Training folds too when the weight is small: such layers cost kernel launches, not arithmetic, and
+    # folding needs fewer of them (the full-size weight gradient it adds is cheap there). Large layers keep
+    # the low-rank path, whose gradient costs a fraction of the full one.
+    fold = not training or weight.numel() <= FOLD_IN_TRAINING_MAX_ELEMENTS
+    if fold and weight.dtype == torch.float32:
         folded = []
         for w, _, lora in parts:
             if lora is not None:
