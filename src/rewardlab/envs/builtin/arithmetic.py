@@ -12,11 +12,11 @@ checker that is always right. SFT copies the teacher's slips; the reward does no
 
 from __future__ import annotations
 
-import hashlib
 import random
 from typing import Any
 
 from rewardlab.envs.base import SingleTurnEnv
+from rewardlab.envs.builtin.splits import checked_levels, held_out
 from rewardlab.envs.dataset import load_examples
 from rewardlab.errors import RewardlabError
 from rewardlab.rubrics.parsers import XMLParser
@@ -31,11 +31,6 @@ LEVELS = {
     4: {"ops": "*", "digits": (2, 1)},
 }
 SYSTEM_PROMPT = "Solve the problem. Reply with the result inside <answer></answer>."
-
-
-def _held_out(problem: str, eval_fraction: float) -> bool:
-    bucket = int(hashlib.sha1(problem.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return bucket < eval_fraction
 
 
 def _operands(rng: random.Random, level: int) -> tuple[int, str, int]:
@@ -165,7 +160,7 @@ def generate_problems(
         turn += 1
         a, op, b = _operands(rng, level)
         problem = f"{a}{op}{b}"
-        if problem in seen or _held_out(problem, eval_fraction) != (split == "eval"):
+        if problem in seen or held_out(problem, eval_fraction) != (split == "eval"):
             misses[level] += 1
             continue
         misses[level] = 0
@@ -205,10 +200,7 @@ def load_environment(
     ``system_prompt`` (for instance :data:`SYSTEM_PROMPT`) when evaluating an instruction-tuned model.
     The rubric is the exact answer (weight 1) plus a small format reward (``format_weight``).
     """
-    levels = [level] if isinstance(level, int) else list(level)
-    unknown = [lv for lv in levels if lv not in LEVELS]
-    if unknown:
-        raise ValueError(f"unknown level {unknown[0]} (levels: {', '.join(map(str, LEVELS))})")
+    levels = checked_levels(level, LEVELS)
     parser = XMLParser()
     rubric = Rubric(
         [exact_answer, parser.format_reward_func()],

@@ -26,12 +26,12 @@ precision and recall as weight-0 measurements.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from typing import Any
 
 from rewardlab.envs.base import SingleTurnEnv
+from rewardlab.envs.builtin.splits import check_split_sizes, checked_levels, held_out
 from rewardlab.envs.dataset import load_examples
 from rewardlab.errors import RewardlabError
 from rewardlab.rubrics.json_rewards import id_set_reward, json_schema_match, json_valid
@@ -236,11 +236,6 @@ def random_log(rng: random.Random, profile: dict[str, Any]) -> tuple[list[dict[s
     return events, kinds
 
 
-def _held_out(log: str, eval_fraction: float) -> bool:
-    bucket = int(hashlib.sha1(f"event_selection:{log}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return bucket < eval_fraction
-
-
 def generate_logs(
     levels: list[int],
     count: int,
@@ -262,7 +257,7 @@ def generate_logs(
         level = levels[len(rows) % len(levels)]
         events, kinds = random_log(rng, profile or LEVELS[level])
         log = "\n".join(render_event(event) for event in events)
-        if log in seen or _held_out(log, eval_fraction) != (split == "eval"):
+        if log in seen or held_out(f"event_selection:{log}", eval_fraction) != (split == "eval"):
             continue
         seen.add(log)
         gold = [event["id"] for event in events if low_productivity(event)]
@@ -340,16 +335,8 @@ def load_environment(
     """Activity logs at ``level`` (an int or a list for a mix). Rubric: ``id_f1`` (1) + ``json_valid`` and
     ``json_schema_match`` (``format_weight`` each); ``id_precision`` and ``id_recall`` are weight-0
     measurements. An answer with no JSON object scores 0 on every component (not an error)."""
-    levels = [level] if isinstance(level, int) else list(level)
-    unknown = [lv for lv in levels if lv not in LEVELS]
-    if not levels or unknown:
-        raise ValueError(
-            f"unknown level {unknown[0] if unknown else '[]'} (levels: {', '.join(map(str, LEVELS))})"
-        )
-    if num_train < 0 or num_eval < 0:
-        raise ValueError(f"num_train and num_eval must be >= 0, got {num_train} and {num_eval}")
-    if not 0.0 < eval_fraction < 1.0:
-        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    levels = checked_levels(level, LEVELS)
+    check_split_sizes(num_train, num_eval, eval_fraction)
     if format_weight < 0:
         raise ValueError(f"format_weight must be >= 0, got {format_weight}")
     parser = JSONParser()

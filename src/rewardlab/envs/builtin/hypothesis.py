@@ -21,12 +21,12 @@ JSON validity and schema rewards.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from typing import Any
 
 from rewardlab.envs.base import SingleTurnEnv
+from rewardlab.envs.builtin.splits import check_split_sizes, checked_levels, held_out
 from rewardlab.envs.dataset import load_examples
 from rewardlab.errors import RewardlabError
 from rewardlab.rubrics.json_rewards import (
@@ -299,11 +299,6 @@ def render(claim: dict[str, str], pieces: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _held_out(text: str, eval_fraction: float) -> bool:
-    bucket = int(hashlib.sha1(f"hypothesis:{text}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return bucket < eval_fraction
-
-
 def generate_cases(
     levels: list[int], count: int, split: str, seed: int, eval_fraction: float, adversarial: bool = False
 ) -> list[dict[str, Any]]:
@@ -319,7 +314,7 @@ def generate_cases(
         level = levels[len(rows) % len(levels)]
         claim, pieces, decision = random_case(rng, LEVELS[level], adversarial)
         text = render(claim, pieces)
-        if text in seen or _held_out(text, eval_fraction) != (split == "eval"):
+        if text in seen or held_out(f"hypothesis:{text}", eval_fraction) != (split == "eval"):
             continue
         seen.add(text)
         support, against = weights(pieces)
@@ -401,16 +396,8 @@ def load_environment(
     """Hypotheses at ``level`` (an int or a list for a mix). Rubric: ``decision_accuracy`` (1) +
     ``calibration`` (``calibration_weight``) + ``json_valid`` and ``json_schema_match`` (``format_weight``
     each). An answer with no JSON object scores 0 on every component (not an error)."""
-    levels = [level] if isinstance(level, int) else list(level)
-    unknown = [lv for lv in levels if lv not in LEVELS]
-    if not levels or unknown:
-        raise ValueError(
-            f"unknown level {unknown[0] if unknown else '[]'} (levels: {', '.join(map(str, LEVELS))})"
-        )
-    if num_train < 0 or num_eval < 0:
-        raise ValueError(f"num_train and num_eval must be >= 0, got {num_train} and {num_eval}")
-    if not 0.0 < eval_fraction < 1.0:
-        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    levels = checked_levels(level, LEVELS)
+    check_split_sizes(num_train, num_eval, eval_fraction)
     if not 0.0 <= calibration_weight < 1.0:
         # a confident guess scores at most calibration_weight; a right decision must always be worth more
         raise ValueError(f"calibration_weight must be in [0, 1), got {calibration_weight}")

@@ -14,12 +14,12 @@ and two measurements with weight 0: ``steps_over_optimal`` and ``invalid_moves``
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import deque
 from typing import Any
 
 from rewardlab.envs.base import MultiTurnEnv
+from rewardlab.envs.builtin.splits import check_split_sizes, checked_levels, held_out
 from rewardlab.envs.dataset import load_examples
 from rewardlab.errors import RewardlabError
 from rewardlab.rubrics.parsers import XMLParser
@@ -127,11 +127,6 @@ def random_maze(rng: random.Random, level: int) -> tuple[list[str], Cell, Cell, 
     raise RewardlabError(f"could not generate a solvable level-{level} maze")  # never seen in practice
 
 
-def _held_out(board: str, eval_fraction: float) -> bool:
-    bucket = int(hashlib.sha1(board.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return bucket < eval_fraction
-
-
 def generate_mazes(
     levels: list[int], count: int, split: str, seed: int, eval_fraction: float
 ) -> list[dict[str, Any]]:
@@ -147,7 +142,7 @@ def generate_mazes(
         level = levels[len(rows) % len(levels)]
         grid, agent, goal, optimal = random_maze(rng, level)
         board = render(grid, agent, goal)
-        if board in seen or _held_out(board, eval_fraction) != (split == "eval"):
+        if board in seen or held_out(board, eval_fraction) != (split == "eval"):
             continue
         seen.add(board)
         # The promise every maze keeps: BFS reaches the goal from the start.
@@ -300,16 +295,8 @@ def load_environment(
     """Mazes at ``level`` (an int or a list for a mix). The rubric is ``reached_goal`` (weight 1) plus
     ``progress`` shaping (``progress_weight``); ``steps_over_optimal`` and ``invalid_moves`` are weight-0
     measurements."""
-    levels = [level] if isinstance(level, int) else list(level)
-    unknown = [lv for lv in levels if lv not in LEVELS]
-    if not levels or unknown:
-        raise ValueError(
-            f"unknown level {unknown[0] if unknown else '[]'} (levels: {', '.join(map(str, LEVELS))})"
-        )
-    if num_train < 0 or num_eval < 0:
-        raise ValueError(f"num_train and num_eval must be >= 0, got {num_train} and {num_eval}")
-    if not 0.0 < eval_fraction < 1.0:
-        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    levels = checked_levels(level, LEVELS)
+    check_split_sizes(num_train, num_eval, eval_fraction)
     if progress_weight < 0:
         raise ValueError(f"progress_weight must be >= 0, got {progress_weight}")
     parser = XMLParser(answer_tag="move")

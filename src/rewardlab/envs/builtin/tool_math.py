@@ -24,7 +24,6 @@ measurements, ``tool_calls`` and ``failed_tool_calls``.
 from __future__ import annotations
 
 import ast
-import hashlib
 import math
 import operator
 import os
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from rewardlab.envs.base import MultiTurnEnv
+from rewardlab.envs.builtin.splits import check_split_sizes, checked_levels, held_out
 from rewardlab.envs.dataset import load_examples
 from rewardlab.rubrics.parsers import ToolCallParser
 from rewardlab.rubrics.rubric import Rubric
@@ -389,11 +389,6 @@ def _level4(rng: random.Random) -> Problem:
 LEVELS: dict[int, Callable[[random.Random], Problem]] = {1: _level1, 2: _level2, 3: _level3, 4: _level4}
 
 
-def _held_out(question: str, eval_fraction: float) -> bool:
-    bucket = int(hashlib.sha1(question.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return bucket < eval_fraction
-
-
 def generate_problems(
     levels: list[int], count: int, split: str, seed: int, eval_fraction: float
 ) -> list[dict[str, Any]]:
@@ -404,7 +399,7 @@ def generate_problems(
     while len(rows) < count:
         level = levels[len(rows) % len(levels)]
         problem = LEVELS[level](rng)
-        if problem.question in seen or _held_out(problem.question, eval_fraction) != (split == "eval"):
+        if problem.question in seen or held_out(problem.question, eval_fraction) != (split == "eval"):
             continue
         seen.add(problem.question)
         info = {"level": level, "kind": problem.kind, "tool": problem.tool, "arguments": problem.arguments}
@@ -551,16 +546,8 @@ def load_environment(
 ) -> ToolMathEnv:
     """Tool-using math at ``level`` (an int or a list for a mix). Rubric: ``correct`` (1) + ``used_tool``
     (``tool_weight``, small by design); ``tool_calls`` and ``failed_tool_calls`` are weight-0 measurements."""
-    levels = [level] if isinstance(level, int) else list(level)
-    unknown = [lv for lv in levels if lv not in LEVELS]
-    if not levels or unknown:
-        raise ValueError(
-            f"unknown level {unknown[0] if unknown else '[]'} (levels: {', '.join(map(str, LEVELS))})"
-        )
-    if num_train < 0 or num_eval < 0:
-        raise ValueError(f"num_train and num_eval must be >= 0, got {num_train} and {num_eval}")
-    if not 0.0 < eval_fraction < 1.0:
-        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    levels = checked_levels(level, LEVELS)
+    check_split_sizes(num_train, num_eval, eval_fraction)
     if max_turns < 1:
         raise ValueError(f"max_turns must be >= 1, got {max_turns}")
     if not 0.0 <= tool_weight < 1.0:

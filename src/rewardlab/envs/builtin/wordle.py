@@ -19,7 +19,6 @@ guesses, 4 = 4 guesses.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import Counter
 from functools import lru_cache
@@ -27,6 +26,7 @@ from importlib.resources import files
 from typing import Any
 
 from rewardlab.envs.base import MultiTurnEnv
+from rewardlab.envs.builtin.splits import check_split_sizes, checked_levels, held_out
 from rewardlab.envs.dataset import load_examples
 from rewardlab.errors import RewardlabError
 from rewardlab.rubrics.parsers import XMLParser
@@ -93,13 +93,8 @@ def consistent(word: str, history: list[list[str]], hints: dict[int, str]) -> bo
     return all(feedback(guess, word) == marks for guess, marks in history)
 
 
-def _held_out(word: str, eval_fraction: float) -> bool:
-    bucket = int(hashlib.sha1(f"wordle:{word}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return bucket < eval_fraction
-
-
 def split_words(split: str, eval_fraction: float) -> list[str]:
-    return [w for w in word_list() if _held_out(w, eval_fraction) == (split == "eval")]
+    return [w for w in word_list() if held_out(f"wordle:{w}", eval_fraction) == (split == "eval")]
 
 
 def make_rows(words: list[str], levels: list[int], count: int | None, seed: int) -> list[dict[str, Any]]:
@@ -257,17 +252,8 @@ def load_environment(
     """Wordle at ``level`` (an int or a list for a mix). ``num_train``/``num_eval`` default to every word of
     the split at every level. Rubric: ``solved`` (1) + ``fewer_guesses`` (``speed_weight``) +
     ``letter_credit`` (``letter_weight``); ``invalid_guesses`` is a weight-0 measurement."""
-    levels = [level] if isinstance(level, int) else list(level)
-    unknown = [lv for lv in levels if lv not in LEVELS]
-    if not levels or unknown:
-        raise ValueError(
-            f"unknown level {unknown[0] if unknown else '[]'} (levels: {', '.join(map(str, LEVELS))})"
-        )
-    for name, value in (("num_train", num_train), ("num_eval", num_eval)):
-        if value is not None and value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
-    if not 0.0 < eval_fraction < 1.0:
-        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    levels = checked_levels(level, LEVELS)
+    check_split_sizes(num_train, num_eval, eval_fraction)
     if speed_weight < 0 or letter_weight < 0:
         raise ValueError("speed_weight and letter_weight must be >= 0")
     parser = XMLParser(answer_tag="guess")

@@ -1,0 +1,37 @@
+"""What every built-in environment shares: hash-disjoint splits and checked generation arguments."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+
+def held_out(key: str, eval_fraction: float) -> bool:
+    """Whether the example ``key`` names belongs to the held-out split.
+
+    A hash, not a draw: the split of a problem is the same whatever the seed or the number of examples
+    asked for, so no seed can ever leak a held-out problem into training.
+    """
+    bucket = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return bucket < eval_fraction
+
+
+def checked_levels(level: int | list[int], known: Iterable[int]) -> list[int]:
+    """``level`` as a list (an int or a mix), every one of them a known level; else a one-line error."""
+    known = list(known)
+    levels = [level] if isinstance(level, int) else list(level)
+    unknown = [lv for lv in levels if lv not in known]
+    if not levels or unknown:
+        raise ValueError(
+            f"unknown level {unknown[0] if unknown else '[]'} (levels: {', '.join(map(str, known))})"
+        )
+    return levels
+
+
+def check_split_sizes(num_train: int | None, num_eval: int | None, eval_fraction: float) -> None:
+    """Example counts (``None``: all there are) and the held-out fraction, or a one-line error."""
+    for name, value in (("num_train", num_train), ("num_eval", num_eval)):
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
