@@ -31,7 +31,13 @@ import random
 from typing import Any
 
 from rewardlab.envs.base import SingleTurnEnv
-from rewardlab.envs.builtin.splits import check_split_sizes, checked_levels, held_out
+from rewardlab.envs.builtin.splits import (
+    ADVERSARIAL_SEED_OFFSET,
+    Procedural,
+    check_split_sizes,
+    checked_levels,
+    held_out,
+)
 from rewardlab.envs.dataset import load_examples
 from rewardlab.errors import RewardlabError
 from rewardlab.rubrics.json_rewards import id_set_reward, json_schema_match, json_valid
@@ -284,23 +290,17 @@ def generate_logs(
 # -- the environment ---------------------------------------------------------------------------------------
 
 
-class EventSelectionEnv(SingleTurnEnv):
+class EventSelectionEnv(Procedural, SingleTurnEnv):
     name = "event_selection"
     description = "Select low-productivity events from an activity log as JSON ids; levels 1-3."
 
-    def __init__(self, levels: list[int], eval_fraction: float, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.levels = levels
-        self.eval_fraction = eval_fraction
-
-    def fresh_examples(self, n: int, seed: int) -> list[Example]:
-        rows = generate_logs(self.levels, n, "eval", seed + 10_000, self.eval_fraction)
-        return load_examples(rows, self.system_prompt)
+    generate_rows = staticmethod(generate_logs)
 
     def adversarial_examples(self, n: int, seed: int) -> list[Example]:
         """Held-out-side logs where decoys and traps (idle meetings, running builds, fake records) outnumber
         the events to select: a policy that reads "idle" or "YouTube" and stops there picks most of them."""
-        rows = generate_logs(self.levels, n, "eval", seed + 20_000, self.eval_fraction, profile=ADVERSARIAL)
+        seed += ADVERSARIAL_SEED_OFFSET
+        rows = generate_logs(self.levels, n, "eval", seed, self.eval_fraction, profile=ADVERSARIAL)
         return load_examples(rows, self.system_prompt)
 
     def policies(self):

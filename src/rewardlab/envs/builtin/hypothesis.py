@@ -26,7 +26,13 @@ import random
 from typing import Any
 
 from rewardlab.envs.base import SingleTurnEnv
-from rewardlab.envs.builtin.splits import check_split_sizes, checked_levels, held_out
+from rewardlab.envs.builtin.splits import (
+    ADVERSARIAL_SEED_OFFSET,
+    Procedural,
+    check_split_sizes,
+    checked_levels,
+    held_out,
+)
 from rewardlab.envs.dataset import load_examples
 from rewardlab.errors import RewardlabError
 from rewardlab.rubrics.json_rewards import (
@@ -341,27 +347,21 @@ def generate_cases(
 # -- the environment ---------------------------------------------------------------------------------------
 
 
-class HypothesisEnv(SingleTurnEnv):
+class HypothesisEnv(Procedural, SingleTurnEnv):
     name = "hypothesis"
     description = "Weigh evidence by relevance: VALIDATED, REJECTED or REFINED as JSON with a confidence."
 
-    def __init__(self, levels: list[int], eval_fraction: float, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.levels = levels
-        self.eval_fraction = eval_fraction
+    generate_rows = staticmethod(generate_cases)
 
     def demonstration(self, example: Example, rng: random.Random | None = None) -> str:
         """The gold decision with the oracle's confidence: the reference alone has no confidence field."""
         return json.dumps({"decision": example.info["decision"], "confidence": ORACLE_CONFIDENCE})
 
-    def fresh_examples(self, n: int, seed: int) -> list[Example]:
-        rows = generate_cases(self.levels, n, "eval", seed + 10_000, self.eval_fraction)
-        return load_examples(rows, self.system_prompt)
-
     def adversarial_examples(self, n: int, seed: int) -> list[Example]:
         """Held-out-side level-3 examples where counting pieces, relevance ignored, gives the wrong
         decision: loud low-relevance distractors outnumber the evidence that counts."""
-        rows = generate_cases([3], n, "eval", seed + 20_000, self.eval_fraction, adversarial=True)
+        seed += ADVERSARIAL_SEED_OFFSET
+        rows = generate_cases([3], n, "eval", seed, self.eval_fraction, adversarial=True)
         return load_examples(rows, self.system_prompt)
 
     def policies(self):

@@ -19,7 +19,13 @@ from collections import deque
 from typing import Any
 
 from rewardlab.envs.base import MultiTurnEnv
-from rewardlab.envs.builtin.splits import check_split_sizes, checked_levels, held_out
+from rewardlab.envs.builtin.splits import (
+    ADVERSARIAL_SEED_OFFSET,
+    Procedural,
+    check_split_sizes,
+    checked_levels,
+    held_out,
+)
 from rewardlab.envs.dataset import load_examples
 from rewardlab.errors import RewardlabError
 from rewardlab.rubrics.parsers import XMLParser
@@ -165,14 +171,11 @@ def generate_mazes(
 # -- the environment ---------------------------------------------------------------------------------------
 
 
-class MazeEnv(MultiTurnEnv):
+class MazeEnv(Procedural, MultiTurnEnv):
     name = "maze"
     description = "Walk a grid maze to the goal, one <move> per turn; levels 1-4."
 
-    def __init__(self, levels: list[int], eval_fraction: float, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.levels = levels
-        self.eval_fraction = eval_fraction
+    generate_rows = staticmethod(generate_mazes)
 
     def initial_state(self, example: Example) -> dict[str, Any]:
         grid, agent, goal = parse_board(example.info["board"])
@@ -221,17 +224,14 @@ class MazeEnv(MultiTurnEnv):
             return [{"role": "user", "content": f"{reply}\n{board}\n\nOut of moves."}]
         return [{"role": "user", "content": f"{reply}\n{board}\n\n{left} moves left."}]
 
-    def fresh_examples(self, n: int, seed: int) -> list[Example]:
-        rows = generate_mazes(self.levels, n, "eval", seed + 10_000, self.eval_fraction)
-        return load_examples(rows, self.system_prompt)
-
     def adversarial_examples(self, n: int, seed: int) -> list[Example]:
         """Held-out-side mazes of the hardest configured level whose shortest path is at least 1.5 times
         the straight-line (Manhattan) distance: "walk towards G" runs into walls there."""
         level = max(self.levels)
         rows: dict[str, dict[str, Any]] = {}
         for batch in range(50):
-            for row in generate_mazes([level], 4 * n, "eval", seed + 20_000 + batch, self.eval_fraction):
+            batch_seed = seed + ADVERSARIAL_SEED_OFFSET + batch
+            for row in generate_mazes([level], 4 * n, "eval", batch_seed, self.eval_fraction):
                 _, agent, goal = parse_board(row["info"]["board"])
                 manhattan = abs(agent[0] - goal[0]) + abs(agent[1] - goal[1])
                 if row["info"]["optimal"] >= 1.5 * manhattan:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from rewardlab.envs.dataset import load_examples
+from rewardlab.types import Example
 
 
 def held_out(key: str, eval_fraction: float) -> bool:
@@ -35,3 +39,24 @@ def check_split_sizes(num_train: int | None, num_eval: int | None, eval_fraction
             raise ValueError(f"{name} must be >= 0, got {value}")
     if not 0.0 < eval_fraction < 1.0:
         raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+
+
+FRESH_SEED_OFFSET = 10_000  # fresh draws never reuse the seeds the splits were generated with
+ADVERSARIAL_SEED_OFFSET = 20_000
+
+
+class Procedural:
+    """Mixed into a built-in environment that generates its examples: its levels, its held-out fraction,
+    and fresh held-out-side examples on demand. ``generate_rows(levels, n, split, seed, eval_fraction)``
+    is the environment's generator."""
+
+    generate_rows: Callable[..., list[dict[str, Any]]]
+
+    def __init__(self, levels: list[int], eval_fraction: float, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.levels = levels
+        self.eval_fraction = eval_fraction
+
+    def fresh_examples(self, n: int, seed: int) -> list[Example]:
+        rows = self.generate_rows(self.levels, n, "eval", seed + FRESH_SEED_OFFSET, self.eval_fraction)
+        return load_examples(rows, self.system_prompt)

@@ -41,7 +41,13 @@ from pathlib import Path
 from typing import Any
 
 from rewardlab.envs.base import MultiTurnEnv
-from rewardlab.envs.builtin.splits import check_split_sizes, checked_levels, held_out
+from rewardlab.envs.builtin.splits import (
+    ADVERSARIAL_SEED_OFFSET,
+    Procedural,
+    check_split_sizes,
+    checked_levels,
+    held_out,
+)
 from rewardlab.envs.dataset import load_examples
 from rewardlab.rubrics.parsers import ToolCallParser
 from rewardlab.rubrics.rubric import Rubric
@@ -414,14 +420,14 @@ def _last_assistant(messages: Messages) -> str | None:
     return messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else None
 
 
-class ToolMathEnv(MultiTurnEnv):
+class ToolMathEnv(Procedural, MultiTurnEnv):
     name = "tool_math"
     description = "Integer math with a calculator and a sandboxed python tool; levels 1-4."
 
-    def __init__(self, levels: list[int], eval_fraction: float, python_limits: PythonLimits, **kwargs: Any):
+    generate_rows = staticmethod(generate_problems)
+
+    def __init__(self, python_limits: PythonLimits, **kwargs: Any):
         super().__init__(**kwargs)
-        self.levels = levels
-        self.eval_fraction = eval_fraction
         self.python_limits = python_limits
 
     def initial_state(self, example: Example) -> dict[str, Any]:
@@ -463,14 +469,10 @@ class ToolMathEnv(MultiTurnEnv):
             replies.append({"role": "tool", "content": content})
         return replies
 
-    def fresh_examples(self, n: int, seed: int) -> list[Example]:
-        rows = generate_problems(self.levels, n, "eval", seed + 10_000, self.eval_fraction)
-        return load_examples(rows, self.system_prompt)
-
     def adversarial_examples(self, n: int, seed: int) -> list[Example]:
         """Held-out-side problems of levels 3 and 4 only: ones the calculator cannot answer, so a policy
         must write (working) python."""
-        rows = generate_problems([3, 4], n, "eval", seed + 20_000, self.eval_fraction)
+        rows = generate_problems([3, 4], n, "eval", seed + ADVERSARIAL_SEED_OFFSET, self.eval_fraction)
         return load_examples(rows, self.system_prompt)
 
     def policies(self):
