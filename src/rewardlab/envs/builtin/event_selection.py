@@ -36,10 +36,9 @@ from rewardlab.envs.builtin.splits import (
     Procedural,
     check_split_sizes,
     checked_levels,
-    held_out,
+    split_draws,
 )
 from rewardlab.envs.dataset import load_examples
-from rewardlab.errors import RewardlabError
 from rewardlab.rubrics.json_rewards import id_set_reward, json_schema_match, json_valid
 from rewardlab.rubrics.parsers import JSONParser
 from rewardlab.rubrics.rubric import Rubric
@@ -253,19 +252,15 @@ def generate_logs(
     """``count`` distinct logs on ``split``'s side of the hash split, levels taken in turn (or all drawn with
     ``profile`` when given)."""
     rng = random.Random(f"event_selection:{split}:{seed}")
-    rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    attempts = 0
-    while len(rows) < count:
-        attempts += 1
-        if attempts > 50 * count + 1000:
-            raise RewardlabError(f"only {len(rows)} distinct {split} event logs found for levels {levels}")
-        level = levels[len(rows) % len(levels)]
+
+    def draw(level: int) -> tuple[str, tuple]:
         events, kinds = random_log(rng, profile or LEVELS[level])
         log = "\n".join(render_event(event) for event in events)
-        if log in seen or held_out(f"event_selection:{log}", eval_fraction) != (split == "eval"):
-            continue
-        seen.add(log)
+        return log, (log, events, kinds)
+
+    rows: list[dict[str, Any]] = []
+    draws = split_draws(count, levels, split, eval_fraction, draw, "event logs", "event_selection:")
+    for level, (log, events, kinds) in draws:
         gold = [event["id"] for event in events if low_productivity(event)]
         rows.append(
             {

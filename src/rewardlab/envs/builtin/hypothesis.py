@@ -31,7 +31,7 @@ from rewardlab.envs.builtin.splits import (
     Procedural,
     check_split_sizes,
     checked_levels,
-    held_out,
+    split_draws,
 )
 from rewardlab.envs.dataset import load_examples
 from rewardlab.errors import RewardlabError
@@ -310,19 +310,15 @@ def generate_cases(
 ) -> list[dict[str, Any]]:
     """``count`` distinct examples on ``split``'s side of the hash split, levels taken in turn."""
     rng = random.Random(f"hypothesis:{split}:{seed}")
-    rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    attempts = 0
-    while len(rows) < count:
-        attempts += 1
-        if attempts > 50 * count + 1000:
-            raise RewardlabError(f"only {len(rows)} distinct {split} hypothesis examples for levels {levels}")
-        level = levels[len(rows) % len(levels)]
+
+    def draw(level: int) -> tuple[str, tuple]:
         claim, pieces, decision = random_case(rng, LEVELS[level], adversarial)
         text = render(claim, pieces)
-        if text in seen or held_out(f"hypothesis:{text}", eval_fraction) != (split == "eval"):
-            continue
-        seen.add(text)
+        return text, (text, pieces, decision)
+
+    rows: list[dict[str, Any]] = []
+    draws = split_draws(count, levels, split, eval_fraction, draw, "hypothesis examples", "hypothesis:")
+    for level, (text, pieces, decision) in draws:
         support, against = weights(pieces)
         rows.append(
             {

@@ -24,7 +24,7 @@ from rewardlab.envs.builtin.splits import (
     Procedural,
     check_split_sizes,
     checked_levels,
-    held_out,
+    split_draws,
 )
 from rewardlab.envs.dataset import load_examples
 from rewardlab.errors import RewardlabError
@@ -138,19 +138,16 @@ def generate_mazes(
 ) -> list[dict[str, Any]]:
     """``count`` distinct mazes on ``split``'s side of the hash split, levels taken in turn."""
     rng = random.Random(f"maze:{split}:{seed}")
-    rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    attempts = 0
-    while len(rows) < count:
-        attempts += 1
-        if attempts > 50 * count + 1000:
-            raise RewardlabError(f"only {len(rows)} distinct {split} mazes found for levels {levels}")
-        level = levels[len(rows) % len(levels)]
+
+    def draw(level: int) -> tuple[str, tuple]:
         grid, agent, goal, optimal = random_maze(rng, level)
         board = render(grid, agent, goal)
-        if board in seen or held_out(board, eval_fraction) != (split == "eval"):
-            continue
-        seen.add(board)
+        return board, (board, grid, agent, goal, optimal)
+
+    rows: list[dict[str, Any]] = []
+    for level, (board, grid, agent, goal, optimal) in split_draws(
+        count, levels, split, eval_fraction, draw, "mazes"
+    ):
         # The promise every maze keeps: BFS reaches the goal from the start.
         assert distances_to(grid, goal).get(agent) == optimal, "generated an unsolvable maze"
         rows.append(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from rewardlab.envs.dataset import load_examples
+from rewardlab.errors import RewardlabError
 from rewardlab.types import Example
+
+T = TypeVar("T")
 
 
 def held_out(key: str, eval_fraction: float) -> bool:
@@ -60,3 +63,31 @@ class Procedural:
     def fresh_examples(self, n: int, seed: int) -> list[Example]:
         rows = self.generate_rows(self.levels, n, "eval", seed + FRESH_SEED_OFFSET, self.eval_fraction)
         return load_examples(rows, self.system_prompt)
+
+
+def split_draws(
+    count: int,
+    levels: list[int],
+    split: str,
+    eval_fraction: float,
+    draw: Callable[[int], tuple[str, T]],
+    what: str,
+    hash_prefix: str = "",
+) -> Iterator[tuple[int, T]]:
+    """``(level, drawn)`` for ``count`` distinct draws on ``split``'s side of the hash split, levels in turn.
+
+    ``draw(level)`` returns the example's text (what is deduplicated and hashed, after ``hash_prefix``) and
+    whatever the caller builds its row from. Too few distinct draws is a one-line error naming ``what``.
+    """
+    seen: set[str] = set()
+    attempts = 0
+    while len(seen) < count:
+        attempts += 1
+        if attempts > 50 * count + 1000:
+            raise RewardlabError(f"only {len(seen)} distinct {split} {what} found for levels {levels}")
+        level = levels[len(seen) % len(levels)]
+        key, drawn = draw(level)
+        if key in seen or held_out(hash_prefix + key, eval_fraction) != (split == "eval"):
+            continue
+        seen.add(key)
+        yield level, drawn

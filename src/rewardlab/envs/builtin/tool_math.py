@@ -46,7 +46,7 @@ from rewardlab.envs.builtin.splits import (
     Procedural,
     check_split_sizes,
     checked_levels,
-    held_out,
+    split_draws,
 )
 from rewardlab.envs.dataset import load_examples
 from rewardlab.rubrics.parsers import ToolCallParser
@@ -400,14 +400,13 @@ def generate_problems(
 ) -> list[dict[str, Any]]:
     """``count`` distinct problems on ``split``'s side of a hash of the question, levels in turn."""
     rng = random.Random(f"tool_math:{split}:{seed}")
-    rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    while len(rows) < count:
-        level = levels[len(rows) % len(levels)]
+
+    def draw(level: int) -> tuple[str, Problem]:
         problem = LEVELS[level](rng)
-        if problem.question in seen or held_out(problem.question, eval_fraction) != (split == "eval"):
-            continue
-        seen.add(problem.question)
+        return problem.question, problem
+
+    rows: list[dict[str, Any]] = []
+    for level, problem in split_draws(count, levels, split, eval_fraction, draw, "problems"):
         info = {"level": level, "kind": problem.kind, "tool": problem.tool, "arguments": problem.arguments}
         rows.append({"prompt": problem.question, "answer": str(problem.answer), "info": info})
     return rows
