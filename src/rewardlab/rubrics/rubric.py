@@ -271,10 +271,16 @@ class Rubric:
         futures = shared_runner(self.workers).submit(calls, limits)
         return {key: asyncio.wrap_future(future) for key, future in zip(keys, futures, strict=True)}
 
-    async def _call_here(self, function: RewardFunction, arguments: dict[str, Any]) -> float:
+    @staticmethod
+    def _call_inline(function: RewardFunction, arguments: dict[str, Any]) -> float | Exception:
+        """A synchronous function called in this process; what it raises is returned, as gather would."""
+        try:
+            return as_reward(function.func(**{name: arguments[name] for name in function.wants}))
+        except Exception as error:  # KeyboardInterrupt and friends propagate: they are not reward errors
+            return error
+
+    async def _call_async(self, function: RewardFunction, arguments: dict[str, Any]) -> float:
         kwargs = {name: arguments[name] for name in function.wants}
-        if not function.is_async:
-            return as_reward(function.func(**kwargs))
         limit = self._limit(function)
         # asyncio.wait rather than wait_for: only our deadline may read as "timed out", not a
         # TimeoutError the function raised itself
@@ -294,14 +300,25 @@ class Rubric:
     async def _score_many(self, rollouts: Sequence[Rollout]) -> list[ScoredRollout]:
         arguments = [None if r.error is not None else self._arguments(r) for r in rollouts]
         in_workers = self._submit_to_workers(arguments)
-        calls: list[Awaitable] = []
+        outcomes: list[Any] = []  # per (rollout, function): a reward, an exception, or a placeholder
+        waiting: list[tuple[int, Awaitable]] = []
         for i, rollout_arguments in enumerate(arguments):
             if rollout_arguments is None:
                 continue
             for j, function in enumerate(self.functions):
                 call = in_workers.get((i, j))
-                calls.append(call if call is not None else self._call_here(function, rollout_arguments))
-        results = iter(await asyncio.gather(*calls, return_exceptions=True))
+                if call is None and not function.is_async:
+                    # A plain call, made now: a coroutine per call would cost more than most reward functions.
+                    outcomes.append(self._call_inline(function, rollout_arguments))
+                    continue
+                if call is None:
+                    call = self._call_async(function, rollout_arguments)
+                waiting.append((len(outcomes), call))
+                outcomes.append(None)
+        done = await asyncio.gather(*(awaitable for _, awaitable in waiting), return_exceptions=True)
+        for (index, _), result in zip(waiting, done, strict=True):
+            outcomes[index] = result
+        results = iter(outcomes)
         scored = []
         for rollout in rollouts:
             if rollout.error is not None:
