@@ -201,3 +201,20 @@ def test_hypothesis_rule_and_adversarial_set():
     adversarial = env.adversarial_examples(20, seed=0)
     assert all(e.info["count_decision"] != e.info["decision"] for e in adversarial)
     assert mean_reward(env, "naive", adversarial) < 0.5 < mean_reward(env, "oracle", adversarial)
+
+
+def test_asking_for_more_distinct_examples_than_exist_is_a_one_line_error():
+    """A generator that runs out of new examples stops with the count it found, instead of looping forever."""
+    from rewardlab.envs.builtin.splits import split_draws
+    from rewardlab.errors import RewardlabError
+
+    few = iter(range(10**6))
+
+    def draw(level):
+        return str(next(few) % 3), None  # only three distinct examples exist
+
+    with pytest.raises(RewardlabError) as error:
+        list(split_draws(50, [1, 2], "train", 0.01, draw, "puzzles"))
+    message = str(error.value)
+    assert message.startswith("only ") and "distinct train puzzles found for levels [1, 2]" in message
+    assert "\n" not in message
