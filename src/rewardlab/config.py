@@ -84,7 +84,12 @@ class EnvConfig(Section):
 class SamplingConfig(Section):
     temperature: float = Field(1.0, ge=0, description="Sampling temperature; 0 is greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    max_new_tokens: int = Field(16, gt=0, description="Most tokens generated per model turn.")
+    max_new_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="Most tokens generated per model turn; unset: the environment's budget for the model "
+        "(16 for the tiny character models, more for a subword model with a chat template).",
+    )
     stop: list[str] = Field(default_factory=list, description="Strings that end a turn (besides EOS).")
 
 

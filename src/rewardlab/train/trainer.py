@@ -21,7 +21,7 @@ import torch
 from rewardlab.config import TrainConfig
 from rewardlab.console import progress, say
 from rewardlab.envs.base import Environment
-from rewardlab.envs.registry import load_environment
+from rewardlab.envs.registry import load_environment_for
 from rewardlab.errors import RewardlabError
 from rewardlab.models.loading import LoraSettings, load_model
 from rewardlab.runs import RunStore, collect_manifest
@@ -151,7 +151,7 @@ def train(
     if config.resume and resume_from is None:
         raise RewardlabError(f"run '{config.resume}' has no checkpoint to resume from")
     set_seed(config.seed)
-    env = env or load_environment(config.env.name, **config.env.args)
+    env = env or load_environment_for(config.env.name, config.env.args, config.model.name_or_path)
     pool = env.examples("train")
     lora = (
         LoraSettings(config.lora.rank, config.lora.alpha, config.lora.dropout, config.lora.target_modules)
@@ -176,7 +176,7 @@ def train(
         n=config.group_size,
         temperature=config.sampling.temperature,
         top_p=config.sampling.top_p,
-        max_new_tokens=config.sampling.max_new_tokens,
+        max_new_tokens=config.sampling.max_new_tokens or env.default_max_new_tokens,
         stop=config.sampling.stop,
     )
     temperature = config.sampling.temperature or 1.0
@@ -260,7 +260,7 @@ def train(
                         epsilon_high=config.epsilon_high,
                         beta=config.beta,
                         ref_logprobs=ref_logprobs[rows] if ref_logprobs is not None else None,
-                        max_completion_length=config.sampling.max_new_tokens,
+                        max_completion_length=params.max_new_tokens,
                         num_sequences=num_sequences,
                         num_tokens=num_tokens,
                     )

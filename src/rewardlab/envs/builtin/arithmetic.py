@@ -31,6 +31,11 @@ LEVELS = {
     4: {"ops": "*", "digits": (2, 1)},
 }
 SYSTEM_PROMPT = "Solve the problem. Reply with the result inside <answer></answer>."
+# What an instruction-tuned model reads (prompt_style="chat"): the task, the answer format, an example.
+CHAT_SYSTEM_PROMPT = (
+    "You are a careful calculator. Work out the arithmetic problem the user gives you and reply with the "
+    "integer result inside answer tags, for example <answer>42</answer>."
+)
 
 
 def _operands(rng: random.Random, level: int) -> tuple[int, str, int]:
@@ -46,6 +51,16 @@ def _operands(rng: random.Random, level: int) -> tuple[int, str, int]:
 
 def solve(a: int, op: str, b: int) -> int:
     return a + b if op == "+" else a - b if op == "-" else a * b
+
+
+def phrase(rows: list[dict[str, Any]], prompt_style: str) -> list[dict[str, Any]]:
+    """Rows worded for ``prompt_style``: terse rows stay ``47+38=``; chat rows ask ``What is 47 + 38?``.
+
+    Only the wording changes: the problem, its answer, its id and its split are the same in both styles.
+    """
+    if prompt_style != "chat":
+        return rows
+    return [{**row, "prompt": "What is {a} {op} {b}?".format(**row["info"])} for row in rows]
 
 
 def careless(a: int, op: str, b: int) -> int:
@@ -69,6 +84,7 @@ def careless(a: int, op: str, b: int) -> int:
 class ArithmeticEnv(SingleTurnEnv):
     name = "arithmetic"
     description = "Arithmetic with an exact checker; levels 1-4, disjoint held-out split."
+    max_new_tokens_by_style = {"terse": 16, "chat": 48}
 
     def __init__(
         self,
@@ -106,7 +122,7 @@ class ArithmeticEnv(SingleTurnEnv):
     def fresh_examples(self, n: int, seed: int) -> list[Example]:
         """New problems from the held-out side of the hash split, drawn with another seed."""
         rows = generate_problems(self.levels, n, "eval", seed + 10_000, self.eval_fraction)
-        return load_examples(rows, self.system_prompt)
+        return load_examples(phrase(rows, self.prompt_style), self.system_prompt)
 
     def adversarial_examples(self, n: int, seed: int) -> list[Example]:
         """Held-out-side problems that all need a carry or borrow: where the careless teacher slips."""
@@ -119,7 +135,7 @@ class ArithmeticEnv(SingleTurnEnv):
                 f"only {len(rows)} adversarial (carry) problems exist on the held-out side of levels "
                 f"{self.levels}; ask for at most that many"
             )
-        return load_examples(rows[:n], self.system_prompt)
+        return load_examples(phrase(rows[:n], self.prompt_style), self.system_prompt)
 
     def policies(self):
         def oracle(messages, state, example, rng):
@@ -193,12 +209,14 @@ def load_environment(
     teacher: str = "exact",
     slip_rate: float = 0.7,
     format_weight: float = 0.1,
+    prompt_style: str = "terse",
 ) -> ArithmeticEnv:
     """Arithmetic problems at ``level`` (an int or a list for a mix).
 
-    Prompts are terse (``47+38=``) so a tiny character-level model can read them; pass
-    ``system_prompt`` (for instance :data:`SYSTEM_PROMPT`) when evaluating an instruction-tuned model.
-    The rubric is the exact answer (weight 1) plus a small format reward (``format_weight``).
+    ``prompt_style="terse"`` words problems as ``47+38=`` with no instructions, so a tiny character-level
+    model can read them; ``"chat"`` (what rewardlab picks for a real model) asks ``What is 47 + 38?`` under
+    :data:`CHAT_SYSTEM_PROMPT`. ``system_prompt`` replaces the instructions in either style. The rubric
+    is the exact answer (weight 1) plus a small format reward (``format_weight``).
     """
     levels = checked_levels(level, LEVELS)
     parser = XMLParser()
@@ -209,9 +227,9 @@ def load_environment(
         parser=parser,
     )
     return ArithmeticEnv(
-        dataset=generate_problems(levels, num_train, "train", seed, eval_fraction),
-        eval_dataset=generate_problems(levels, num_eval, "eval", seed, eval_fraction),
-        system_prompt=system_prompt,
+        dataset=phrase(generate_problems(levels, num_train, "train", seed, eval_fraction), prompt_style),
+        eval_dataset=phrase(generate_problems(levels, num_eval, "eval", seed, eval_fraction), prompt_style),
+        system_prompt=system_prompt or (CHAT_SYSTEM_PROMPT if prompt_style == "chat" else None),
         rubric=rubric,
         parser=parser,
         teacher=teacher,
@@ -219,4 +237,5 @@ def load_environment(
         teacher_seed=seed,
         levels=levels,
         eval_fraction=eval_fraction,
+        prompt_style=prompt_style,
     )

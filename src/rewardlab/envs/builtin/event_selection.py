@@ -288,6 +288,7 @@ def generate_logs(
 class EventSelectionEnv(Procedural, SingleTurnEnv):
     name = "event_selection"
     description = "Select low-productivity events from an activity log as JSON ids; levels 1-3."
+    max_new_tokens_by_style = {"terse": 16, "chat": 64}
 
     generate_rows = staticmethod(generate_logs)
 
@@ -326,6 +327,7 @@ def load_environment(
     eval_fraction: float = 0.1,
     format_weight: float = 0.05,
     system_prompt: str | None = SYSTEM_PROMPT,
+    prompt_style: str = "terse",
 ) -> EventSelectionEnv:
     """Activity logs at ``level`` (an int or a list for a mix). Rubric: ``id_f1`` (1) + ``json_valid`` and
     ``json_schema_match`` (``format_weight`` each); ``id_precision`` and ``id_recall`` are weight-0
@@ -356,4 +358,5 @@ def load_environment(
         system_prompt=system_prompt,
         rubric=rubric,
         parser=parser,
+        prompt_style=prompt_style,
     )

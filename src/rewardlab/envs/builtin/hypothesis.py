@@ -346,6 +346,7 @@ def generate_cases(
 class HypothesisEnv(Procedural, SingleTurnEnv):
     name = "hypothesis"
     description = "Weigh evidence by relevance: VALIDATED, REJECTED or REFINED as JSON with a confidence."
+    max_new_tokens_by_style = {"terse": 16, "chat": 48}
 
     generate_rows = staticmethod(generate_cases)
 
@@ -388,6 +389,7 @@ def load_environment(
     calibration_weight: float = 0.2,
     format_weight: float = 0.05,
     system_prompt: str | None = SYSTEM_PROMPT,
+    prompt_style: str = "terse",
 ) -> HypothesisEnv:
     """Hypotheses at ``level`` (an int or a list for a mix). Rubric: ``decision_accuracy`` (1) +
     ``calibration`` (``calibration_weight``) + ``json_valid`` and ``json_schema_match`` (``format_weight``
@@ -421,4 +423,5 @@ def load_environment(
         system_prompt=system_prompt,
         rubric=rubric,
         parser=parser,
+        prompt_style=prompt_style,
     )

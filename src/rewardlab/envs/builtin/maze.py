@@ -171,6 +171,7 @@ def generate_mazes(
 class MazeEnv(Procedural, MultiTurnEnv):
     name = "maze"
     description = "Walk a grid maze to the goal, one <move> per turn; levels 1-4."
+    max_new_tokens_by_style = {"terse": 16, "chat": 24}
 
     generate_rows = staticmethod(generate_mazes)
 
@@ -288,6 +289,7 @@ def load_environment(
     eval_fraction: float = 0.1,
     progress_weight: float = 0.2,
     system_prompt: str | None = SYSTEM_PROMPT,
+    prompt_style: str = "terse",
 ) -> MazeEnv:
     """Mazes at ``level`` (an int or a list for a mix). The rubric is ``reached_goal`` (weight 1) plus
     ``progress`` shaping (``progress_weight``); ``steps_over_optimal`` and ``invalid_moves`` are weight-0
@@ -314,4 +316,5 @@ def load_environment(
         rubric=rubric,
         parser=parser,
         max_turns=max_turns,
+        prompt_style=prompt_style,
     )

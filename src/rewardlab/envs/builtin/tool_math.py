@@ -422,6 +422,7 @@ def _last_assistant(messages: Messages) -> str | None:
 class ToolMathEnv(Procedural, MultiTurnEnv):
     name = "tool_math"
     description = "Integer math with a calculator and a sandboxed python tool; levels 1-4."
+    max_new_tokens_by_style = {"terse": 16, "chat": 96}
 
     generate_rows = staticmethod(generate_problems)
 
@@ -544,6 +545,7 @@ def load_environment(
     python_timeout: float = 3.0,
     python_memory_mb: int = 512,
     system_prompt: str | None = None,
+    prompt_style: str = "terse",
 ) -> ToolMathEnv:
     """Tool-using math at ``level`` (an int or a list for a mix). Rubric: ``correct`` (1) + ``used_tool``
     (``tool_weight``, small by design); ``tool_calls`` and ``failed_tool_calls`` are weight-0 measurements."""
@@ -573,4 +575,5 @@ def load_environment(
         rubric=rubric,
         parser=parser,
         max_turns=max_turns,
+        prompt_style=prompt_style,
     )

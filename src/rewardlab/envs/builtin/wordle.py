@@ -128,6 +128,7 @@ def make_rows(words: list[str], levels: list[int], count: int | None, seed: int)
 class WordleEnv(MultiTurnEnv):
     name = "wordle"
     description = "Guess a five-letter word from G/Y/- feedback; levels 1-4."
+    max_new_tokens_by_style = {"terse": 16, "chat": 24}
 
     def __init__(self, levels: list[int], eval_fraction: float, **kwargs: Any):
         super().__init__(**kwargs)
@@ -248,6 +249,7 @@ def load_environment(
     speed_weight: float = 0.2,
     letter_weight: float = 0.1,
     system_prompt: str | None = SYSTEM_PROMPT,
+    prompt_style: str = "terse",
 ) -> WordleEnv:
     """Wordle at ``level`` (an int or a list for a mix). ``num_train``/``num_eval`` default to every word of
     the split at every level. Rubric: ``solved`` (1) + ``fewer_guesses`` (``speed_weight``) +
@@ -273,4 +275,5 @@ def load_environment(
         # One turn more than the largest budget: the turn loop does not answer the last turn, and the
         # final guess must be marked to count. The budget itself is enforced in env_response.
         max_turns=max(LEVELS[lv]["max_guesses"] for lv in levels) + 1,
+        prompt_style=prompt_style,
     )
