@@ -1,6 +1,11 @@
 import os
+from pathlib import Path
 
 import pytest
+
+# Where `make test` (and `rewardlab models fetch`) put real models, read before the session points the cache
+# at a private directory: the real-model smoke test looks there.
+USER_CACHE = Path(os.environ.get("REWARDLAB_CACHE", Path.home() / ".cache" / "rewardlab"))
 
 # Tests never touch the network and never draw progress bars.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rewardlab.errors import ConfigError
 
@@ -60,6 +60,17 @@ def local_model(model: ModelConfig) -> ModelConfig:
             f"training needs a local model, not the endpoint {model.base_url}: unset model.base_url"
         )
     return model
+
+
+def lora_or_full_precision(config: Any) -> Any:
+    """Full fine-tuning updates the weights themselves; in half precision (with no float32 master copy)
+    most small updates would round away. LoRA keeps its adapters in float32 over a half-precision base."""
+    if not config.lora.enabled and config.model.dtype != "float32":
+        raise ValueError(
+            f"full fine-tuning in {config.model.dtype} would round small updates away (there is no float32 "
+            "master copy): set model.dtype = \"float32\" or lora.enabled = true"
+        )
+    return config
 
 
 class LoraConfig(Section):
@@ -142,6 +153,7 @@ class TrainConfig(Section):
     resume: str | None = Field(None, description="Run id or directory to continue from its last checkpoint.")
 
     _local_model = field_validator("model")(local_model)
+    _precision = model_validator(mode="after")(lora_or_full_precision)
 
 
 class SFTConfig(Section):
@@ -171,6 +183,7 @@ class SFTConfig(Section):
     log_every: int = Field(25, gt=0, description="Log loss every N steps.")
 
     _local_model = field_validator("model")(local_model)
+    _precision = model_validator(mode="after")(lora_or_full_precision)
 
 
 class EvalConfig(Section):
@@ -243,9 +256,12 @@ def describe_validation_error(error: ValidationError, model: type[BaseModel], so
         close = difflib.get_close_matches(str(location[-1]), names, n=1)
         hint = f" (did you mean '{'.'.join([*map(str, location[:-1]), close[0]])}'?)" if close else ""
         return f"{source}: unknown config field '{field}'{hint}"
+    message = first["msg"].removeprefix("Value error, ")
+    if not location:  # a check across fields names them itself
+        return f"{source}: {message}"
     given = first.get("input")
     shown = "" if isinstance(given, dict) else f" (got {given!r})"
-    return f"{source}: config field '{field}': {first['msg']}{shown}"
+    return f"{source}: config field '{field}': {message}{shown}"
 
 
 def load_config(

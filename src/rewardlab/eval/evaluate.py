@@ -24,7 +24,7 @@ from rewardlab.console import progress
 from rewardlab.envs.base import Environment
 from rewardlab.envs.registry import load_environment_for
 from rewardlab.eval.stats import mean_pass_at_k, mean_std
-from rewardlab.models.loading import load_model
+from rewardlab.models.loading import describe_model, load_model
 from rewardlab.runs import RunStore, collect_manifest
 from rewardlab.runs.store import to_jsonable
 from rewardlab.sampling.base import Sampler, SamplingParams
@@ -227,9 +227,10 @@ def evaluate(
     sampler = sampler or make_sampler(env, config)
     stats: RequestStats | None = getattr(sampler, "stats", None)
     stats_before = stats.copy() if stats is not None else None
-    run = store.create_run(
-        "eval", config.model_dump(), collect_manifest(config.seed), name=config.run_name, parent=parent
-    )
+    local = config.model.base_url is None and not is_scripted(config.model.name_or_path)
+    described = {"model": describe_model(config.model.name_or_path)} if local else None
+    manifest = collect_manifest(config.seed, described)
+    run = store.create_run("eval", config.model_dump(), manifest, name=config.run_name, parent=parent)
     try:
         set_seed(config.seed)
         scored = run_rollouts(env, sampler, config, f"eval {config.model.name_or_path}", examples)

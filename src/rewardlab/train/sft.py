@@ -21,7 +21,7 @@ from rewardlab.envs.dataset import row_to_example
 from rewardlab.envs.registry import load_environment_for
 from rewardlab.errors import DatasetError
 from rewardlab.models.chat import ChatRenderer
-from rewardlab.models.loading import LoraSettings, load_model
+from rewardlab.models.loading import LoraSettings, describe_model, load_model
 from rewardlab.runs import RunStore, collect_manifest
 from rewardlab.runs.lineage import record_training_prompts
 from rewardlab.train.common import make_optimizer, make_scheduler, pad_sequences, set_seed, suffix_logits
@@ -124,9 +124,8 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
         config.model.name_or_path, config.model.dtype, config.model.device, lora=lora, trainable=True
     )
     data = Demonstrations(config, ChatRenderer(tokenizer))
-    run = store.create_run(
-        "sft", config.model_dump(), collect_manifest(config.seed), name=config.run_name, parent=parent
-    )
+    manifest = collect_manifest(config.seed, {"model": describe_model(config.model.name_or_path)})
+    run = store.create_run("sft", config.model_dump(), manifest, name=config.run_name, parent=parent)
     record_training_prompts(run.dir, data.prompts)
 
     model.train()

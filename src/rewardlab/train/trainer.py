@@ -23,7 +23,7 @@ from rewardlab.console import progress, say
 from rewardlab.envs.base import Environment
 from rewardlab.envs.registry import load_environment_for
 from rewardlab.errors import RewardlabError
-from rewardlab.models.loading import LoraSettings, load_model
+from rewardlab.models.loading import LoraSettings, describe_model, load_model
 from rewardlab.runs import RunStore, collect_manifest
 from rewardlab.runs.lineage import record_training_prompts
 from rewardlab.sampling.base import SamplingParams
@@ -189,9 +189,8 @@ def train(
         store.set_status(run.id, "running")
         say(f"resuming run {run.id} after step {start_step}")
     else:
-        run = store.create_run(
-            "train", config.model_dump(), collect_manifest(config.seed), name=config.run_name, parent=parent
-        )
+        manifest = collect_manifest(config.seed, {"model": describe_model(config.model.name_or_path)})
+        run = store.create_run("train", config.model_dump(), manifest, name=config.run_name, parent=parent)
         # What the audit needs to judge the reward components: their weights and which one is correctness.
         store.update_summary(
             run.id, {"rubric": {"weights": env.rubric.weights, "primary": env.rubric.primary}}
