@@ -75,7 +75,8 @@ class PolicySampler:
         return [
             [
                 Generation(
-                    self.policy(p.messages, p.state, p.example), finish_reason="length" if self.cut else "stop"
+                    self.policy(p.messages, p.state, p.example),
+                    finish_reason="length" if self.cut else "stop",
                 )
             ]
             for p in prompts
@@ -109,11 +110,14 @@ def test_maze_and_wordle_judge_a_win_on_the_last_allowed_turn():
         grid, goal = state["grid"], tuple(state["goal"])
         return f"<move>{best_move(grid, tuple(state['position']), goal)}</move>"
 
-    scored = maze.rubric.score(maze.rollout(PolicySampler(walk_late), maze.examples("eval"), SamplingParams()))
+    scored = maze.rubric.score(
+        maze.rollout(PolicySampler(walk_late), maze.examples("eval"), SamplingParams())
+    )
     assert all(s.components["reached_goal"] == 1.0 for s in scored)
     assert all(s.rollout.state["moves"] == s.rollout.state["max_moves"] for s in scored)
 
     wordle = load_environment("wordle", level=3, num_train=10, num_eval=8)
+
     def guess_late(messages, state, example):
         if state["guesses"] + 1 < state["max_guesses"]:
             return f"<guess>{next(w for w in word_list() if w != example.answer)}</guess>"

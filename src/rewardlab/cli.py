@@ -513,7 +513,9 @@ def serve(
 ):
     """Serve the model and its LoRA adapters over an OpenAI-compatible HTTP API."""
     from rewardlab.serve import build_engine, parse_adapter_specs, run_server
+    from rewardlab.serve.server import bind
 
+    sock = bind(host, port)
     adapters = {
         name: model_argument(runs_dir, path)
         for name, path in parse_adapter_specs(adapter or [], base_name=model).items()
@@ -528,12 +530,14 @@ def serve(
         batch_wait_ms=batch_wait_ms,
         mix_adapters=mix_adapters,
     )
+    for warning in engine.models.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     console.print(
         f"serving {', '.join(engine.models.names)} at http://{host}:{port}/v1"
         + (" (API key required)" if api_key else ""),
         soft_wrap=True,
     )
-    run_server(engine, host=host, port=port, api_key=api_key or None)
+    run_server(engine, host=host, port=port, api_key=api_key or None, sock=sock)
 
 
 def main() -> None:
