@@ -87,13 +87,33 @@ def test_sft_data_file_row_without_a_prompt(tmp_path):
 
 def test_unknown_model_for_compare_and_unknown_run_for_show(tmp_path):
     code, out = run("compare", "abc", "def", "--env", "arithmetic", "--runs-dir", str(tmp_path))
-    assert_one_line_error(code, out, "cannot load tokenizer 'abc'")
+    assert_one_line_error(code, out, "model 'abc': no directory")
     from rewardlab.runs import RunStore
 
     [compare_run] = RunStore(tmp_path).list(kind="compare")
     assert compare_run.status == "failed"
     code, out = run("runs", "show", "zzz", "--runs-dir", str(tmp_path))
     assert_one_line_error(code, out, "no run 'zzz'")
+
+
+def test_a_mistyped_run_id_is_no_run_with_the_closest_suggested(tmp_path):
+    from rewardlab.runs import RunStore
+
+    store = RunStore(tmp_path)
+    train_run = store.create_run("train", {"model": {"name_or_path": "tiny"}})
+    eval_run = store.create_run("eval", {})
+    store_dir = tmp_path / "rewardlab.db"
+    code, out = run("eval", "--model", "train-nosuch", "--runs-dir", str(tmp_path))
+    assert_one_line_error(code, out, f"no run 'train-nosuch' in {store_dir} (did you mean '{train_run.id}'?)")
+    code, out = run("compare", "eval-nosuch", "eval-nosuch2", "--runs-dir", str(tmp_path))
+    assert_one_line_error(code, out, f"no run 'eval-nosuch' in {store_dir} (did you mean '{eval_run.id}'?)")
+    code, out = run("export", "nosuchrun", "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path))
+    assert_one_line_error(code, out, f"no run 'nosuchrun' in {store_dir}")
+    code, out = run("runs", "show", train_run.id[:-1] + "x", "--runs-dir", str(tmp_path))
+    assert_one_line_error(code, out, f"(did you mean '{train_run.id}'?)")
+    # No store at all: still the run that is not there, never a Hub download.
+    code, out = run("train", "--model", "sft-nosuch", "--runs-dir", str(tmp_path / "empty"))
+    assert_one_line_error(code, out, "no run 'sft-nosuch' in")
 
 
 def test_help_config_lists_documented_fields():

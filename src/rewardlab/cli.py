@@ -79,18 +79,32 @@ def deep_merge(base: dict, changes: dict) -> dict:
 
 
 def model_argument(store_dir: str, name: str | None) -> str | None:
-    """Let ``--model`` name a run id: it becomes that run's directory."""
+    """Let ``--model`` name a run: it becomes that run's directory. A name that reads as a run id
+    (``train-...``) and is in no run store is that one-line error, not a Hub download."""
     if name is None or Path(name).exists():
         return name
     from rewardlab.models.tiny import TINY_MODELS
     from rewardlab.runs import RunStore
+    from rewardlab.runs.store import looks_like_run_id
 
-    if name in TINY_MODELS or not (Path(store_dir) / "rewardlab.db").exists():
+    if name in TINY_MODELS:
         return name
+    store = RunStore(store_dir)
+    if looks_like_run_id(name):
+        return str(store.get(name).dir)
     try:
-        return str(RunStore(store_dir).get(name).dir)
+        return str(store.get(name).dir)
     except RewardlabError:
         return name
+
+
+def run_argument(store_dir: str, ref: str) -> str:
+    """A run (id, prefix, name or directory) or an existing path, as a path; anything else is "no run"."""
+    if Path(ref).exists():
+        return ref
+    from rewardlab.runs import RunStore
+
+    return str(RunStore(store_dir).get(ref).dir)
 
 
 @app.command()
@@ -460,7 +474,7 @@ def export(
     """Export a run's adapter in PEFT format (for vLLM) and, with --merge, a merged full model."""
     from rewardlab.export import export_run
 
-    result = export_run(model_argument(runs_dir, run), out, merge=merge, name=name)
+    result = export_run(run_argument(runs_dir, run), out, merge=merge, name=name)
     if result.adapter_dir:
         console.print(f"adapter: [bold]{result.adapter_dir}[/]")
     if result.merged_dir:
