@@ -168,9 +168,16 @@ def train(
             {"model.name_or_path": model_argument(runs_dir, model), "env.name": env, "runs_dir": runs_dir},
         )
     result = run_train(cfg)
+    errored = (
+        f"  [yellow]{result.errored_rollouts} of {result.rollouts} rollouts errored[/] (rewardlab runs show "
+        f"{result.run_id} --rollouts 5)"
+        if result.errored_rollouts
+        else ""
+    )
     console.print(
         f"adapter: [bold]{result.adapter_dir}[/]  run {result.run_id}  "
-        f"final reward {result.final_reward:.3f}  ({result.wall_seconds:.0f}s)"
+        f"final reward {result.final_reward:.3f}{errored}  ({result.wall_seconds:.0f}s)",
+        soft_wrap=True,
     )
 
 

@@ -25,6 +25,7 @@ from rewardlab.envs.base import Environment
 from rewardlab.envs.registry import load_environment
 from rewardlab.eval.stats import mean_pass_at_k, mean_std
 from rewardlab.models.loading import load_model
+from rewardlab.rubrics.failures import raise_if_all_errored
 from rewardlab.runs import RunStore, collect_manifest
 from rewardlab.runs.store import to_jsonable
 from rewardlab.sampling.base import Sampler, SamplingParams
@@ -231,8 +232,20 @@ def evaluate(
     try:
         set_seed(config.seed)
         scored = run_rollouts(env, sampler, config, f"eval {config.model.name_or_path}", examples)
+        # Stored before anything can fail, so a run whose every rollout errored can still be looked at.
+        store.log_rollouts(run.id, 0, "eval", scored)
+        write_results(run.dir / "results.jsonl", scored)
+        raise_if_all_errored(scored)
+        summary = summarize(
+            scored,
+            env.rubric.primary,
+            config.rollouts_per_example,
+            config.pass_threshold,
+            time.perf_counter() - started,
+        )
     except BaseException as error:
-        # An endpoint that gave up leaves a failed run with its reason and retry counts, not a running one.
+        # Whatever stopped it (an endpoint that gave up, every reward erroring), the run is failed with its
+        # reason and retry counts, never left running.
         failure: dict = {"error": " ".join(str(error).split()) or type(error).__name__}
         if stats is not None and stats_before is not None:
             failure.update(request_summary(stats.since(stats_before)))
@@ -241,21 +254,12 @@ def evaluate(
     finally:
         if owned and hasattr(sampler, "close"):
             sampler.close()
-    summary = summarize(
-        scored,
-        env.rubric.primary,
-        config.rollouts_per_example,
-        config.pass_threshold,
-        time.perf_counter() - started,
-    )
     if stats is not None and stats_before is not None:
         summary.update(request_summary(stats.since(stats_before)))
     summary["model"] = config.model.name_or_path
     if config.model.base_url is not None:
         summary["endpoint"] = config.model.base_url
     summary["env"] = config.env.name
-    store.log_rollouts(run.id, 0, "eval", scored)
-    write_results(run.dir / "results.jsonl", scored)
     (run.dir / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2))
     store.finish(run.id, summary=summary)
     return EvalResult(run.id, run.dir, summary, scored)

@@ -35,6 +35,9 @@ def eval_summary_table(summary: dict, title: str = "evaluation") -> Table:
         )
     style = "red" if summary["errors"] else ""
     table.add_row(Text("errored rollouts", style=style), Text(str(summary["errors"]), style=style))
+    # The messages, not only the count: the first few say what broke.
+    for sample in summary.get("error_samples", [])[:3]:
+        table.add_row(Text("  error", style=style), Text(sample, style=style, overflow="fold"))
     # An endpoint returns text, not token ids: a count of zero would be a false number.
     tokens = "n/a (text only)" if "endpoint" in summary else f"{summary['mean_completion_tokens']:.1f}"
     table.add_row("completion tokens (mean)", tokens)

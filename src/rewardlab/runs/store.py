@@ -491,6 +491,18 @@ class RunStore:
                 (status, time.time(), json_dumps(merged), run_id),
             )
 
+    @contextmanager
+    def failure_recorded(self, run: RunRef) -> Iterator[None]:
+        """Whatever stops the work inside (a user error, a bug, Ctrl-C) leaves the run failed or interrupted
+        with its reason in the summary, never 'running' forever; the exception goes on."""
+        try:
+            yield
+        except BaseException as error:
+            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            reason = " ".join(str(error).split()) or type(error).__name__
+            self.finish(run, status=status, summary={"error": reason})
+            raise
+
     def update_summary(self, run: RunRef, summary: Mapping[str, Any]) -> dict[str, Any]:
         """Merge keys into the stored summary (read-modify-write under the write lock); returns it."""
         run_id = _run_id(run)
