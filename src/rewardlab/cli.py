@@ -118,6 +118,13 @@ def main_options(
     ] = False,
 ) -> None:
     """Reinforcement learning from verifiable rewards for small language models."""
+    from rewardlab.threads import configure_threads
+
+    try:
+        configure_threads()  # the free cores, unless OMP_NUM_THREADS or REWARDLAB_THREADS says otherwise
+    except RewardlabError as error:
+        console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def user_errors(command):
