@@ -27,6 +27,12 @@ def eval_summary_table(summary: dict, title: str = "evaluation") -> Table:
         f"latency per {summary.get('latency_per', 'rollout')} mean / p50 / p95",
         " / ".join(f"{summary[key]:.3f}s" for key in ("latency_mean_s", "latency_p50_s", "latency_p95_s")),
     )
+    if "batches" in summary:  # rollouts generated together have a batch's latency, and a rate
+        table.add_row(
+            "batches x rollouts, rollouts/s",
+            f"{summary['batches']} x {summary['rollouts_per_batch']:.0f}, "
+            f"{summary['rollouts_per_second']:.1f}",
+        )
     if "requests" in summary:
         style = "yellow" if summary["requests_retried"] or summary["requests_failed"] else ""
         table.add_row(

@@ -23,6 +23,7 @@ from rewardlab.console import progress, say
 from rewardlab.envs.base import Environment
 from rewardlab.envs.registry import load_environment
 from rewardlab.errors import RewardlabError
+from rewardlab.eval.run_report import write_run_report
 from rewardlab.models.loading import LoraSettings, load_model
 from rewardlab.rubrics.failures import raise_if_all_errored
 from rewardlab.runs import RunStore, collect_manifest
@@ -352,6 +353,7 @@ def train(
             "wall_seconds": wall,
         },
     )
+    write_run_report(store, run.id)
     return TrainResult(
         run.id,
         run.dir,
