@@ -208,3 +208,20 @@ def test_an_export_loads_from_another_directory(tmp_path, monkeypatch):
         with torch.no_grad():
             logits.append(model(ids).logits)
     assert torch.allclose(logits[0], logits[1])
+
+
+def test_adapters_on_hub_models_are_checked_by_id(primed_and_adapter, tmp_path):
+    _, _, adapter = primed_and_adapter
+    on_hub = shutil.copytree(adapter, tmp_path / "on-hub")
+    (on_hub / BASE_RECORD).unlink()
+    config = json.loads((on_hub / "adapter_config.json").read_text())
+    (on_hub / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": "Qwen/Qwen2.5-0.5B-Instruct"})
+    )
+    assert check_base(on_hub, "Qwen/Qwen2.5-0.5B-Instruct") is None
+    with pytest.raises(
+        ModelLoadError, match="trained on Qwen/Qwen2.5-0.5B-Instruct, not on the served model"
+    ):
+        check_base(on_hub, "Qwen/Qwen2.5-1.5B-Instruct")
+    warning = check_base(on_hub, str(tiny_model_path("tiny")))  # its base is not here to compare with
+    assert "not here to compare" in warning

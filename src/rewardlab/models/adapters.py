@@ -111,13 +111,17 @@ def check_base(adapter: str | Path, served: str, served_label: str | None = None
     fingerprint = recorded_fingerprint(adapter)
     if recorded is None and fingerprint is None:
         return f"adapter {adapter} does not name its base model: serving it on {label} unchecked"
-    served_fingerprint = model_fingerprint(served) if Path(served).is_dir() else None
+    served_dir = Path(served) if Path(served).is_dir() else None
+    if served_dir is None and is_hub_id(served):  # served from the Hub: its cached copy, when there is one
+        snapshot = cached_snapshot(served)
+        served_dir = Path(snapshot) if snapshot else None
+    served_fingerprint = model_fingerprint(served_dir) if served_dir is not None else None
     if fingerprint is None and recorded is not None:
         located = locate_base(recorded, adapter)
         fingerprint = model_fingerprint(located) if located is not None else None
     if fingerprint is not None and served_fingerprint is not None:
         matches = fingerprint == served_fingerprint
-    elif recorded is not None and is_hub_id(recorded) and not Path(served).is_dir():
+    elif recorded is not None and is_hub_id(recorded) and is_hub_id(served):
         matches = recorded == served
     else:
         return (
