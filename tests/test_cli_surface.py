@@ -125,3 +125,17 @@ def test_unknown_fields_of_the_new_configs_are_named(command, tmp_path):
     args = {"compare": ["a", "b"], "audit": ["x"], "serve": [], "export": ["x"]}[command]
     line = one_line(*invoke(command, *args, "--set", "nonsense=1", "--runs-dir", str(tmp_path)))
     assert "unknown config field 'nonsense'" in line
+
+
+def test_a_flag_left_at_its_default_leaves_the_file_alone(tmp_path):
+    config = tmp_path / "eval.toml"
+    config.write_text(
+        f'runs_dir = "{tmp_path / "from-file"}"\nnum_examples = 2\nrollouts_per_example = 1\n'
+        '[model]\nname_or_path = "scripted:oracle"\n'
+    )
+    code, out = invoke("eval", "--config", str(config))
+    assert code == 0, out
+    [run] = RunStore(tmp_path / "from-file").list()
+    assert run.summary["num_rollouts"] == 2
+    code, out = invoke("eval", "--config", str(config), "--runs-dir", str(tmp_path / "typed"), "-n", "3")
+    assert code == 0 and RunStore(tmp_path / "typed").list()[0].summary["num_rollouts"] == 3

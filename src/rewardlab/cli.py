@@ -216,6 +216,7 @@ def run_argument(store_dir: str, ref: str) -> str:
 @app.command()
 @user_errors
 def sft(
+    ctx: typer.Context,
     config: ConfigOption = None,
     set_: SetOption = None,
     model: Annotated[str | None, typer.Option(help="Model to prime.")] = None,
@@ -230,8 +231,9 @@ def sft(
         SFTConfig,
         config,
         set_,
-        {"model.name_or_path": model_argument(runs_dir, model), "env.name": env, "runs_dir": runs_dir},
+        {"model.name_or_path": model, "env.name": env, **typed(ctx, runs_dir=runs_dir)},
     )
+    cfg.model.name_or_path = model_argument(cfg.runs_dir, cfg.model.name_or_path)
     result = run_sft(cfg)
     console.print(
         f"primed model: [bold]{result.model_dir}[/] (final loss {result.final_loss:.4f}, "
@@ -242,6 +244,7 @@ def sft(
 @app.command()
 @user_errors
 def train(
+    ctx: typer.Context,
     config: ConfigOption = None,
     set_: SetOption = None,
     model: Annotated[str | None, typer.Option(help="Starting model (name, path or run id).")] = None,
@@ -267,8 +270,9 @@ def train(
             TrainConfig,
             config,
             set_,
-            {"model.name_or_path": model_argument(runs_dir, model), "env.name": env, "runs_dir": runs_dir},
+            {"model.name_or_path": model, "env.name": env, **typed(ctx, runs_dir=runs_dir)},
         )
+        cfg.model.name_or_path = model_argument(cfg.runs_dir, cfg.model.name_or_path)
     result = run_train(cfg)
     errored = (
         f"  [yellow]{result.errored_rollouts} of {result.rollouts} rollouts errored[/] (rewardlab runs show "
@@ -306,6 +310,7 @@ def served_model(name: str | None, base_url: str | None, endpoints: Path | None)
 @app.command("eval")
 @user_errors
 def eval_(
+    ctx: typer.Context,
     config: ConfigOption = None,
     set_: SetOption = None,
     model: Annotated[
@@ -331,7 +336,7 @@ def eval_(
     from rewardlab.eval.view import eval_summary_table
 
     served = served_model(model, base_url, endpoints)
-    model_fields = served if served is not None else {"name_or_path": model_argument(runs_dir, model)}
+    model_fields = served if served is not None else {"name_or_path": model}
     cfg = build_config(
         EvalConfig,
         config,
@@ -341,9 +346,11 @@ def eval_(
             "env.name": env,
             "num_examples": num_examples,
             "rollouts_per_example": rollouts,
-            "runs_dir": runs_dir,
+            **typed(ctx, runs_dir=runs_dir),
         },
     )
+    if cfg.model.base_url is None:  # a run id names a local model; an endpoint's model name is its own
+        cfg.model.name_or_path = model_argument(cfg.runs_dir, cfg.model.name_or_path)
     result = evaluate(cfg)
     console.print(eval_summary_table(result.summary, title=f"eval {result.run_id}"))
     console.print(f"results: {result.run_dir / 'results.jsonl'}")
@@ -589,6 +596,7 @@ def env_list():
 @app.command()
 @user_errors
 def demo(
+    ctx: typer.Context,
     out: Annotated[str, typer.Option(help="Run store for the demo's runs.")] = "runs",
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same numbers.")] = 0,
     config: ConfigOption = None,
@@ -598,7 +606,7 @@ def demo(
     """Prime the tiny model, evaluate it, train it with GRPO + LoRA, evaluate again, compare, report."""
     from rewardlab.demo import DemoConfig, run_demo
 
-    cfg = build_config(DemoConfig, config, set_, {"runs_dir": out, "seed": seed})
+    cfg = build_config(DemoConfig, config, set_, typed(ctx, {"out": "runs_dir"}, out=out, seed=seed))
     run_demo(cfg)
 
 
