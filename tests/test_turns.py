@@ -49,7 +49,7 @@ def solved(state):
 
 def test_a_correct_last_guess_counts(tmp_path):
     """Bisection finds any of 15 numbers in at most 4 guesses; with max_turns=4 every episode is solved, the
-    fourth guess included, so pass@1 is 1.0 (it was 0.9 when the last turn went unjudged)."""
+    fourth guess included, so pass@1 is 1.0 (an unjudged last turn left those unsolved)."""
     parser = XMLParser()
     rows = [{"question": "guess", "answer": str(n)} for n in range(1, 16)]
     env = GuessTheNumber(
