@@ -87,13 +87,33 @@ def test_sft_data_file_row_without_a_prompt(tmp_path):
 
 def test_unknown_model_for_compare_and_unknown_run_for_show(tmp_path):
     code, out = run("compare", "abc", "def", "--env", "arithmetic", "--runs-dir", str(tmp_path))
-    assert_one_line_error(code, out, "cannot load tokenizer 'abc'")
+    assert_one_line_error(code, out, "model 'abc': no directory")
     from rewardlab.runs import RunStore
 
     [compare_run] = RunStore(tmp_path).list(kind="compare")
     assert compare_run.status == "failed"
     code, out = run("runs", "show", "zzz", "--runs-dir", str(tmp_path))
     assert_one_line_error(code, out, "no run 'zzz'")
+
+
+def test_a_mistyped_run_id_is_no_run_with_the_closest_suggested(tmp_path):
+    from rewardlab.runs import RunStore
+
+    store = RunStore(tmp_path)
+    train_run = store.create_run("train", {"model": {"name_or_path": "tiny"}})
+    eval_run = store.create_run("eval", {})
+    store_dir = tmp_path / "rewardlab.db"
+    code, out = run("eval", "--model", "train-nosuch", "--runs-dir", str(tmp_path))
+    assert_one_line_error(code, out, f"no run 'train-nosuch' in {store_dir} (did you mean '{train_run.id}'?)")
+    code, out = run("compare", "eval-nosuch", "eval-nosuch2", "--runs-dir", str(tmp_path))
+    assert_one_line_error(code, out, f"no run 'eval-nosuch' in {store_dir} (did you mean '{eval_run.id}'?)")
+    code, out = run("export", "nosuchrun", "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path))
+    assert_one_line_error(code, out, f"no run 'nosuchrun' in {store_dir}")
+    code, out = run("runs", "show", train_run.id[:-1] + "x", "--runs-dir", str(tmp_path))
+    assert_one_line_error(code, out, f"(did you mean '{train_run.id}'?)")
+    # No store at all: still the run that is not there, never a Hub download.
+    code, out = run("train", "--model", "sft-nosuch", "--runs-dir", str(tmp_path / "empty"))
+    assert_one_line_error(code, out, "no run 'sft-nosuch' in")
 
 
 def test_help_config_lists_documented_fields():
@@ -119,3 +139,70 @@ def test_installed_command_exits_2_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stdout + result.stderr
     assert "unknown config field 'max_stepz' (did you mean 'max_steps'?)" in result.stdout
+
+
+RAISING_ENV = """
+from rewardlab.envs import SingleTurnEnv
+from rewardlab.rubrics import Rubric
+
+def always_raises(completion):
+    raise ValueError("need at least one value")
+
+def sometimes_raises(completion, info):
+    if info["i"] % 2:
+        raise ValueError(f"odd row {info['i']}")
+    return 1.0
+
+def load_environment(which="always"):
+    rows = [{"prompt": f"say {i}", "answer": "", "info": {"i": i}} for i in range(8)]
+    reward = always_raises if which == "always" else sometimes_raises
+    return SingleTurnEnv(dataset=rows, eval_dataset=rows, rubric=Rubric([reward]))
+"""
+
+
+def test_a_reward_that_always_raises_fails_eval_and_train_in_one_line(tmp_path):
+    from rewardlab.runs import RunStore
+
+    env_file = tmp_path / "raising_env.py"
+    env_file.write_text(RAISING_ENV)
+    common = ["--env", str(env_file), "--runs-dir", str(tmp_path), "--set", "sampling.max_new_tokens=4"]
+    code, out = run("eval", "-n", "8", "-r", "4", *common)
+    assert_one_line_error(
+        code,
+        out,
+        "all 32 rollouts errored, so there is nothing to score; "
+        "the first: reward function 'always_raises': ValueError: need at least one value",
+    )
+    code, out = run(
+        "train", *common, "--set", "max_steps=3", "--set", "prompts_per_step=4", "--set", "group_size=2"
+    )
+    assert_one_line_error(code, out, "all 8 rollouts errored")
+    store = RunStore(tmp_path)
+    runs = {run.kind: run for run in store.list()}
+    assert runs["eval"].status == "failed" and runs["train"].status == "failed"
+    assert "need at least one value" in runs["train"].summary["error"]
+    assert len(store.rollouts(runs["eval"].id)) == 32  # kept, to be looked at
+
+
+def test_partial_reward_errors_are_counted_and_shown(tmp_path):
+    env_file = tmp_path / "raising_env.py"
+    env_file.write_text(RAISING_ENV)
+    common = ["--env", str(env_file), "--runs-dir", str(tmp_path), "--set", "sampling.max_new_tokens=4"]
+    code, out = run("eval", "-n", "8", "-r", "2", *common, "--set", 'env.args={which = "sometimes"}')
+    assert code == 0, out
+    assert "errored rollouts" in out and "8" in out
+    assert "ValueError: odd row" in out
+    code, out = run(
+        "train",
+        *common,
+        "--set",
+        'env.args={which = "sometimes"}',
+        "--set",
+        "max_steps=1",
+        "--set",
+        "prompts_per_step=4",
+        "--set",
+        "group_size=2",
+    )
+    assert code == 0, out
+    assert "4 of 8 rollouts errored" in out

@@ -134,25 +134,6 @@ def test_multi_turn_ids_mask_and_state(tiny):
     assert sampler.seen_prompt_ids[1] == full[: len(sampler.seen_prompt_ids[1])]
 
 
-def test_max_turns_and_truncation_end_episodes(tiny):
-    _, tokenizer = tiny
-
-    class Forever(MultiTurnEnv):
-        def env_response(self, messages, state):
-            return [{"role": "user", "content": "more"}]
-
-    env = Forever(dataset=[{"prompt": "go"}], max_turns=2)
-    [rollout] = env.rollout(ScriptedSampler(tokenizer, ["a", "b"]), env.examples("train"), SamplingParams())
-    assert rollout.num_turns == 2 and rollout.completion[-1]["role"] == "assistant"
-
-    sampler = ScriptedSampler(tokenizer, ["cut"])
-    sampler.generate = lambda prompts, params: [
-        [Generation("cut", [5, 6], finish_reason="length")] for _ in prompts
-    ]
-    [rollout] = env.rollout(sampler, env.examples("train"), SamplingParams())
-    assert rollout.truncated and rollout.num_turns == 1
-
-
 def test_environment_that_raises_fails_only_its_episode(tiny):
     _, tokenizer = tiny
 

@@ -1,43 +1,135 @@
 """The ``rewardlab`` command line: thin commands over the library.
 
-Every command that runs something takes ``--config FILE.toml`` and any number of ``--set key=value``
-overrides; ``--help-config`` lists every field with its default and meaning. User mistakes print one
-line and exit with code 2.
+Every command that runs something (sft, train, eval, compare, audit, serve, export, demo) takes
+``--config FILE.toml`` and any number of ``--set key=value`` overrides, and ``--help-config`` lists every
+field with its default and meaning; a flag typed on the command line wins over both. User mistakes print
+one line and exit with code 2.
 """
 
 from __future__ import annotations
 
 import functools
-import json
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from rewardlab.config import EvalConfig, SFTConfig, TrainConfig, describe_fields, load_config
-from rewardlab.console import console
+from rewardlab.config import (
+    AuditConfig,
+    CompareConfig,
+    EvalConfig,
+    ExportConfig,
+    ServeConfig,
+    SFTConfig,
+    TrainConfig,
+    describe_fields,
+    load_config,
+)
+from rewardlab.console import console, print_whole
 from rewardlab.errors import RewardlabError
 
+# Plain help (click's): flags show no type, options their real one, and text is never read as markup.
+HELP_SETTINGS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     help="Reinforcement learning from verifiable rewards for small language models.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+    context_settings=HELP_SETTINGS,
 )
-runs_app = typer.Typer(help="Browse the run store.", no_args_is_help=True)
-env_app = typer.Typer(help="Environments.", no_args_is_help=True)
-models_app = typer.Typer(help="Built-in and packaged models.", no_args_is_help=True)
+runs_app = typer.Typer(
+    help="Browse the run store.", no_args_is_help=True, rich_markup_mode=None, context_settings=HELP_SETTINGS
+)
+env_app = typer.Typer(
+    help="Environments.", no_args_is_help=True, rich_markup_mode=None, context_settings=HELP_SETTINGS
+)
+models_app = typer.Typer(
+    help="Built-in and packaged models.", no_args_is_help=True, rich_markup_mode=None,
+    context_settings=HELP_SETTINGS,
+)
 app.add_typer(runs_app, name="runs")
 app.add_typer(env_app, name="env")
 app.add_typer(models_app, name="models")
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")]
-SetOption = Annotated[
-    list[str] | None, typer.Option("--set", "-s", help="Override a field: key=value (repeatable).")
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", metavar="FILE.toml", help="TOML config file.")
 ]
-HelpConfig = Annotated[bool, typer.Option("--help-config", help="List every config field and exit.")]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a config field (repeatable)."),
+]
+
+
+def help_config(config_class):
+    """``--help-config``: eager, so it answers before required arguments are asked for."""
+
+    def show(value: bool) -> None:
+        if value:
+            show_fields(config_class() if not isinstance(config_class, type) else config_class)
+            raise typer.Exit()
+
+    return Annotated[
+        bool,
+        typer.Option(
+            "--help-config",
+            is_eager=True,
+            expose_value=False,
+            callback=show,
+            help="List every config field and exit.",
+        ),
+    ]
+
+
+def _demo_config():
+    from rewardlab.demo import DemoConfig
+
+    return DemoConfig
+
+
+SFTHelp, TrainHelp, EvalHelp = help_config(SFTConfig), help_config(TrainConfig), help_config(EvalConfig)
+CompareHelp, AuditHelp, ExportHelp = (
+    help_config(CompareConfig),
+    help_config(AuditConfig),
+    help_config(ExportConfig),
+)
+ServeHelp, DemoHelp = help_config(ServeConfig), help_config(_demo_config)
 RunsDir = Annotated[str, typer.Option("--runs-dir", help="Where the run store lives.")]
+
+
+def package_version() -> str:
+    try:
+        return version("rewardlab")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def print_version(value: bool) -> None:
+    if value:
+        console.print(f"rewardlab {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, expose_value=False, callback=print_version, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Reinforcement learning from verifiable rewards for small language models."""
+    from rewardlab.threads import configure_threads
+
+    try:
+        configure_threads()  # the free cores, unless OMP_NUM_THREADS or REWARDLAB_THREADS says otherwise
+    except RewardlabError as error:
+        console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def user_errors(command):
@@ -61,13 +153,30 @@ def show_fields(model) -> None:
     table.add_column("meaning")
     for name, default, description in describe_fields(model):
         table.add_row(name, default, description)
-    console.print(table)
+    print_whole(table)
 
 
 def build_config(model, config: Path | None, overrides: list[str] | None, extra: dict[str, object]):
     """Config file, then ``--set`` overrides, then the command's own flags (when given)."""
-    flags = [f"{key}={json.dumps(value)}" for key, value in extra.items() if value is not None]
-    return load_config(model, config, [*(overrides or []), *flags])
+    flags = {key: str(value) if isinstance(value, Path) else value for key, value in extra.items()}
+    return load_config(model, config, overrides, {k: v for k, v in flags.items() if v is not None})
+
+
+def typed(ctx: typer.Context, fields: dict[str, str] | None = None, **values: object) -> dict[str, object]:
+    """The options typed on the command line (or set by their environment variable), as config fields
+    (``fields`` renames where the two differ); options left at their default leave the config alone."""
+    fields = fields or {}
+    return {
+        fields.get(name, name): value
+        for name, value in values.items()
+        # By name: typer carries its own copy of click, whose enum is not click's.
+        if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
+    }
+
+
+def default(model, name: str):
+    """A config field's default, shown as the flag's default in --help."""
+    return model.model_fields[name].default
 
 
 def deep_merge(base: dict, changes: dict) -> dict:
@@ -81,41 +190,55 @@ def deep_merge(base: dict, changes: dict) -> dict:
 
 
 def model_argument(store_dir: str, name: str | None) -> str | None:
-    """Let ``--model`` name a run id: it becomes that run's directory."""
+    """Let ``--model`` name a run: it becomes that run's directory. A name that reads as a run id
+    (``train-...``) and is in no run store is that one-line error, not a Hub download."""
     if name is None or Path(name).exists():
         return name
     from rewardlab.models.tiny import TINY_MODELS
     from rewardlab.runs import RunStore
+    from rewardlab.runs.store import looks_like_run_id
 
-    if name in TINY_MODELS or not (Path(store_dir) / "rewardlab.db").exists():
+    if name in TINY_MODELS:
         return name
+    store = RunStore(store_dir)
+    if looks_like_run_id(name):
+        return str(store.get(name).dir)
     try:
-        return str(RunStore(store_dir).get(name).dir)
+        return str(store.get(name).dir)
     except RewardlabError:
         return name
+
+
+def run_argument(store_dir: str, ref: str) -> str:
+    """A run (id, prefix, name or directory) or an existing path, as a path; anything else is "no run"."""
+    if Path(ref).exists():
+        return ref
+    from rewardlab.runs import RunStore
+
+    return str(RunStore(store_dir).get(ref).dir)
 
 
 @app.command()
 @user_errors
 def sft(
+    ctx: typer.Context,
     config: ConfigOption = None,
     set_: SetOption = None,
     model: Annotated[str | None, typer.Option(help="Model to prime.")] = None,
     env: Annotated[str | None, typer.Option(help="Environment name, module or .py file.")] = None,
     runs_dir: RunsDir = "runs",
-    help_config: HelpConfig = False,
+    _help_config: SFTHelp = False,
 ):
     """Prime a model with supervised fine-tuning on demonstrations."""
-    if help_config:
-        return show_fields(SFTConfig)
     from rewardlab.train.sft import run_sft
 
     cfg = build_config(
         SFTConfig,
         config,
         set_,
-        {"model.name_or_path": model_argument(runs_dir, model), "env.name": env, "runs_dir": runs_dir},
+        {"model.name_or_path": model, "env.name": env, **typed(ctx, runs_dir=runs_dir)},
     )
+    cfg.model.name_or_path = model_argument(cfg.runs_dir, cfg.model.name_or_path)
     result = run_sft(cfg)
     console.print(
         f"primed model: [bold]{result.model_dir}[/] (final loss {result.final_loss:.4f}, "
@@ -126,17 +249,16 @@ def sft(
 @app.command()
 @user_errors
 def train(
+    ctx: typer.Context,
     config: ConfigOption = None,
     set_: SetOption = None,
     model: Annotated[str | None, typer.Option(help="Starting model (name, path or run id).")] = None,
     env: Annotated[str | None, typer.Option(help="Environment name, module or .py file.")] = None,
     resume: Annotated[str | None, typer.Option(help="Run id or directory to resume.")] = None,
     runs_dir: RunsDir = "runs",
-    help_config: HelpConfig = False,
+    _help_config: TrainHelp = False,
 ):
     """Train with GRPO (+ LoRA) on an environment."""
-    if help_config:
-        return show_fields(TrainConfig)
     from rewardlab.train.trainer import train as run_train
 
     if resume is not None:
@@ -153,12 +275,20 @@ def train(
             TrainConfig,
             config,
             set_,
-            {"model.name_or_path": model_argument(runs_dir, model), "env.name": env, "runs_dir": runs_dir},
+            {"model.name_or_path": model, "env.name": env, **typed(ctx, runs_dir=runs_dir)},
         )
+        cfg.model.name_or_path = model_argument(cfg.runs_dir, cfg.model.name_or_path)
     result = run_train(cfg)
+    errored = (
+        f"  [yellow]{result.errored_rollouts} of {result.rollouts} rollouts errored[/] (rewardlab runs show "
+        f"{result.run_id} --rollouts 5)"
+        if result.errored_rollouts
+        else ""
+    )
     console.print(
         f"adapter: [bold]{result.adapter_dir}[/]  run {result.run_id}  "
-        f"final reward {result.final_reward:.3f}  ({result.wall_seconds:.0f}s)"
+        f"final reward {result.final_reward:.3f}{errored}  ({result.wall_seconds:.0f}s)",
+        soft_wrap=True,
     )
 
 
@@ -185,6 +315,7 @@ def served_model(name: str | None, base_url: str | None, endpoints: Path | None)
 @app.command("eval")
 @user_errors
 def eval_(
+    ctx: typer.Context,
     config: ConfigOption = None,
     set_: SetOption = None,
     model: Annotated[
@@ -203,16 +334,14 @@ def eval_(
     ] = None,
     endpoints: EndpointsOption = None,
     runs_dir: RunsDir = "runs",
-    help_config: HelpConfig = False,
+    _help_config: EvalHelp = False,
 ):
     """Evaluate a model or an endpoint: n examples x r rollouts, rewards, pass@k, errors, latency."""
-    if help_config:
-        return show_fields(EvalConfig)
     from rewardlab.eval.evaluate import evaluate
     from rewardlab.eval.view import eval_summary_table
 
     served = served_model(model, base_url, endpoints)
-    model_fields = served if served is not None else {"name_or_path": model_argument(runs_dir, model)}
+    model_fields = served if served is not None else {"name_or_path": model}
     cfg = build_config(
         EvalConfig,
         config,
@@ -222,9 +351,11 @@ def eval_(
             "env.name": env,
             "num_examples": num_examples,
             "rollouts_per_example": rollouts,
-            "runs_dir": runs_dir,
+            **typed(ctx, runs_dir=runs_dir),
         },
     )
+    if cfg.model.base_url is None:  # a run id names a local model; an endpoint's model name is its own
+        cfg.model.name_or_path = model_argument(cfg.runs_dir, cfg.model.name_or_path)
     result = evaluate(cfg)
     console.print(eval_summary_table(result.summary, title=f"eval {result.run_id}"))
     console.print(f"results: {result.run_dir / 'results.jsonl'}")
@@ -233,24 +364,38 @@ def eval_(
 @app.command()
 @user_errors
 def compare(
+    ctx: typer.Context,
     a: Annotated[
-        str, typer.Argument(help="Baseline: an eval run, or a model (name, path, run id, scripted:…).")
+        str,
+        typer.Argument(
+            metavar="A", help="Baseline: an eval run, or a model (name, path, run id, scripted:…)."
+        ),
     ],
-    b: Annotated[str, typer.Argument(help="Candidate: an eval run, or a model.")],
+    b: Annotated[str, typer.Argument(metavar="B", help="Candidate: an eval run, or a model.")],
+    config: ConfigOption = None,
+    set_: SetOption = None,
     env: Annotated[
         str | None, typer.Option(help="Environment (default: the one the models were trained on).")
     ] = None,
     data: Annotated[
         str, typer.Option(help="Data modes, comma-separated: held-out, fresh, adversarial, or all.")
-    ] = ("held-out"),
+    ] = default(CompareConfig, "data"),
     num_examples: Annotated[
         int | None, typer.Option("--num-examples", "-n", help="Records per mode.")
     ] = None,
-    rollouts: Annotated[int, typer.Option("--rollouts", "-r", help="Rollouts per record.")] = 4,
-    seed: Annotated[int, typer.Option(help="Seed for fresh data and sampling.")] = 0,
-    label_a: Annotated[str, typer.Option(help="Name for A in the output.")] = "A",
-    label_b: Annotated[str, typer.Option(help="Name for B in the output.")] = "B",
-    samples: Annotated[int, typer.Option(help="Debug samples to show.")] = 6,
+    rollouts: Annotated[int, typer.Option("--rollouts", "-r", help="Rollouts per record.")] = default(
+        CompareConfig, "rollouts_per_example"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed for fresh data and sampling.")] = default(
+        CompareConfig, "seed"
+    ),
+    label_a: Annotated[str, typer.Option(help="Name for A in the output.")] = default(
+        CompareConfig, "label_a"
+    ),
+    label_b: Annotated[str, typer.Option(help="Name for B in the output.")] = default(
+        CompareConfig, "label_b"
+    ),
+    samples: Annotated[int, typer.Option(help="Debug samples to show.")] = default(CompareConfig, "samples"),
     endpoints: EndpointsOption = None,
     base_url_a: Annotated[
         str | None, typer.Option("--base-url-a", help="A is the model of that name served at this URL.")
@@ -259,6 +404,7 @@ def compare(
         str | None, typer.Option("--base-url-b", help="B is the model of that name served at this URL.")
     ] = None,
     runs_dir: RunsDir = "runs",
+    _help_config: CompareHelp = False,
 ):
     """Paired comparison: mean difference with a bootstrap 95% CI, win/tie/loss, latency, debug samples.
 
@@ -267,13 +413,41 @@ def compare(
     when those records were in either model's training data. Either side may be an endpoint: an alias
     from --endpoints, or a model name with --base-url-a / --base-url-b.
     """
+    cfg = build_config(
+        CompareConfig,
+        config,
+        set_,
+        {
+            "env.name": env,
+            **typed(
+                ctx,
+                {"rollouts": "rollouts_per_example"},
+                data=data,
+                num_examples=num_examples,
+                rollouts=rollouts,
+                seed=seed,
+                label_a=label_a,
+                label_b=label_b,
+                samples=samples,
+                endpoints=endpoints,
+                base_url_a=base_url_a,
+                base_url_b=base_url_b,
+                runs_dir=runs_dir,
+            ),
+        },
+    )
+    run_compare(a, b, cfg)
+
+
+def run_compare(a: str, b: str, cfg: CompareConfig) -> None:
     from rewardlab.eval.compare import DATA_MODES, compare_models, compare_runs
     from rewardlab.eval.view import comparison_view, model_comparison_view
     from rewardlab.runs import RunStore
     from rewardlab.runs.lineage import trained_env
 
+    runs_dir, endpoints, samples = cfg.runs_dir, cfg.endpoints, cfg.samples
     store = RunStore(runs_dir)
-    served_a, served_b = served_side(a, base_url_a, endpoints), served_side(b, base_url_b, endpoints)
+    served_a, served_b = served_side(a, cfg.base_url_a, endpoints), served_side(b, cfg.base_url_b, endpoints)
     if endpoints is not None and served_a is None and served_b is None:
         from rewardlab.config import load_endpoints
 
@@ -288,20 +462,22 @@ def compare(
     # Only a local model has run lineage that records what it was trained on.
     traced = [fields["name_or_path"] for fields in (fields_a, fields_b) if fields.get("base_url") is None]
     env_config = (
-        {"name": env, "args": {}}
-        if env
+        cfg.env.model_dump()
+        if cfg.env is not None
         else next(filter(None, (trained_env(model, store) for model in traced)), None)
     )
     if env_config is None:
         raise RewardlabError(
             "name the environment with --env: neither model comes from a run that records one"
         )
+    data = cfg.data
     modes = DATA_MODES if data == "all" else tuple(m.strip() for m in data.split(",") if m.strip())
     common = {
         "env": env_config,
-        "num_examples": num_examples,
-        "rollouts_per_example": rollouts,
-        "seed": seed,
+        "num_examples": cfg.num_examples,
+        "rollouts_per_example": cfg.rollouts_per_example,
+        "sampling": cfg.sampling.model_dump(),
+        "seed": cfg.seed,
         "runs_dir": runs_dir,
     }
     config_a = EvalConfig.model_validate({**common, "model": fields_a})
@@ -322,7 +498,7 @@ def compare(
     except RewardlabError as error:
         store.finish(run.id, status="failed", summary={"error": str(error)})
         raise
-    console.print(model_comparison_view(results, label_a, label_b))
+    console.print(model_comparison_view(results, cfg.label_a, cfg.label_b))
     store.finish(
         run.id,
         summary={
@@ -381,21 +557,31 @@ def runs_list(
     from rewardlab.runs import RunStore
     from rewardlab.runs.view import runs_table
 
-    console.print(runs_table(RunStore(runs_dir).list(kind=kind, limit=limit)))
+    print_whole(runs_table(RunStore(runs_dir).list(kind=kind, limit=limit)))
 
 
 @runs_app.command("show")
 @user_errors
 def runs_show(
-    run: Annotated[str, typer.Argument(help="Run id, unique prefix or directory.")],
+    run: Annotated[str, typer.Argument(metavar="RUN", help="Run id, unique prefix or directory.")],
+    rollouts: Annotated[
+        int, typer.Option("--rollouts", "-r", min=0, help="Also print this many stored rollouts (the last).")
+    ] = 0,
     runs_dir: RunsDir = "runs",
 ):
-    """Config, manifest, summary and last metrics of one run."""
+    """Config, manifest, summary and last metrics of one run; with --rollouts, what the model said."""
     from rewardlab.runs import RunStore
-    from rewardlab.runs.view import run_details
+    from rewardlab.runs.view import rollouts_view, run_details
 
     store = RunStore(runs_dir)
-    console.print(run_details(store, store.get(run)))
+    found = store.get(run)
+    console.print(run_details(store, found))
+    if rollouts:
+        everything = store.rollouts(found.id)
+        shown = everything[-rollouts:]
+        console.print(
+            Text(""), rollouts_view(shown, f"the last {len(shown)} of {len(everything)} stored rollouts")
+        )
 
 
 @env_app.command("list")
@@ -437,54 +623,74 @@ def models_fetch(
 @app.command()
 @user_errors
 def demo(
+    ctx: typer.Context,
     out: Annotated[str, typer.Option(help="Run store for the demo's runs.")] = "runs",
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same numbers.")] = 0,
     config: ConfigOption = None,
     set_: SetOption = None,
-    help_config: HelpConfig = False,
+    _help_config: DemoHelp = False,
 ):
     """Prime the tiny model, evaluate it, train it with GRPO + LoRA, evaluate again, compare, report."""
     from rewardlab.demo import DemoConfig, run_demo
 
-    if help_config:
-        return show_fields(DemoConfig)
-    cfg = build_config(DemoConfig, config, set_, {"runs_dir": out, "seed": seed})
+    cfg = build_config(DemoConfig, config, set_, typed(ctx, {"out": "runs_dir"}, out=out, seed=seed))
     run_demo(cfg)
 
 
 @app.command()
 @user_errors
 def audit(
-    run: Annotated[str, typer.Argument(help="Train run (id, prefix or directory).")],
-    strict: Annotated[bool, typer.Option(help="Exit with code 1 when anything is flagged (for CI).")] = False,
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(metavar="RUN", help="Train run (id, prefix or directory).")],
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit with code 1 when anything is flagged (for CI).")
+    ] = False,
     runs_dir: RunsDir = "runs",
+    _help_config: AuditHelp = False,
 ):
     """Reward-hacking audit: each component's share, rise and correlation with correctness over training."""
     from rewardlab.rubrics.audit import audit_run
     from rewardlab.rubrics.audit_view import audit_view
     from rewardlab.runs import RunStore
 
-    report = audit_run(RunStore(runs_dir), run)
+    cfg = build_config(AuditConfig, config, set_, typed(ctx, strict=strict, runs_dir=runs_dir))
+    report = audit_run(RunStore(cfg.runs_dir), run)
     console.print(audit_view(report))
-    if strict and report.flags:
+    if cfg.strict and report.flags:
         raise typer.Exit(1)
 
 
 @app.command()
 @user_errors
 def export(
-    run: Annotated[str, typer.Argument(help="Train run (id, prefix or directory) or an adapter directory.")],
-    out: Annotated[Path, typer.Option(help="Directory to write (must be empty or absent).")],
+    ctx: typer.Context,
+    run: Annotated[
+        str,
+        typer.Argument(metavar="RUN", help="Train run (id, prefix or directory) or an adapter directory."),
+    ],
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    out: Annotated[Path | None, typer.Option(help="Directory to write, empty or absent (required).")] = None,
     merge: Annotated[
-        bool, typer.Option(help="Also write the base model with the adapter merged in.")
+        bool, typer.Option("--merge", help="Also write the base model with the adapter merged in.")
     ] = False,
-    name: Annotated[str, typer.Option(help="Model name to serve the adapter under.")] = "tuned",
+    name: Annotated[str, typer.Option(help="Model name to serve the adapter under.")] = default(
+        ExportConfig, "name"
+    ),
     runs_dir: RunsDir = "runs",
+    _help_config: ExportHelp = False,
 ):
     """Export a run's adapter in PEFT format (for vLLM) and, with --merge, a merged full model."""
     from rewardlab.export import export_run
 
-    result = export_run(model_argument(runs_dir, run), out, merge=merge, name=name)
+    cfg = build_config(
+        ExportConfig, config, set_, typed(ctx, out=out, merge=merge, name=name, runs_dir=runs_dir)
+    )
+    if cfg.out is None:
+        raise RewardlabError("export needs a directory to write: --out DIR")
+    result = export_run(run_argument(cfg.runs_dir, run), cfg.out, merge=cfg.merge, name=cfg.name)
     if result.adapter_dir:
         console.print(f"adapter: [bold]{result.adapter_dir}[/]")
     if result.merged_dir:
@@ -497,7 +703,9 @@ def export(
 @env_app.command("init")
 @user_errors
 def env_init(
-    name: Annotated[str, typer.Argument(help="Environment name (also the package directory).")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="Environment name (also the package directory).")
+    ],
     parent: Annotated[Path, typer.Option(help="Where to create the package.")] = Path("."),
 ):
     """Scaffold an installable environment package (pyproject, module with load_environment, a test)."""
@@ -513,51 +721,91 @@ def env_init(
 @app.command()
 @user_errors
 def serve(
-    model: Annotated[str, typer.Option(help="Base model: tiny name, HF directory, adapter dir or run.")],
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Base model: tiny name, HF directory or Hub id, adapter dir or run (required)."),
+    ] = None,
     adapter: Annotated[
         list[str] | None,
-        typer.Option(help="LoRA adapter served beside the base: name=path (adapter dir or run; repeatable)."),
+        typer.Option(
+            metavar="NAME=PATH",
+            help="LoRA adapter served beside the base: an adapter dir or train run trained on that base "
+            "(repeatable).",
+        ),
     ] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = default(ServeConfig, "host"),
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = default(ServeConfig, "port"),
     api_key: Annotated[
         str | None,
         typer.Option(envvar="REWARDLAB_API_KEY", help="Bearer key required on every route but /health."),
     ] = None,
-    max_batch_size: Annotated[int, typer.Option(min=1, help="Most completions generated together.")] = 32,
+    max_batch_size: Annotated[
+        int, typer.Option(min=1, help="Most completions generated together.")
+    ] = default(ServeConfig, "max_batch_size"),
     batch_wait_ms: Annotated[
         float, typer.Option(min=0, help="How long an idle server waits for more requests to batch.")
-    ] = 5.0,
+    ] = default(ServeConfig, "batch_wait_ms"),
     mix_adapters: Annotated[
-        bool, typer.Option(help="Batch base and adapter requests together (peft per-row adapters).")
+        bool,
+        typer.Option(
+            "--mix-adapters", help="Batch base and adapter requests together (peft per-row adapters)."
+        ),
     ] = False,
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = default(ServeConfig, "dtype"),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = default(ServeConfig, "device"),
     runs_dir: RunsDir = "runs",
+    _help_config: ServeHelp = False,
 ):
     """Serve the model and its LoRA adapters over an OpenAI-compatible HTTP API."""
     from rewardlab.serve import build_engine, parse_adapter_specs, run_server
+    from rewardlab.serve.server import bind
 
-    adapters = {
-        name: model_argument(runs_dir, path)
-        for name, path in parse_adapter_specs(adapter or [], base_name=model).items()
-    }
-    engine = build_engine(
-        model_argument(runs_dir, model),
-        adapters,
-        served_name=model,
-        dtype=dtype,
-        device=device,
-        max_batch_size=max_batch_size,
-        batch_wait_ms=batch_wait_ms,
-        mix_adapters=mix_adapters,
+    cfg = build_config(
+        ServeConfig,
+        config,
+        set_,
+        typed(
+            ctx,
+            model=model,
+            host=host,
+            port=port,
+            max_batch_size=max_batch_size,
+            batch_wait_ms=batch_wait_ms,
+            mix_adapters=mix_adapters,
+            dtype=dtype,
+            device=device,
+            runs_dir=runs_dir,
+        ),
     )
+    if cfg.model is None:
+        raise RewardlabError("serve needs a base model: --model NAME (or model = ... in the config)")
+    specs = {**cfg.adapters, **parse_adapter_specs(adapter or [], base_name=cfg.model)}
+    sock = bind(cfg.host, cfg.port)  # first: a port in use is said before anything loads
+    try:
+        engine = build_engine(
+            model_argument(cfg.runs_dir, cfg.model),
+            {name: model_argument(cfg.runs_dir, path) for name, path in specs.items()},
+            served_name=cfg.model,
+            dtype=cfg.dtype,
+            device=cfg.device,
+            max_batch_size=cfg.max_batch_size,
+            batch_wait_ms=cfg.batch_wait_ms,
+            mix_adapters=cfg.mix_adapters,
+        )
+    except BaseException:
+        sock.close()
+        raise
+    for warning in engine.models.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     console.print(
-        f"serving {', '.join(engine.models.names)} at http://{host}:{port}/v1"
+        f"serving {', '.join(engine.models.names)} at http://{cfg.host}:{sock.getsockname()[1]}/v1"
         + (" (API key required)" if api_key else ""),
         soft_wrap=True,
     )
-    run_server(engine, host=host, port=port, api_key=api_key or None)
+    run_server(engine, host=cfg.host, port=cfg.port, api_key=api_key or None, sock=sock)
 
 
 def main() -> None:

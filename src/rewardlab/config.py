@@ -208,6 +208,75 @@ class EvalConfig(Section):
     max_batch_size: int = Field(256, gt=0, description="Most sequences per forward pass.")
 
 
+class CompareConfig(Section):
+    """A paired comparison: two eval runs, or two models evaluated on the same records."""
+
+    env: EnvConfig | None = Field(
+        None, description="The task (default: the environment the models were trained on)."
+    )
+    data: str = Field(
+        "held-out", description="Data modes, comma-separated: held-out, fresh, adversarial, or all."
+    )
+    num_examples: int | None = Field(
+        None, gt=0, description="Records per mode (default: the held-out split; 200 generated ones)."
+    )
+    rollouts_per_example: int = Field(4, gt=0, description="Rollouts per record.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Both models' sampling.")
+    seed: int = Field(0, description="Seed for fresh data and sampling.")
+    label_a: str = Field("A", description="Name for A in the output.")
+    label_b: str = Field("B", description="Name for B in the output.")
+    samples: int = Field(6, ge=0, description="Debug samples to show.")
+    endpoints: str | None = Field(
+        None, description="TOML file of [endpoints.<alias>] tables; A and B may name its aliases."
+    )
+    base_url_a: str | None = Field(None, description="A is the model of that name served at this URL.")
+    base_url_b: str | None = Field(None, description="B is the model of that name served at this URL.")
+    runs_dir: str = Field("runs", description="Where the run store lives.")
+
+
+class ServeConfig(Section):
+    """An OpenAI-compatible server over a base model and its LoRA adapters."""
+
+    model: str | None = Field(
+        None,
+        description="Base model: a tiny model, HF directory or Hub id, an adapter directory or a run "
+        "(required).",
+    )
+    adapters: dict[str, str] = Field(
+        default_factory=dict,
+        description="LoRA adapters served beside the base, {name = path}: an adapter directory or a train "
+        "run trained on this base (--adapter name=path adds one).",
+    )
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
+    max_batch_size: int = Field(32, gt=0, description="Most completions generated together.")
+    batch_wait_ms: float = Field(
+        5.0, ge=0, description="How long an idle server waits for more requests to batch."
+    )
+    mix_adapters: bool = Field(
+        False, description="Batch base and adapter requests together (peft per-row adapters)."
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
+    device: str = Field("auto", description="'auto' (CUDA if available, else CPU), 'cpu', 'cuda', ...")
+    runs_dir: str = Field("runs", description="Where the run store lives (for run ids).")
+
+
+class AuditConfig(Section):
+    """The reward-hacking audit of a train run."""
+
+    strict: bool = Field(False, description="Exit with code 1 when anything is flagged (for CI).")
+    runs_dir: str = Field("runs", description="Where the run store lives.")
+
+
+class ExportConfig(Section):
+    """A run's adapter in PEFT format (for vLLM), and optionally the merged model."""
+
+    out: str | None = Field(None, description="Directory to write, empty or absent (required).")
+    merge: bool = Field(False, description="Also write the base model with the adapter merged in.")
+    name: str = Field("tuned", description="Model name to serve the adapter under.")
+    runs_dir: str = Field("runs", description="Where the run store lives.")
+
+
 ConfigT = TypeVar("ConfigT", bound=Section)
 
 
@@ -247,27 +316,43 @@ def _field_names(model: type[BaseModel], path: tuple[str | int, ...]) -> list[st
     return list(current.model_fields)
 
 
-def describe_validation_error(error: ValidationError, model: type[BaseModel], source: str = "config") -> str:
-    first = error.errors()[0]
-    location = tuple(first["loc"])
+def _describe_one(problem: dict, model: type[BaseModel]) -> str:
+    location = tuple(problem["loc"])
     field = ".".join(str(part) for part in location)
-    if first["type"] == "extra_forbidden":
+    if problem["type"] == "extra_forbidden":
         names = _field_names(model, location[:-1])
         close = difflib.get_close_matches(str(location[-1]), names, n=1)
         hint = f" (did you mean '{'.'.join([*map(str, location[:-1]), close[0]])}'?)" if close else ""
-        return f"{source}: unknown config field '{field}'{hint}"
-    message = first["msg"].removeprefix("Value error, ")
+        return f"'{field}'{hint}"
+    message = problem["msg"].removeprefix("Value error, ")
     if not location:  # a check across fields names them itself
-        return f"{source}: {message}"
-    given = first.get("input")
+        return message
+    given = problem.get("input")
     shown = "" if isinstance(given, dict) else f" (got {given!r})"
-    return f"{source}: config field '{field}': {message}{shown}"
+    return f"config field '{field}': {message}{shown}"
+
+
+def describe_validation_error(error: ValidationError, model: type[BaseModel], source: str = "config") -> str:
+    """Every problem in one line: all unknown fields together (a file with two typos names both), then
+    the first invalid value."""
+    problems = error.errors()
+    unknown = [_describe_one(p, model) for p in problems if p["type"] == "extra_forbidden"]
+    invalid = [_describe_one(p, model) for p in problems if p["type"] != "extra_forbidden"]
+    parts = []
+    if unknown:
+        parts.append(f"unknown config field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+    parts.extend(invalid[:1])
+    return f"{source}: {'; '.join(parts)}"
 
 
 def load_config(
-    model: type[ConfigT], path: str | Path | None = None, overrides: list[str] | None = None
+    model: type[ConfigT],
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    values: dict[str, Any] | None = None,
 ) -> ConfigT:
-    """Build ``model`` from a TOML file (optional) and ``key=value`` overrides, validated."""
+    """Build ``model`` from a TOML file (optional), ``key=value`` overrides, then ``values`` (dotted keys,
+    Python values: a command's own flags), validated."""
     data: dict[str, Any] = {}
     source = "config"
     if path is not None:
@@ -282,6 +367,9 @@ def load_config(
     for override in overrides or []:
         keys, value = parse_override(override)
         _set(data, keys, value)
+        source = f"{path}" if path else "command line"
+    for key, value in (values or {}).items():
+        _set(data, key.split("."), value)
         source = f"{path}" if path else "command line"
     try:
         return model.model_validate(data)
@@ -330,14 +418,18 @@ def endpoint(path: str | Path, alias: str) -> ModelConfig:
     return endpoints[alias]
 
 
-def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted name, default, description) for every field, sections flattened."""
+def describe_fields(model: type[BaseModel] | BaseModel, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted name, default, description) for every field, sections flattened.
+
+    Defaults are read from one default instance, sections included, so a section a config builds
+    differently (SFT's LoRA is off) shows the value that run would use.
+    """
+    instance = model if isinstance(model, BaseModel) else model()
     rows: list[tuple[str, str, str]] = []
-    instance = model()
-    for name, field in model.model_fields.items():
+    for name, field in type(instance).model_fields.items():
         value = getattr(instance, name)
         if isinstance(value, BaseModel):
-            rows.extend(describe_fields(type(value), f"{prefix}{name}."))
+            rows.extend(describe_fields(value, f"{prefix}{name}."))
         else:
             rows.append((f"{prefix}{name}", repr(value), field.description or ""))
     return rows

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -57,3 +58,14 @@ def progress(description: str, total: int | None):
 def say(message: str) -> None:
     if not quiet():
         console.print(message)
+
+
+def print_whole(renderable: RenderableType) -> None:
+    """Print to the terminal at its width; piped or redirected, at the width the content needs, so a line
+    reaches grep or a file whole rather than cut to an assumed 80 columns."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    natural = Measurement.get(console, console.options.update(width=100_000), renderable).maximum
+    wide = Console(file=console.file, highlight=False, width=max(natural, console.width))
+    wide.print(renderable)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rewardlab.errors import RewardlabError
+from rewardlab.models.adapters import ADAPTER_CONFIG, BASE_RECORD, write_base_record
 from rewardlab.models.loading import load_model, resolve
 
 
@@ -51,6 +52,14 @@ def export_run(model: str, out_dir: str | Path, merge: bool = False, name: str =
         raise RewardlabError(f"export directory {out} is not empty")
     adapter_out = out / "adapter"
     shutil.copytree(adapter, adapter_out)
+    # The copy names its base by absolute path (older runs recorded one relative to where training ran),
+    # so the export loads from any directory; the fingerprint still identifies the base if it moves.
+    config_path = adapter_out / ADAPTER_CONFIG
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = base
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    if not (adapter_out / BASE_RECORD).exists():
+        write_base_record(adapter_out, base)
     merged_out = None
     if merge:
         peft_model, tokenizer = load_model(model)

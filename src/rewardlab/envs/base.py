@@ -137,6 +137,11 @@ class Environment:
 
         When the sampler exposes a ``renderer`` (local models), token ids are tracked through every
         turn: generated ids are kept as they are and only the environment's replies are tokenized.
+
+        The environment answers every model turn, the one at ``max_turns`` too. Each episode's ``state``
+        ends with ``truncated`` (a model turn hit ``max_new_tokens``; such a turn is answered, then ends
+        the episode) and ``stop_reason``: "completed", "truncated", "max_turns" or "error", for
+        reward functions that take ``state``.
         """
         renderer = getattr(sampler, "renderer", None)
         rollouts: list[Rollout] = []
@@ -166,10 +171,7 @@ class Environment:
             if not active:
                 break
             prompts = [Prompt(histories[i], ids[i], rollouts[i].state, rollouts[i].example) for i in active]
-            try:
-                generations = sampler.generate(prompts, turn_params)
-            except RewardlabError:
-                raise
+            generations = sampler.generate(prompts, turn_params)
             still_active = []
             for i, [generation] in zip(active, generations, strict=True):
                 rollout = rollouts[i]
@@ -182,32 +184,46 @@ class Environment:
                     rollout.completion_ids.extend(generation.token_ids)
                     rollout.completion_mask.extend([1] * len(generation.token_ids))
                     ids[i].extend(generation.token_ids)
-                if generation.finish_reason == "length":
-                    rollout.truncated = True
-                    continue
+                cut_off = generation.finish_reason == "length"
+                rollout.truncated = rollout.truncated or cut_off
+                rollout.state["truncated"] = rollout.truncated
                 try:
-                    if self.is_completed(histories[i], rollout.state) or turn + 1 == self.max_turns:
-                        continue
-                    response = self.env_response(histories[i], rollout.state)
+                    done = self._answer(histories, ids, i, rollout, generation.token_ids, renderer)
                 except Exception as error:  # a broken environment fails this episode, not the run
                     rollout.error = f"environment raised {type(error).__name__}: {error}"
+                    rollout.state["stop_reason"] = "error"
                     continue
-                before = list(histories[i])
-                histories[i].extend(response)
-                rollout.completion.extend(response)
-                if renderer and response:
-                    delta = renderer.continuation_ids(before, generation.token_ids, histories[i])
-                    rollout.completion_ids.extend(delta)
-                    rollout.completion_mask.extend([0] * len(delta))
-                    ids[i].extend(delta)
-                if self.is_completed(histories[i], rollout.state):
-                    continue
-                still_active.append(i)
+                if done:
+                    rollout.state["stop_reason"] = "completed"
+                elif cut_off:
+                    # A turn cut off at max_new_tokens ends the episode: the model ran out of room
+                    # mid-thought, and the rubric sees that in state["truncated"] and rollout.truncated.
+                    rollout.state["stop_reason"] = "truncated"
+                elif turn + 1 == self.max_turns:
+                    rollout.state["stop_reason"] = "max_turns"
+                else:
+                    still_active.append(i)
             active = still_active
         elapsed = time.perf_counter() - started
         for rollout in rollouts:
             rollout.latency_s = rollout.latency_s or elapsed / max(len(rollouts), 1)
         return rollouts
+
+    def _answer(self, histories, ids, i: int, rollout: Rollout, generated_ids, renderer) -> bool:
+        """Let the environment see the model's turn (every turn, the last and a cut-off one included, so
+        a move judged in ``env_response`` always counts); returns whether the episode is over."""
+        if self.is_completed(histories[i], rollout.state):
+            return True
+        response = self.env_response(histories[i], rollout.state)
+        before = list(histories[i])
+        histories[i].extend(response)
+        rollout.completion.extend(response)
+        if renderer and response:
+            delta = renderer.continuation_ids(before, generated_ids, histories[i])
+            rollout.completion_ids.extend(delta)
+            rollout.completion_mask.extend([0] * len(delta))
+            ids[i].extend(delta)
+        return self.is_completed(histories[i], rollout.state)
 
 
 class SingleTurnEnv(Environment):

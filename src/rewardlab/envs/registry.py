@@ -12,6 +12,7 @@ Whatever is found must expose ``load_environment(**kwargs)`` returning an :class
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import inspect
@@ -76,10 +77,12 @@ def _resolve(spec: str) -> tuple[str, ModuleType | Any]:
         return spec, importlib.import_module(spec)
     except ModuleNotFoundError as error:
         if error.name and spec.startswith(error.name):
-            known = ", ".join(sorted(BUILTIN) + sorted(installed))
+            names = sorted(BUILTIN) + sorted(installed)
+            close = difflib.get_close_matches(spec, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise EnvironmentLoadError(
-                f"unknown environment '{spec}': not a built-in or installed environment ({known}), "
-                "a .py file or an importable module"
+                f"unknown environment '{spec}'{hint}: not a built-in or installed environment "
+                f"({', '.join(names)}), a .py file or an importable module"
             ) from None
         raise EnvironmentLoadError(f"environment module '{spec}' failed to import: {error}") from error
     except Exception as error:

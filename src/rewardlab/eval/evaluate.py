@@ -5,9 +5,11 @@ two up to r (a rollout passes when the rubric's primary component reaches ``pass
 counts with example messages, and latency. Every rollout goes to the run store and to
 ``results.jsonl`` in the run directory.
 
-Latency is per rollout for local models (each rollout carries its batch's time) and per request for an
-endpoint (``model.base_url``), where the summary also counts requests, retries and failures: a model that
-is only fast when nothing goes wrong should be seen to be.
+Latency is per batch for local models and scripted players (the rollouts of one batch are generated
+together, so they have no latency of their own: the time of each batch, every turn included, and the
+rollouts per second it comes to) and per request for an endpoint (``model.base_url``), where the summary
+also counts requests, retries and failures: a model that is only fast when nothing goes wrong should be
+seen to be.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from rewardlab.config import EvalConfig
 from rewardlab.console import progress
 from rewardlab.envs.base import Environment
 from rewardlab.envs.registry import load_environment_for
+from rewardlab.eval.run_report import write_run_report
 from rewardlab.eval.stats import mean_pass_at_k, mean_std
 from rewardlab.models.loading import describe_model, load_model
+from rewardlab.rubrics.failures import raise_if_all_errored
 from rewardlab.runs import RunStore, collect_manifest
 from rewardlab.runs.store import to_jsonable
 from rewardlab.sampling.base import Sampler, SamplingParams
@@ -68,6 +72,7 @@ def summarize(
     rollouts_per_example: int,
     pass_threshold: float,
     wall_seconds: float,
+    batch_seconds: list[float] | None = None,
 ) -> dict:
     valid = [s for s in scored if not s.errored]
     mean, std = mean_std([s.reward for s in valid])
@@ -94,7 +99,6 @@ def summarize(
         n = min(len(g) for g in by_example.values())
         for k in ks_up_to(min(rollouts_per_example, n)):
             pass_at[f"pass@{k}"] = mean_pass_at_k(counts, n, k)
-    latencies = [s.rollout.latency_s for s in scored]
     return {
         "num_examples": len(by_example),
         "rollouts_per_example": rollouts_per_example,
@@ -110,11 +114,31 @@ def summarize(
         if scored
         else 0,
         "truncated_fraction": sum(s.rollout.truncated for s in scored) / max(len(scored), 1),
+        **latency_summary(scored, batch_seconds),
+        "wall_seconds": wall_seconds,
+    }
+
+
+def latency_summary(scored: list[ScoredRollout], batch_seconds: list[float] | None) -> dict:
+    """Per batch when the batches were timed (their rollouts were generated together), else per rollout."""
+    if batch_seconds:
+        return {
+            "latency_per": "batch",
+            "latency_mean_s": statistics.fmean(batch_seconds),
+            "latency_p50_s": percentile(batch_seconds, 0.5),
+            "latency_p95_s": percentile(batch_seconds, 0.95),
+            "batches": len(batch_seconds),
+            "rollouts_per_batch": len(scored) / len(batch_seconds),
+            "rollouts_per_second": len(scored) / sum(batch_seconds)
+            if sum(batch_seconds) > 0
+            else float("nan"),
+        }
+    latencies = [s.rollout.latency_s for s in scored]
+    return {
         "latency_per": "rollout",
         "latency_mean_s": statistics.fmean(latencies) if latencies else float("nan"),
         "latency_p50_s": percentile(latencies, 0.5),
         "latency_p95_s": percentile(latencies, 0.95),
-        "wall_seconds": wall_seconds,
     }
 
 
@@ -165,8 +189,14 @@ def select_examples(env: Environment, config: EvalConfig) -> list[Example]:
 
 
 def run_rollouts(
-    env: Environment, sampler: Sampler, config: EvalConfig, label: str, examples: list[Example] | None = None
+    env: Environment,
+    sampler: Sampler,
+    config: EvalConfig,
+    label: str,
+    examples: list[Example] | None = None,
+    batch_seconds: list[float] | None = None,
 ) -> list[ScoredRollout]:
+    """Score ``config``'s rollouts, a batch at a time; ``batch_seconds`` gets each batch's generation time."""
     examples = examples if examples is not None else select_examples(env, config)
     params = SamplingParams(
         n=config.rollouts_per_example,
@@ -181,7 +211,11 @@ def run_rollouts(
     with progress(label, len(examples)) as advance:
         for start in range(0, len(examples), chunk):
             part = examples[start : start + chunk]
-            scored.extend(env.rubric.score(env.rollout(sampler, part, params)))
+            started = time.perf_counter()
+            rollouts = env.rollout(sampler, part, params)
+            if batch_seconds is not None:
+                batch_seconds.append(time.perf_counter() - started)
+            scored.extend(env.rubric.score(rollouts))
             advance(len(part))
     return scored
 
@@ -233,9 +267,25 @@ def evaluate(
     run = store.create_run("eval", config.model_dump(), manifest, name=config.run_name, parent=parent)
     try:
         set_seed(config.seed)
-        scored = run_rollouts(env, sampler, config, f"eval {config.model.name_or_path}", examples)
+        batch_seconds: list[float] = []
+        scored = run_rollouts(
+            env, sampler, config, f"eval {config.model.name_or_path}", examples, batch_seconds
+        )
+        # Stored before anything can fail, so a run whose every rollout errored can still be looked at.
+        store.log_rollouts(run.id, 0, "eval", scored)
+        write_results(run.dir / "results.jsonl", scored)
+        raise_if_all_errored(scored)
+        summary = summarize(
+            scored,
+            env.rubric.primary,
+            config.rollouts_per_example,
+            config.pass_threshold,
+            time.perf_counter() - started,
+            batch_seconds,
+        )
     except BaseException as error:
-        # An endpoint that gave up leaves a failed run with its reason and retry counts, not a running one.
+        # Whatever stopped it (an endpoint that gave up, every reward erroring), the run is failed with its
+        # reason and retry counts, never left running.
         failure: dict = {"error": " ".join(str(error).split()) or type(error).__name__}
         if stats is not None and stats_before is not None:
             failure.update(request_summary(stats.since(stats_before)))
@@ -244,21 +294,13 @@ def evaluate(
     finally:
         if owned and hasattr(sampler, "close"):
             sampler.close()
-    summary = summarize(
-        scored,
-        env.rubric.primary,
-        config.rollouts_per_example,
-        config.pass_threshold,
-        time.perf_counter() - started,
-    )
     if stats is not None and stats_before is not None:
         summary.update(request_summary(stats.since(stats_before)))
     summary["model"] = config.model.name_or_path
     if config.model.base_url is not None:
         summary["endpoint"] = config.model.base_url
     summary["env"] = config.env.name
-    store.log_rollouts(run.id, 0, "eval", scored)
-    write_results(run.dir / "results.jsonl", scored)
     (run.dir / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2))
     store.finish(run.id, summary=summary)
+    write_run_report(store, run.id)
     return EvalResult(run.id, run.dir, summary, scored)

@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 Series = list[tuple[int, float]]
 
@@ -159,4 +160,62 @@ def plot_comparison(per_example_diffs: list[float], path: str | Path, title: str
     ax.set_title(title)
     ax.set_xlabel("difference (b - a)")
     ax.set_ylabel("examples")
+    return _save(fig, path)
+
+
+def plot_panels(panels: dict[str, dict[str, Series]], path: str | Path, smooth: int = 5) -> Path:
+    """Several small curve plots in one PNG (one savefig: a run's report costs a fraction of a second).
+
+    ``panels`` maps a panel title to its named series; a panel without data says so.
+    """
+    columns = 2
+    rows = max(1, -(-len(panels) // columns))
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(_FIGSIZE[0] * 1.6, _FIGSIZE[1] * 0.8 * rows), squeeze=False
+    )
+    flat = list(axes.flat)
+    for ax, (title, series) in zip(flat, panels.items(), strict=False):
+        drawn = [_draw_series(ax, label, points, smooth) for label, points in series.items()]
+        if any(drawn):
+            if len(series) > 1:
+                ax.legend(fontsize="x-small", loc="best")
+            ax.grid(True, alpha=0.3)
+        else:
+            _no_data(ax)
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("step", fontsize="small")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole
+    for ax in flat[len(panels) :]:
+        ax.set_visible(False)
+    return _save(fig, path)
+
+
+def plot_eval_overview(example_rewards: list[float], pass_at: dict[int, float], path: str | Path) -> Path:
+    """An evaluation at a glance: how rewards spread over examples, and pass@k against k."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(_FIGSIZE[0] * 1.6, _FIGSIZE[1] * 0.9))
+    rewards = np.asarray(example_rewards, dtype=np.float64)
+    if rewards.size:
+        left.hist(
+            rewards, bins=int(min(30, max(5, round(np.sqrt(rewards.size))))), color="tab:blue", alpha=0.8
+        )
+        left.axvline(
+            float(rewards.mean()), color="tab:red", linewidth=1.4, label=f"mean {rewards.mean():.3f}"
+        )
+        left.legend(fontsize="small", loc="best")
+    else:
+        _no_data(left)
+    left.set_title("Mean reward per example", fontsize="medium")
+    left.set_xlabel("reward")
+    left.set_ylabel("examples")
+    if pass_at:
+        ks = sorted(pass_at)
+        right.plot(ks, [pass_at[k] for k in ks], marker="o")
+        right.set_xscale("log", base=2)
+        right.set_xticks(ks, [str(k) for k in ks])
+        right.set_ylim(0, 1.02)
+        right.grid(True, alpha=0.3)
+    else:
+        _no_data(right)
+    right.set_title("pass@k", fontsize="medium")
+    right.set_xlabel("k")
     return _save(fig, path)

@@ -27,6 +27,12 @@ def eval_summary_table(summary: dict, title: str = "evaluation") -> Table:
         f"latency per {summary.get('latency_per', 'rollout')} mean / p50 / p95",
         " / ".join(f"{summary[key]:.3f}s" for key in ("latency_mean_s", "latency_p50_s", "latency_p95_s")),
     )
+    if "batches" in summary:  # rollouts generated together have a batch's latency, and a rate
+        table.add_row(
+            "batches x rollouts, rollouts/s",
+            f"{summary['batches']} x {summary['rollouts_per_batch']:.0f}, "
+            f"{summary['rollouts_per_second']:.1f}",
+        )
     if "requests" in summary:
         style = "yellow" if summary["requests_retried"] or summary["requests_failed"] else ""
         table.add_row(
@@ -35,6 +41,9 @@ def eval_summary_table(summary: dict, title: str = "evaluation") -> Table:
         )
     style = "red" if summary["errors"] else ""
     table.add_row(Text("errored rollouts", style=style), Text(str(summary["errors"]), style=style))
+    # The messages, not only the count: the first few say what broke.
+    for sample in summary.get("error_samples", [])[:3]:
+        table.add_row(Text("  error", style=style), Text(sample, style=style, overflow="fold"))
     # An endpoint returns text, not token ids: a count of zero would be a false number.
     tokens = "n/a (text only)" if "endpoint" in summary else f"{summary['mean_completion_tokens']:.1f}"
     table.add_row("completion tokens (mean)", tokens)

@@ -56,20 +56,26 @@ class ChatRenderer:
 
         ``history`` ends with the assistant message the model just produced (from ``generated_ids``);
         ``new_history`` is ``history`` plus the environment's messages, ready for the next assistant turn.
+        The generated ids are kept as they are, special tokens the text cannot carry included; what follows
+        is what the template puts after the assistant's text, less the end-of-turn token the model already
+        generated (a turn cut off at ``max_new_tokens`` gets the template's own end of turn here).
         """
         target = self.render(new_history, add_generation_prompt=True)
-        head = self.render(history[:-1], add_generation_prompt=True) + self.tokenizer.decode(
-            generated_ids, skip_special_tokens=False
-        )
-        if target.startswith(head):
-            return self.encode(target[len(head) :])
-        # The template renders the assistant turn differently from what was generated (it strips
-        # reasoning, say). Keep the generated ids as they are and append the environment's part as
-        # the template renders it: sampling and training still see the same ids.
+        visible = self.render(history[:-1], add_generation_prompt=True) + history[-1]["content"]
+        if target.startswith(visible):
+            after = target[len(visible) :]
+            stop = self._trailing_stop_text(generated_ids)
+            return self.encode(after[len(stop) :] if stop and after.startswith(stop) else after)
+        # The template renders the assistant turn otherwise than the model wrote it (it drops reasoning,
+        # say). The generated ids are still kept and the environment's part appended as rendered after the
+        # assistant message, so sampling and training see the same ids; but a prompt rendered afresh from
+        # these messages would differ from the ids trained on.
         if not self._warned:
             warnings.warn(
-                "chat template does not reproduce the generated assistant turn; environment replies are "
-                "appended as rendered after the assistant message",
+                "the chat template renders assistant turns differently from the text the model generated, so "
+                "episodes are trained on the generated ids plus the environment's replies as rendered after "
+                "them, not on a fresh rendering of the conversation; a template that renders assistant "
+                "content verbatim avoids the difference",
                 stacklevel=2,
             )
             self._warned = True
@@ -77,3 +83,9 @@ class ChatRenderer:
         if target.startswith(through_assistant):
             return self.encode(target[len(through_assistant) :])
         return self.encode(self.render(new_history[len(history) :], add_generation_prompt=True))
+
+    def _trailing_stop_text(self, generated_ids: list[int]) -> str:
+        """The text of the end-of-turn token the generated ids end with, or "" (a cut-off turn)."""
+        if not generated_ids or generated_ids[-1] not in self.stop_token_ids:
+            return ""
+        return self.tokenizer.decode(generated_ids[-1:], skip_special_tokens=False)

@@ -11,13 +11,16 @@
 * a packaged real model (``smollm2-135m``): fetched from the package index and converted once, see
   :mod:`rewardlab.models.catalog`;
 * a ``.gguf`` file, converted once to a cached safetensors directory;
-* a Hub name, which ``from_pretrained`` resolves (this needs network access unless it is cached).
+* a Hub name (dots and all: ``Qwen/Qwen2.5-0.5B-Instruct``), which ``from_pretrained`` resolves. When the
+  Hub cannot be reached (``HF_HUB_OFFLINE``, or a short probe fails), a cached copy is used, and without one
+  the name is a one-line error at once rather than a minute of retries.
+
+Local directories resolve to absolute paths, so what an adapter records as its base works from anywhere.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -28,6 +31,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from rewardlab.errors import ModelLoadError
+from rewardlab.models.adapters import is_adapter_dir, locate_base, recorded_base
 from rewardlab.models.catalog import (
     PACKAGED_MODELS,
     cache_dir,
@@ -35,6 +39,7 @@ from rewardlab.models.catalog import (
     packaged_model_path,
     provenance,
 )
+from rewardlab.models.hub import cached_snapshot, hub_cache_dir, is_hub_id, unreachable_reason
 from rewardlab.models.tiny import TINY_MODELS, save_tiny_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -57,7 +62,7 @@ class LoraSettings:
 
 def tiny_model_path(name: str, seed: int = 0) -> Path:
     """The directory of a built-in tiny model, building it the first time."""
-    path = cache_dir() / "models" / f"{name}-seed{seed}"
+    path = (cache_dir() / "models" / f"{name}-seed{seed}").resolve()
     if not (path / "config.json").exists():
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         save_tiny_model(name, tmp, seed=seed)
@@ -67,33 +72,54 @@ def tiny_model_path(name: str, seed: int = 0) -> Path:
 
 
 def resolve(name_or_path: str) -> tuple[str, str | None]:
-    """Split ``name_or_path`` into (base model, adapter directory or None)."""
+    """Split ``name_or_path`` into (base model, adapter directory or None); local paths come back absolute."""
     if name_or_path in TINY_MODELS:
         return str(tiny_model_path(name_or_path)), None
     if name_or_path in PACKAGED_MODELS:
         return str(packaged_model_path(name_or_path)), None
-    path = Path(name_or_path)
+    path = Path(name_or_path).expanduser()
     if path.suffix.lower() == ".gguf":
         return str(gguf_model_path(path)), None
     if path.is_dir():
-        if (path / "adapter_config.json").exists():
-            base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if is_adapter_dir(path):
+            base = recorded_base(path)
             if not base:
-                raise ModelLoadError(f"adapter {path} does not name its base model")
-            base_path, _ = resolve(base)
-            return base_path, str(path)
+                raise ModelLoadError(
+                    f"adapter {path} does not name its base model: put it on one with "
+                    f"`rewardlab serve --model BASE --adapter NAME={path}`"
+                )
+            located = locate_base(base, path)
+            if located is None and not is_hub_id(base):
+                raise ModelLoadError(f"the base model of adapter {path} does not exist: {base}")
+            base_path, _ = resolve(str(located) if located is not None else base)
+            return base_path, str(path.resolve())
         has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
         if (path / "config.json").exists() and has_weights:
-            return str(path), None
+            return str(path.resolve()), None
         # A run directory: a train run's final adapter, or an SFT run's primed model.
         for inner in ("final", "model"):
             if (path / inner).is_dir():
                 return resolve(str(path / inner))
         raise ModelLoadError(f"{path} holds no model: no weights, adapter_config.json, final/ or model/")
-    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
-    if looks_local or path.suffix:
+    if not is_hub_id(name_or_path):
         raise ModelLoadError(f"model path does not exist: {name_or_path}")
-    return name_or_path, None  # a Hub name
+    return hub_model(name_or_path), None
+
+
+def hub_model(name: str) -> str:
+    """What ``from_pretrained`` should get for the Hub id ``name``: the id itself when the Hub can be
+    reached, the cached snapshot when it cannot; otherwise one line naming everything that was tried."""
+    reason = unreachable_reason()
+    if reason is None:
+        return name
+    snapshot = cached_snapshot(name)
+    if snapshot is not None:
+        return snapshot
+    raise ModelLoadError(
+        f"model '{name}': no directory {Path(name).resolve()}, not a built-in model "
+        f"({', '.join([*TINY_MODELS, *PACKAGED_MODELS])}), not in the local Hub cache ({hub_cache_dir()}), "
+        f"and the Hugging Face Hub cannot be reached to download it ({reason})"
+    )
 
 
 def describe_model(name_or_path: str) -> dict:

@@ -1,6 +1,8 @@
 """Which prompts a model was trained on, across the runs it descends from.
 
-Every SFT and train run writes the hashes of its training prompts to ``training_prompts.txt``. A model
+Every SFT and train run writes the hashes of its training prompts to ``training_prompt_hashes.txt`` (the
+file says what it is in its first line; runs from before it had that name wrote ``training_prompts.txt``,
+still read). A model
 (a run, a run's ``final/`` or ``model/`` directory, an eval run's model) is traced back through each run's
 ``config.json`` (its ``model.name_or_path``) so that an evaluation can warn when its records were seen in
 training by any ancestor — the mistake of "evaluating" on the training data.
@@ -16,7 +18,12 @@ from pathlib import Path
 from rewardlab.errors import RewardlabError
 from rewardlab.types import Messages
 
-PROMPTS_FILE = "training_prompts.txt"
+PROMPTS_FILE = "training_prompt_hashes.txt"
+LEGACY_PROMPTS_FILE = "training_prompts.txt"
+PROMPTS_HEADER = (
+    "# A line per prompt this run trained on: the first 16 hex digits of the SHA-1 of its messages (JSON).\n"
+    "# rewardlab compare reads it to warn when records it evaluates were in a model's training data.\n"
+)
 
 
 def prompt_hash(prompt: Messages) -> str:
@@ -25,7 +32,7 @@ def prompt_hash(prompt: Messages) -> str:
 
 def record_training_prompts(run_dir: Path, prompts: Iterable[Messages]) -> Path:
     path = Path(run_dir) / PROMPTS_FILE
-    path.write_text("\n".join(sorted({prompt_hash(p) for p in prompts})) + "\n")
+    path.write_text(PROMPTS_HEADER + "\n".join(sorted({prompt_hash(p) for p in prompts})) + "\n")
     return path
 
 
@@ -64,9 +71,10 @@ def lineage(model: str, store=None) -> list[Path]:
 def training_prompt_hashes(model: str, store=None) -> set[str]:
     hashes: set[str] = set()
     for run_dir in lineage(model, store):
-        path = run_dir / PROMPTS_FILE
-        if path.exists():
-            hashes.update(line for line in path.read_text().split() if line)
+        for path in (run_dir / PROMPTS_FILE, run_dir / LEGACY_PROMPTS_FILE):
+            if path.exists():
+                lines = (line.strip() for line in path.read_text().splitlines())
+                hashes.update(line for line in lines if line and not line.startswith("#"))
     return hashes
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import datetime as _dt
+import difflib
 import enum
 import json
 import math
@@ -34,6 +35,23 @@ DB_NAME = "rewardlab.db"
 
 # Run ids and kinds become directory names: keep them to one portable path component.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# The kinds of run the commands record; an id starts with its kind (``train-20261122-093012-a1b2``).
+RUN_KINDS = ("sft", "train", "eval", "compare", "demo")
+
+
+def looks_like_run_id(text: str) -> bool:
+    """Whether ``text`` reads as a run id (``train-...``), so that not finding it is the answer to give."""
+    kind, dash, rest = text.partition("-")
+    return bool(dash and rest) and kind in RUN_KINDS and "/" not in text and os.sep not in text
+
+
+def closest_run_id(ref: str, ids: Sequence[str]) -> str | None:
+    """The id most like ``ref``: among runs of its kind when it names one (any of them is a better guess
+    than none), else among all runs when one is close."""
+    kind = ref.partition("-")[0]
+    same_kind = [run_id for run_id in ids if run_id.partition("-")[0] == kind] if "-" in ref else []
+    found = difflib.get_close_matches(ref, same_kind or ids, n=1, cutoff=0.0 if same_kind else 0.6)
+    return found[0] if found else None
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -323,7 +341,10 @@ class RunStore:
     # ------------------------------------------------------------------ errors
 
     def _not_found(self, ref: str) -> RewardlabError:
-        return RewardlabError(_one_line(f"no run '{ref}' in {self.db_path}"))
+        ids = [row["id"] for row in self._query("SELECT id FROM runs ORDER BY created_at DESC, rowid DESC")]
+        close = closest_run_id(ref, ids)
+        hint = f" (did you mean '{close}'?)" if close else ""
+        return RewardlabError(_one_line(f"no run '{ref}' in {self.db_path}{hint}"))
 
     def _require(self, conn: sqlite3.Connection, run_id: str) -> sqlite3.Row:
         row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -469,6 +490,18 @@ class RunStore:
                 "UPDATE runs SET status = ?, finished_at = ?, summary = ? WHERE id = ?",
                 (status, time.time(), json_dumps(merged), run_id),
             )
+
+    @contextmanager
+    def failure_recorded(self, run: RunRef) -> Iterator[None]:
+        """Whatever stops the work inside (a user error, a bug, Ctrl-C) leaves the run failed or interrupted
+        with its reason in the summary, never 'running' forever; the exception goes on."""
+        try:
+            yield
+        except BaseException as error:
+            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            reason = " ".join(str(error).split()) or type(error).__name__
+            self.finish(run, status=status, summary={"error": reason})
+            raise
 
     def update_summary(self, run: RunRef, summary: Mapping[str, Any]) -> dict[str, Any]:
         """Merge keys into the stored summary (read-modify-write under the write lock); returns it."""

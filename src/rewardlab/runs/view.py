@@ -211,3 +211,43 @@ def run_details(store: RunStore, run: Run) -> Group:
     if counts:
         parts += [Text(""), _kv_table("rollouts", [(phase, n) for phase, n in counts.items()])]
     return Group(*parts)
+
+
+def _message_lines(messages: list[Mapping[str, Any]]) -> Text:
+    text = Text()
+    for index, message in enumerate(messages):
+        text.append(("\n" if index else "") + f"{message.get('role', '?')}: ", style="bold")
+        text.append(str(message.get("content", "")))
+    return text
+
+
+def rollouts_view(rows: list[Mapping[str, Any]], title: str) -> Group:
+    """Stored rollouts as a person reads them: the prompt's last message, every message after it, the
+    reward with its components, and what errored."""
+    parts: list[Any] = [Text(title, style="bold magenta")]
+    for row in rows:
+        head = Text.assemble(
+            (f"{row['phase']} step {row['step']}", "bold"),
+            f"  example {row['example_id']} #{row['sample_index']}  reward ",
+            (format_value(row["reward"]), "bold"),
+        )
+        components = ", ".join(f"{k} {format_value(v)}" for k, v in (row.get("components") or {}).items())
+        if components:
+            head.append(f"  ({components})")
+        if row.get("truncated"):
+            head.append("  truncated", style="yellow")
+        parts.append(head)
+        prompt = row.get("prompt") or []
+        parts.append(_message_lines(prompt[-1:]))
+        parts.append(_message_lines(row.get("completion") or []))
+        if row.get("answer"):
+            parts.append(Text.assemble(("reference: ", "dim"), str(row["answer"])))
+        for name, message in {
+            **(row.get("errors") or {}),
+            **({"rollout": row["error"]} if row.get("error") else {}),
+        }.items():
+            parts.append(Text(f"error ({name}): {message}", style="red"))
+        parts.append(Text(""))
+    if not rows:
+        parts.append(Text("(no rollouts stored)", style="dim"))
+    return Group(*parts)

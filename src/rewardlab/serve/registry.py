@@ -10,13 +10,17 @@ Nothing here is thread-safe on its own: the engine holds one lock around generat
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from rewardlab.errors import RewardlabError
+from rewardlab.models.adapters import check_base, find_adapter
 from rewardlab.models.loading import resolve
 from rewardlab.serve.errors import AdapterError, UnknownModelError
+
+logger = logging.getLogger("rewardlab.serve")
 
 BASE_ROW = "__base__"  # peft's adapter name for "no adapter" in a mixed-adapter batch
 
@@ -41,19 +45,25 @@ def adapter_dir(path: str) -> str:
     """The PEFT adapter directory that ``path`` (an adapter directory or a train run) holds."""
     if not Path(path).exists():
         raise AdapterError(f"adapter path does not exist: {path}")
+    found = find_adapter(path)
+    if found is not None:
+        return str(found.resolve())  # its base is checked against the served model, not loaded
     try:
-        _, adapter = resolve(path)
+        resolve(path)
     except RewardlabError as error:
         raise AdapterError(str(error)) from None
-    if adapter is None:
-        raise AdapterError(f"{path} is a full model, not a LoRA adapter (serve it with --model)")
-    return adapter
+    raise AdapterError(f"{path} is a full model, not a LoRA adapter (serve it with --model)")
 
 
 def _is_peft(model) -> bool:
     from peft import PeftModel
 
     return isinstance(model, PeftModel)
+
+
+def base_of(model) -> str:
+    """Where the served base weights came from (the directory or Hub id ``from_pretrained`` was given)."""
+    return (model.get_base_model() if _is_peft(model) else model).name_or_path
 
 
 def _summary(error: Exception) -> str:
@@ -85,6 +95,7 @@ class ServedModels:
         # load_model names a loaded adapter "default": when --model is a run, the base name serves it.
         self.routes: dict[str, str | None] = {base_name: model.active_adapter if _is_peft(model) else None}
         self.paths: dict[str, str] = {}
+        self.warnings: list[str] = []  # adapters whose base could not be checked, said once each
         self._loaded = 0
 
     @property
@@ -105,6 +116,14 @@ class ServedModels:
         if name in self.routes:
             raise AdapterError(f"the adapter '{name}' is already loaded")
         directory = adapter_dir(path)
+        # Same-shaped weights load onto any base without complaint, and then answer nonsense.
+        try:
+            warning = check_base(directory, base_of(self.model), self.base_name)
+        except RewardlabError as error:
+            raise AdapterError(str(error)) from None
+        if warning:
+            logger.warning(warning)
+            self.warnings.append(warning)
         from peft import PeftModel
 
         self._loaded += 1

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from rewardlab.models.loading import load_model
+import socket
+
+from rewardlab.errors import RewardlabError
+from rewardlab.models.adapters import check_base
+from rewardlab.models.loading import load_model, resolve
 from rewardlab.serve.app import create_app
 from rewardlab.serve.engine import Engine
+from rewardlab.serve.errors import AdapterError
 from rewardlab.serve.registry import ServedModels, adapter_dir
 
 
@@ -20,8 +25,13 @@ def build_engine(
 ) -> Engine:
     """The engine over ``model`` (anything ``load_model`` takes) and ``adapters`` ({name: adapter or run})."""
     adapters = adapters or {}
+    base_dir, _ = resolve(model)
     for path in adapters.values():
-        adapter_dir(path)  # a wrong adapter path fails now, not after the base model has loaded
+        # A wrong adapter path, or one trained on another base, fails now, not after the base has loaded.
+        try:
+            check_base(adapter_dir(path), base_dir, served_name or model)
+        except RewardlabError as error:
+            raise AdapterError(str(error)) from None
     base, tokenizer = load_model(model, dtype=dtype, device=device)
     served = ServedModels(base, tokenizer, served_name or model)
     for name, path in adapters.items():
@@ -31,7 +41,30 @@ def build_engine(
     )
 
 
-def run_server(engine: Engine, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None) -> None:
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything slow happens: a port in use is one line at once, and
+    nobody can take the port while the model loads."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what uvicorn sets on its own sockets
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise RewardlabError(
+            f"cannot listen on {host}:{port}: {error.strerror or error}; choose another --port"
+        ) from None
+    return sock
+
+
+def run_server(
+    engine: Engine,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    sock: socket.socket | None = None,
+) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(engine, api_key), host=host, port=port, log_level="info")
+    config = uvicorn.Config(create_app(engine, api_key), host=host, port=port, log_level="info")
+    uvicorn.Server(config).run(sockets=[sock if sock is not None else bind(host, port)])

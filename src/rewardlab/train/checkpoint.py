@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, load_model
 
+from rewardlab.models.adapters import write_base_record
 from rewardlab.train.common import rng_state, set_rng_state
 
 KEEP = 2  # checkpoints kept per run; older ones are deleted to save disk
@@ -35,11 +36,19 @@ def _is_peft(model) -> bool:
     return hasattr(model, "peft_config")
 
 
+def save_weights(target: Path, model, tokenizer) -> None:
+    """``save_pretrained`` of the model and tokenizer; an adapter also records which base it was trained on
+    (path and fingerprint), so it is never served on another one unnoticed."""
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    if _is_peft(model):
+        write_base_record(target, model.get_base_model().name_or_path)
+
+
 def save(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, totals: dict) -> Path:
     target = path(run_dir, step)
     target.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
+    save_weights(target, model, tokenizer)
     # trainer_state.pt is written last: its presence marks a complete checkpoint.
     torch.save(
         {
@@ -74,6 +83,5 @@ def load(checkpoint: Path, model, optimizer, scheduler) -> tuple[int, dict]:
 def export_final(run_dir: Path, model, tokenizer) -> Path:
     """The trained weights as a plain PEFT adapter (or full model) directory: ``<run>/final``."""
     target = Path(run_dir) / "final"
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
+    save_weights(target, model, tokenizer)
     return target

@@ -20,6 +20,7 @@ from rewardlab.console import progress
 from rewardlab.envs.dataset import row_to_example
 from rewardlab.envs.registry import load_environment_for
 from rewardlab.errors import DatasetError
+from rewardlab.eval.run_report import write_run_report
 from rewardlab.models.chat import ChatRenderer
 from rewardlab.models.loading import LoraSettings, describe_model, load_model
 from rewardlab.runs import RunStore, collect_manifest
@@ -186,4 +187,5 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
             "wall_seconds": wall,
         },
     )
+    write_run_report(store, run.id)
     return SFTResult(run.id, model_dir, loss_value, wall)

@@ -23,7 +23,9 @@ from rewardlab.console import progress, say
 from rewardlab.envs.base import Environment
 from rewardlab.envs.registry import load_environment_for
 from rewardlab.errors import RewardlabError
+from rewardlab.eval.run_report import write_run_report
 from rewardlab.models.loading import LoraSettings, describe_model, load_model
+from rewardlab.rubrics.failures import raise_if_all_errored
 from rewardlab.runs import RunStore, collect_manifest
 from rewardlab.runs.lineage import record_training_prompts
 from rewardlab.sampling.base import SamplingParams
@@ -44,6 +46,8 @@ class TrainResult:
     steps: int
     wall_seconds: float
     final_reward: float
+    errored_rollouts: int = 0  # rollouts whose reward or environment errored, out of ``rollouts``
+    rollouts: int = 0
 
 
 def examples_for_step(pool: list[Example], step: int, per_step: int, seed: int) -> list[Example]:
@@ -200,7 +204,7 @@ def train(
 
     last_reward = float("nan")
     no_signal_steps = 0
-    with progress(f"train {run.id}", config.max_steps) as advance:
+    with store.failure_recorded(run.id), progress(f"train {run.id}", config.max_steps) as advance:
         advance(start_step)
         for step in range(start_step + 1, config.max_steps + 1):
             step_started = time.perf_counter()
@@ -212,6 +216,8 @@ def train(
 
             # 2. score every completion with the rubric; errors stay errors
             scored = env.rubric.score(rollouts)
+            if totals["reward_errors"] == totals["rollouts"]:  # nothing has scored yet in this run
+                raise_if_all_errored(scored)
             rewards = torch.tensor([s.reward for s in scored], dtype=torch.float32)
             valid = torch.tensor([not s.errored for s in scored])
 
@@ -346,7 +352,17 @@ def train(
             "wall_seconds": wall,
         },
     )
-    return TrainResult(run.id, run.dir, final_dir, config.max_steps, wall, last_reward)
+    write_run_report(store, run.id)
+    return TrainResult(
+        run.id,
+        run.dir,
+        final_dir,
+        config.max_steps,
+        wall,
+        last_reward,
+        int(totals["reward_errors"]),
+        int(totals["rollouts"]),
+    )
 
 
 def no_adapter(model):

@@ -304,9 +304,8 @@ def load_environment(
         weights=[1.0, progress_weight, 0.0, 0.0],
         parser=parser,
     )
-    # One more turn than the longest budget: the turn loop does not answer the model's last turn, and the
-    # environment must see the final move to score it. The budget itself is enforced in env_response.
-    max_turns = max(LEVELS[lv]["max_moves"] for lv in levels) + 1
+    # The budget of each maze is enforced in env_response (its last move is judged, then the episode ends).
+    max_turns = max(LEVELS[lv]["max_moves"] for lv in levels)
     return MazeEnv(
         levels=levels,
         eval_fraction=eval_fraction,

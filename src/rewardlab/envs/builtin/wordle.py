@@ -272,8 +272,7 @@ def load_environment(
         system_prompt=system_prompt,
         rubric=rubric,
         parser=parser,
-        # One turn more than the largest budget: the turn loop does not answer the last turn, and the
-        # final guess must be marked to count. The budget itself is enforced in env_response.
-        max_turns=max(LEVELS[lv]["max_guesses"] for lv in levels) + 1,
+        # The budget of each game is enforced in env_response (the last guess is marked, then it ends).
+        max_turns=max(LEVELS[lv]["max_guesses"] for lv in levels),
         prompt_style=prompt_style,
     )
