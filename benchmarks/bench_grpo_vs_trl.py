@@ -84,12 +84,23 @@ class BenchConfig:
     warmup: int = 3  # the first steps, not timed
     sft_steps: int = 1000  # priming, once, cached; 0: start from the random-weight model
     sft_learning_rate: float = 1e-3
+    prompt_style: str = "terse"  # "chat" for a real instruct model: instructions and its chat template
 
 
 CONFIGS: dict[str, BenchConfig] = {
     "tiny": BenchConfig("tiny", "tiny"),
     "tiny-25m": BenchConfig(
         "tiny-25m", "tiny-25m", learning_rate=1e-3, steps=10, warmup=2, sft_steps=300, sft_learning_rate=1e-3
+    ),
+    # A real pretrained model (rewardlab models fetch smollm2-135m): its own tokenizer and chat template,
+    # unprimed (the instruct model as it comes; throughput does not depend on the rewards).
+    "smollm2-135m": BenchConfig(
+        "smollm2-135m", "smollm2-135m", prompts_per_step=4, max_new_tokens=32, learning_rate=1e-4, steps=6,
+        warmup=2, sft_steps=0, prompt_style="chat",
+    ),
+    "smollm2-135m-bf16": BenchConfig(
+        "smollm2-135m-bf16", "smollm2-135m", dtype="bfloat16", prompts_per_step=4, max_new_tokens=32,
+        learning_rate=1e-4, steps=6, warmup=2, sft_steps=0, prompt_style="chat",
     ),
     QWEN_SHAPE: BenchConfig(
         QWEN_SHAPE,
@@ -133,11 +144,11 @@ class RunResult:
 # -- what both trainers share: environment, prompts, starting model ---------------------------------------
 
 
-def make_environment(inline_rewards: bool):
+def make_environment(inline_rewards: bool, prompt_style: str = "terse"):
     """The arithmetic environment of the demo (level 2) with its rubric: exact answer + 0.1 x format."""
     from rewardlab.envs.registry import load_environment
 
-    env = load_environment("arithmetic", **ENV_ARGS)
+    env = load_environment("arithmetic", **ENV_ARGS, prompt_style=prompt_style)
     if inline_rewards and hasattr(env.rubric, "isolation"):
         # Reward calls run in the trainer's own process, for both trainers alike.
         env.rubric.isolation = "inline"
@@ -250,7 +261,7 @@ def run_rewardlab(spec: RunSpec) -> RunResult:
             return super().log_metrics(run_id, step, metrics)
 
     store = StepClock(Path(spec.work_dir) / "runs")
-    env = make_environment(spec.inline_rewards)
+    env = make_environment(spec.inline_rewards, config.prompt_style)
     result = train(rewardlab_train_config(spec), store, env=env)
     metrics = store.metrics(result.run_id)
     batch = config.prompts_per_step * config.group_size
@@ -345,7 +356,7 @@ def run_trl(spec: RunSpec) -> RunResult:
     from trl import GRPOTrainer
 
     config = spec.config
-    env = make_environment(spec.inline_rewards)
+    env = make_environment(spec.inline_rewards, config.prompt_style)
     examples = step_examples(env, config, spec.seed)
     model, tokenizer = load_policy(spec)
     step_ends: list[float] = []
@@ -443,6 +454,12 @@ def save_qwen_shaped_model(path: Path) -> Path:
 
 def prepare_model(config: BenchConfig, cache_dir: Path) -> Path:
     """The directory both trainers load: built from a seed, primed with SFT, reused by later runs."""
+    from rewardlab.models.catalog import PACKAGED_MODELS
+
+    if config.model_shape in PACKAGED_MODELS:  # a real model: its converted directory, used as it is
+        from rewardlab.models.loading import resolve
+
+        return Path(resolve(config.model_shape)[0])
     target = cache_dir / f"{config.model_shape}-sft{config.sft_steps}"
     if (target / "config.json").exists():
         return target
@@ -547,12 +564,12 @@ def step_flops(
     return generation + training
 
 
-def matmul_flops_per_second(hidden: int, inter: int, threads: int, device: str) -> float:
-    """The best throughput of a few matmuls the size of the model's own (float32 on CPU, bf16 on GPU)."""
+def matmul_flops_per_second(hidden: int, inter: int, threads: int, device: str, dtype: str) -> float:
+    """The best throughput of a few matmuls the size of the model's own, in the dtype the model runs in."""
     import torch
 
     torch.set_num_threads(threads)
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    dtype = getattr(torch, dtype)
     sizes = [(m, k, n) for m in (64, 512) for k, n in ((hidden, inter), (inter, hidden), (hidden, hidden))]
     best = 0.0
     for m, k, n in sizes:
@@ -581,7 +598,7 @@ def prompt_lengths_per_step(model_dir: Path, config: BenchConfig, seed: int) -> 
     from rewardlab.models.loading import load_tokenizer
 
     renderer = ChatRenderer(load_tokenizer(str(model_dir)))
-    examples = step_examples(make_environment(inline_rewards=True), config, seed)
+    examples = step_examples(make_environment(True, config.prompt_style), config, seed)
     per_step = config.prompts_per_step
     return [
         [len(renderer.prompt_ids(e.prompt)) for e in examples[i : i + per_step]]
@@ -637,7 +654,9 @@ def compare(
     from transformers import AutoConfig
 
     hf = AutoConfig.from_pretrained(model_dir)
-    flops = matmul_flops_per_second(hf.hidden_size, hf.intermediate_size, threads, config.device)
+    flops = matmul_flops_per_second(
+        hf.hidden_size, hf.intermediate_size, threads, config.device, config.dtype
+    )
     seeds = list(range(repeats))
     runs: dict[str, list[RunResult]] = {name: [] for name in TRAINERS}
     with tempfile.TemporaryDirectory(prefix="bench-grpo-") as work:
