@@ -30,15 +30,13 @@ class Prompt:
     """A prompt as messages; local samplers may be handed the exact ``token_ids`` to continue from.
 
     ``state`` and ``example`` are the episode's, for scripted policies that play from the true state (a
-    maze's walls); model samplers ignore them. ``adapter`` names the LoRA adapter to sample with when a
-    model carries several (``None``: the active one).
+    maze's walls); model samplers ignore them.
     """
 
     messages: Messages
     token_ids: list[int] | None = None
     state: dict | None = None
     example: Example | None = None
-    adapter: str | None = None
 
 
 @dataclass
