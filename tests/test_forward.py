@@ -1,5 +1,5 @@
-"""The forward protocol: both implementations compute the same prefill, decode and suffix logits, and the
-implementation is picked once per model."""
+"""The forward protocol: both implementations compute the same prefill, decode and suffix logits, the
+implementation is picked once per model, and log-probabilities are computed only when asked."""
 
 import pytest
 import torch
@@ -244,3 +244,13 @@ def test_half_precision_lora_samples_and_trains(dtype, lean):
     lora_b = [p for name, p in model.named_parameters() if "lora_B" in name]
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in lora_b)
     assert any(p.grad.abs().sum() > 0 for p in lora_b)
+
+
+def test_log_probabilities_only_when_asked(tiny):
+    sampler = LocalSampler(*tiny)
+    prompts = [Prompt([{"role": "user", "content": "12+7="}])]
+    plain = sampler.generate(prompts, SamplingParams(n=3, max_new_tokens=6, seed=2))
+    asked = sampler.generate(prompts, SamplingParams(n=3, max_new_tokens=6, seed=2, logprobs=True))
+    assert all(g.logprobs is None for g in plain[0])
+    assert [g.token_ids for g in plain[0]] == [g.token_ids for g in asked[0]]  # sampling is unchanged
+    assert all(len(g.logprobs) == len(g.token_ids) and max(g.logprobs) <= 0 for g in asked[0])

@@ -99,7 +99,7 @@ def test_shared_prompts_are_encoded_once_and_copied_to_their_rows(monkeypatch):
 def test_sampler_draws_the_same_tokens_either_way():
     model = with_lora(build_tiny_model("tiny", TOKENIZER))
     prompts = [Prompt(messages=[{"role": "user", "content": q}]) for q in ("12+34=", "7-5=", "100+1=")]
-    params = SamplingParams(n=4, temperature=1.0, max_new_tokens=10, seed=123)
+    params = SamplingParams(n=4, temperature=1.0, max_new_tokens=10, seed=123, logprobs=True)
     lean = LocalSampler(model, TOKENIZER, lean=True).generate(prompts, params)
     reference = LocalSampler(model, TOKENIZER, lean=False).generate(prompts, params)
     for lean_group, reference_group in zip(lean, reference, strict=True):

@@ -34,7 +34,7 @@ def test_greedy_matches_transformers_generate_despite_left_padding(tiny):
 
 def test_ids_travel_with_text_and_seed_reproduces(tiny):
     sampler = LocalSampler(*tiny)
-    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=12, seed=7)
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=12, seed=7, logprobs=True)
     first = sampler.generate([Prompt(p) for p in PROMPTS], params)
     again = sampler.generate([Prompt(p) for p in PROMPTS], params)
     assert [[g.token_ids for g in row] for row in first] == [[g.token_ids for g in row] for row in again]

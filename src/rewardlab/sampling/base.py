@@ -15,7 +15,11 @@ from rewardlab.types import Example, Messages
 
 @dataclass
 class SamplingParams:
-    """How to sample. ``n`` completions are drawn for every prompt."""
+    """How to sample. ``n`` completions are drawn for every prompt.
+
+    ``logprobs`` asks for each sampled token's log-probability in ``Generation.logprobs``; it costs a pass
+    over the vocabulary per step, so only callers that read them ask (training recomputes its own).
+    """
 
     n: int = 1
     temperature: float = 1.0
@@ -23,6 +27,7 @@ class SamplingParams:
     max_new_tokens: int = 64
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    logprobs: bool = False
 
 
 @dataclass
@@ -41,7 +46,8 @@ class Prompt:
 
 @dataclass
 class Generation:
-    """One completion. ``token_ids`` include the stop token when generation stopped on one."""
+    """One completion. ``token_ids`` include the stop token when generation stopped on one; ``logprobs``
+    (of each of them, under the temperature-scaled distribution) only when ``SamplingParams.logprobs``."""
 
     text: str
     token_ids: list[int] | None = None

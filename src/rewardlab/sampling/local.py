@@ -130,7 +130,10 @@ class LocalSampler:
         for step in range(params.max_new_tokens):
             token = sample_next(logits, params.temperature, params.top_p, generator)
             token = torch.where(finished, torch.full_like(token, self.pad_id), token)
-            logprobs.append(torch.log_softmax(logits.float() / scale, -1).gather(-1, token[:, None])[:, 0])
+            if params.logprobs:  # a pass over the vocabulary per step: only for callers that read them
+                logprobs.append(
+                    torch.log_softmax(logits.float() / scale, -1).gather(-1, token[:, None])[:, 0]
+                )
             tokens.append(token)
             if on_step is not None:
                 on_step(token.tolist())
@@ -164,7 +167,7 @@ class LocalSampler:
                     text=text,
                     token_ids=ids,
                     prompt_ids=list(prompts[row]),
-                    logprobs=lps,
+                    logprobs=lps if params.logprobs else None,
                     finish_reason=reason,
                     latency_s=elapsed,
                 )

@@ -87,6 +87,7 @@ class Engine:
         stop: list[str],
         seed: int | None,
         stream: bool = False,
+        logprobs: bool = False,
     ) -> Job:
         """Queue a request; its ``future`` holds the ``n`` completions of every prompt, prompt by prompt."""
         loop = asyncio.get_running_loop()
@@ -102,6 +103,7 @@ class Engine:
             arrived=loop.time(),
             future=loop.create_future(),
             stream=asyncio.Queue() if stream else None,
+            logprobs=logprobs,
         )
         self._pending.append(job)
         self.metrics.requests += 1
@@ -182,6 +184,7 @@ class Engine:
                 max_new_tokens=first.max_tokens,
                 stop=list(first.stop),
                 seed=first.seed,
+                logprobs=any(job.logprobs for _, job, _ in live),
             )
             on_step = _stream_tokens([job for job, _, _ in rows], loop)
             prompts = [Prompt(messages=[], token_ids=ids) for _, ids, _ in rows]
