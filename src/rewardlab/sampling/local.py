@@ -98,13 +98,13 @@ class LocalSampler:
         return [results[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
 
     def _left_padded(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every row, the repeats of a group included (the forward finds them), as one tensor each: rows
+        are assembled as lists and converted once, since a tensor per row costs more than the rows."""
         width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
-        return input_ids.to(self.device), attention.to(self.device)
+        ids = [[self.pad_id] * (width - len(p)) + list(p) for p in prompts]
+        attention = [[0] * (width - len(p)) + [1] * len(p) for p in prompts]
+        device = self.device
+        return torch.tensor(ids, device=device), torch.tensor(attention, device=device)
 
     @torch.inference_mode()
     def _generate_batch(
