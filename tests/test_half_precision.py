@@ -12,10 +12,11 @@ import math
 import pytest
 import torch
 
+from rewardlab.models.forward import forward_for
 from rewardlab.models.loading import LoraSettings, load_model
 from rewardlab.sampling.base import Prompt, SamplingParams
 from rewardlab.sampling.local import LocalSampler
-from rewardlab.train.common import pad_sequences, suffix_logits
+from rewardlab.train.common import pad_sequences
 from rewardlab.train.grpo import token_logprobs
 
 HALF = ["bfloat16", "float16"]
@@ -41,7 +42,7 @@ def trainer_logprobs(model, generations, lean: bool) -> torch.Tensor:
     ids, attention, mask, start = pad_sequences(
         prompts, completions, [[1] * len(c) for c in completions], 0, "cpu"
     )
-    logits = suffix_logits(model, ids, attention, start, lean=lean)
+    logits = forward_for(model, lean=lean).suffix_logits(ids, attention, start)
     return token_logprobs(logits, ids[:, start:]) * mask, mask
 
 
@@ -50,7 +51,7 @@ def trainer_logprobs(model, generations, lean: bool) -> torch.Tensor:
 def test_sampling_and_training_forwards_agree(dtype, lora):
     model, tokenizer = loaded(dtype, lora)
     assert next(model.parameters()).dtype in (torch.bfloat16, torch.float16, torch.float32)
-    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=8, seed=0)
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=8, seed=0, logprobs=True)
     for lean in (True, False):
         groups = LocalSampler(model, tokenizer, lean=lean).generate(PROMPTS, params)
         generations = [g for group in groups for g in group]

@@ -6,11 +6,12 @@ from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from rewardlab.models import lean as lean_module
-from rewardlab.models.lean import LeanSteps, lean_decoder
+from rewardlab.models.forward import TransformersForward, forward_for
+from rewardlab.models.lean import LeanForward, lean_decoder
 from rewardlab.models.tiny import build_tiny_model, build_tiny_tokenizer
 from rewardlab.sampling.base import Prompt, SamplingParams
-from rewardlab.sampling.local import LocalSampler, TransformersSteps
-from rewardlab.train.common import pad_sequences, suffix_logits
+from rewardlab.sampling.local import LocalSampler
+from rewardlab.train.common import pad_sequences
 
 TOKENIZER = build_tiny_tokenizer()
 PROMPTS = [[5, 9, 12, 40, 41], [7, 8], [5, 9, 12, 40, 41], [30, 31, 32]]  # uneven: left padding
@@ -66,31 +67,39 @@ def test_logits_match_transformers_at_every_step(name):
     decoder = lean_decoder(model)
     assert decoder is not None
     ids, attention = left_padded(PROMPTS)
-    lean = LeanSteps(decoder, ids, attention, None, max_new_tokens=6)
-    reference = TransformersSteps(model, ids, attention, None, max_new_tokens=6)
-    torch.testing.assert_close(lean.first_logits, reference.first_logits, atol=1e-5, rtol=1e-4)
+    lean_forward, reference_forward = forward_for(model), TransformersForward(model)
+    assert isinstance(lean_forward, LeanForward)
+    lean_logits, lean = lean_forward.prefill(ids, attention, max_new_tokens=6)
+    reference_logits, reference = reference_forward.prefill(ids, attention, max_new_tokens=6)
+    torch.testing.assert_close(lean_logits, reference_logits, atol=1e-5, rtol=1e-4)
     for step in range(6):
         generator = torch.Generator().manual_seed(step)
         token = torch.randint(3, len(TOKENIZER), (len(PROMPTS),), generator=generator)
-        torch.testing.assert_close(lean.next(token, step), reference.next(token, step), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            lean_forward.decode(lean, token), reference_forward.decode(reference, token), atol=1e-5, rtol=1e-4
+        )
 
 
 @torch.inference_mode()
-def test_shared_prompts_are_encoded_once_and_copied_to_their_rows():
+def test_shared_prompts_are_encoded_once_and_copied_to_their_rows(monkeypatch):
     model = with_lora(build_tiny_model("tiny", TOKENIZER)).eval()
     ids, attention = left_padded([PROMPTS[0], PROMPTS[1]])
     rows = torch.tensor([0, 0, 1, 0, 1])
-    shared = LeanSteps(lean_decoder(model), ids, attention, rows, max_new_tokens=3)
-    full = LeanSteps(lean_decoder(model), ids[rows], attention[rows], None, max_new_tokens=3)
-    torch.testing.assert_close(shared.first_logits, full.first_logits)
+    forward = forward_for(model)
+    shared_logits, shared = forward.prefill(ids[rows], attention[rows], max_new_tokens=3)
+    monkeypatch.setattr(lean_module, "distinct_rows", lambda *columns: (None, None))  # every row alone
+    full_logits, full = forward.prefill(ids[rows], attention[rows], max_new_tokens=3)
+    torch.testing.assert_close(shared_logits, full_logits)
     token = torch.tensor([10, 11, 12, 13, 14])
-    torch.testing.assert_close(shared.next(token, 0), full.next(token, 0), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        forward.decode(shared, token), forward.decode(full, token), atol=1e-5, rtol=1e-4
+    )
 
 
 def test_sampler_draws_the_same_tokens_either_way():
     model = with_lora(build_tiny_model("tiny", TOKENIZER))
     prompts = [Prompt(messages=[{"role": "user", "content": q}]) for q in ("12+34=", "7-5=", "100+1=")]
-    params = SamplingParams(n=4, temperature=1.0, max_new_tokens=10, seed=123)
+    params = SamplingParams(n=4, temperature=1.0, max_new_tokens=10, seed=123, logprobs=True)
     lean = LocalSampler(model, TOKENIZER, lean=True).generate(prompts, params)
     reference = LocalSampler(model, TOKENIZER, lean=False).generate(prompts, params)
     for lean_group, reference_group in zip(lean, reference, strict=True):
@@ -106,11 +115,9 @@ def test_half_precision_lora_keeps_the_low_rank_path_apart():
     decoder = lean_decoder(model)
     assert decoder.layers[0].qkv.lora_a is not None  # not folded
     ids, attention = left_padded(PROMPTS)
-    lean = LeanSteps(decoder, ids, attention, None, max_new_tokens=2)
-    reference = TransformersSteps(model, ids, attention, None, max_new_tokens=2)
-    torch.testing.assert_close(
-        lean.first_logits.float(), reference.first_logits.float(), atol=0.1, rtol=0.05
-    )
+    lean_logits, _ = forward_for(model).prefill(ids, attention, max_new_tokens=2)
+    reference_logits, _ = TransformersForward(model).prefill(ids, attention, max_new_tokens=2)
+    torch.testing.assert_close(lean_logits.float(), reference_logits.float(), atol=0.1, rtol=0.05)
     with model.disable_adapter():  # the KL reference: adapters off
         assert lean_decoder(model).layers[0].qkv.lora_a is None
 
@@ -119,12 +126,13 @@ def test_half_precision_lora_keeps_the_low_rank_path_apart():
 def test_disabled_adapter_decodes_the_base_model():
     base = build_tiny_model("tiny", TOKENIZER).eval()
     ids, attention = left_padded(PROMPTS)
-    expected = LeanSteps(lean_decoder(base), ids, attention, None, 1).first_logits
+    expected, _ = forward_for(base).prefill(ids, attention, 1)
     adapted = with_lora(build_tiny_model("tiny", TOKENIZER)).eval()
+    forward = forward_for(adapted)  # picked once; follows the adapters' state on every call
     with adapted.disable_adapter():  # the KL reference: adapters off
-        switched_off = LeanSteps(lean_decoder(adapted), ids, attention, None, 1).first_logits
+        switched_off, _ = forward.prefill(ids, attention, 1)
     torch.testing.assert_close(switched_off, expected)
-    adapted_logits = LeanSteps(lean_decoder(adapted), ids, attention, None, 1).first_logits
+    adapted_logits, _ = forward.prefill(ids, attention, 1)
     assert not torch.allclose(adapted_logits, expected)
 
 
@@ -156,7 +164,7 @@ def test_training_logits_and_gradients_match_transformers(name, share_prefix, fo
     trainable = [p for p in model.parameters() if p.requires_grad]
     results = []
     for use_lean in (True, False):
-        logits = suffix_logits(model, ids, attention, start, lean=use_lean)
+        logits = forward_for(model, lean=use_lean).suffix_logits(ids, attention, start)
         (logits.log_softmax(-1).mean(-1) * mask).sum().backward()
         results.append((logits.detach(), [p.grad.clone() for p in trainable]))
         model.zero_grad()

@@ -139,6 +139,21 @@ def test_logprobs_cover_every_listed_token(server):
     assert all(t.logprob <= 0 for t in content)
 
 
+def test_logprobs_are_computed_only_for_requests_that_ask(server, monkeypatch):
+    generate, asked = server.engine.sampler.generate, []
+
+    def spy(prompts, params, *args, **kwargs):
+        asked.append(params.logprobs)
+        return generate(prompts, params, *args, **kwargs)
+
+    monkeypatch.setattr(server.engine.sampler, "generate", spy)
+    client = server.client()
+    greedy(client, "tuned", max_tokens=4)
+    greedy(client, "tuned", max_tokens=4, logprobs=True)
+    client.completions.create(model="tuned", prompt="3+4=", max_tokens=4, temperature=0, logprobs=0)
+    assert asked == [False, True, True]
+
+
 def test_stream_adds_up_to_the_non_streamed_text(server):
     client = server.client()
     request = {"model": "tuned", "messages": MESSAGES, "temperature": 0, "max_tokens": 16}

@@ -1,33 +1,36 @@
-"""A lean decoder for Llama-family models: transformers' weights and math, far fewer operations per token.
+"""The fused forward for Llama-family models: transformers' weights and math, far fewer operations per token.
 
 Sampling a small model is mostly overhead, not arithmetic: every token runs transformers' general forward
 (mask building, cache bookkeeping that concatenates keys and values on every step, output objects, peft's
-dispatch for each adapted layer). This module runs the same computation as ``LlamaForCausalLM`` and
-``Qwen2ForCausalLM`` with what a decoding loop needs and nothing else:
+dispatch for each adapted layer). :class:`LeanForward` runs the same computation as ``LlamaForCausalLM`` and
+``Qwen2ForCausalLM`` with what a decoding loop and a training step need and nothing else:
 
 * the projections that read the same input are one matmul (q, k and v; gate and up);
-* LoRA adapters are folded into those weights (``W + scale * B @ A``) once per ``generate`` call, as
-  :func:`rewardlab.sampling.local.folded_lora` does, when the weights are float32; in half precision
-  the low-rank path is kept apart, because ``W + dW`` would round the small update away;
+* LoRA adapters are folded into those weights (``W + scale * B @ A``) once per generation when the weights
+  are float32; in half precision the low-rank path is kept apart, because ``W + dW`` would round the small
+  update away;
 * keys and values go into tensors allocated once for the whole generation;
 * rotary angles come from the model's own ``inv_freq``.
 
-Training uses it too (:func:`suffix_logits`): the same forward with autograd, adapters kept apart from
-the frozen weights, and the fused frozen weights built once and reused while they do not change.
+Training uses it too (:meth:`LeanForward.suffix_logits`): the same forward with autograd, adapters kept
+apart from the frozen weights, and the fused frozen weights built once and reused while they do not change.
 
-:func:`lean_decoder` returns ``None`` for anything it does not reproduce exactly (another architecture,
-sliding windows, dynamic RoPE, adapter variants such as DoRA, per-row adapters), and the sampler then uses
-transformers' forward. Tests hold the two paths to the same logits and the same sampled tokens.
+:func:`supports` says whether the architecture is one this module reproduces exactly (not another
+architecture, sliding windows or dynamic RoPE); :func:`~rewardlab.models.forward.forward_for` asks it once.
+Tests hold the fused forward and transformers' to the same logits, gradients and sampled tokens.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from rewardlab.models.forward import Forward, distinct_rows, position_ids
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 # A fused projection at most this large (q/k/v of a 128-wide model: 49k) folds its adapters in training too.
@@ -101,9 +104,7 @@ class _Unsupported(Exception):
     """A model part this decoder does not reproduce exactly; the caller falls back to transformers."""
 
 
-def _parts(
-    module: torch.nn.Module, training: bool
-) -> tuple[torch.Tensor, torch.Tensor | None, tuple | None]:
+def _parts(module: torch.nn.Module, training: bool) -> tuple[torch.Tensor, torch.Tensor | None, tuple | None]:
     """(weight, bias, (A, B, scale) or None) of a plain or LoRA-adapted linear layer, as it runs now."""
     if type(module) is torch.nn.Linear:
         return module.weight, module.bias, None
@@ -337,98 +338,73 @@ def _check_config(config) -> None:
         raise _Unsupported("length-dependent RoPE")
 
 
-def lean_decoder(model: torch.nn.Module, training: bool = False) -> LeanDecoder | None:
+def _check_architecture(hf: torch.nn.Module) -> None:
+    _check_config(hf.config)
+    if type(hf.model.embed_tokens) is not torch.nn.Embedding:
+        raise _Unsupported("embedding layer")
+
+
+def _transformers_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def supports(model: torch.nn.Module) -> bool:
+    """Whether the fused forward reproduces ``model``'s architecture; adapters are checked on every call."""
+    try:
+        _check_architecture(_transformers_model(model))
+    except (_Unsupported, AttributeError):
+        return False
+    return True
+
+
+def _fused_decoder(hf: torch.nn.Module, training: bool, reuse: dict) -> LeanDecoder:
+    """The :class:`LeanDecoder` of ``hf``'s weights and adapters as they are now (see :func:`_fuse`)."""
+    inner = hf.model
+    layers = []
+    for block in inner.layers:
+        attention, mlp = block.self_attn, block.mlp
+        layers.append(
+            Layer(
+                input_norm=block.input_layernorm.weight,
+                post_norm=block.post_attention_layernorm.weight,
+                qkv=_fuse([attention.q_proj, attention.k_proj, attention.v_proj], training, reuse),
+                o=_fuse([attention.o_proj], training, reuse),
+                gate_up=_fuse([mlp.gate_proj, mlp.up_proj], training, reuse),
+                down=_fuse([mlp.down_proj], training, reuse),
+            )
+        )
+    first = inner.layers[0].self_attn
+    return LeanDecoder(
+        embed=inner.embed_tokens.weight,
+        layers=layers,
+        final_norm=inner.norm.weight,
+        head=_fuse([hf.lm_head], training, reuse),
+        eps=inner.norm.variance_epsilon,
+        num_heads=hf.config.num_attention_heads,
+        num_kv_heads=hf.config.num_key_value_heads,
+        head_dim=first.head_dim,
+        scaling=first.scaling,
+        inv_freq=inner.rotary_emb.inv_freq.float(),
+        rope_scaling=float(inner.rotary_emb.attention_scaling),
+    )
+
+
+def lean_decoder(
+    model: torch.nn.Module, training: bool = False, reuse: dict | None = None
+) -> LeanDecoder | None:
     """A :class:`LeanDecoder` over ``model``'s current weights and adapters, or ``None`` if unsupported.
 
     ``training=False`` computes as in eval mode (no dropout), whatever mode the model is in; ``True`` keeps
-    gradients flowing to whatever trains (see :func:`_fuse`).
+    gradients flowing to whatever trains (see :func:`_fuse`). ``reuse`` keeps fused frozen weights between
+    calls (see :func:`_concat`).
     """
-    hf = model.get_base_model() if hasattr(model, "get_base_model") else model
-    # Fused frozen weights, kept on the model between calls: LoRA training never changes them, and
-    # concatenating them again for every forward would copy the whole model each time.
-    reuse = hf.__dict__.setdefault("_rewardlab_fused_weights", {})
-    if len(reuse) > 4 * len(getattr(hf.model, "layers", ())) + 8:
-        reuse.clear()  # weights were replaced (full fine-tuning): forget stale copies
+    hf = _transformers_model(model)
     try:
-        _check_config(hf.config)
-        inner = hf.model
-        if type(inner.embed_tokens) is not torch.nn.Embedding:
-            raise _Unsupported("embedding layer")
-        layers = []
-        for block in inner.layers:
-            attention, mlp = block.self_attn, block.mlp
-            layers.append(
-                Layer(
-                    input_norm=block.input_layernorm.weight,
-                    post_norm=block.post_attention_layernorm.weight,
-                    qkv=_fuse([attention.q_proj, attention.k_proj, attention.v_proj], training, reuse),
-                    o=_fuse([attention.o_proj], training, reuse),
-                    gate_up=_fuse([mlp.gate_proj, mlp.up_proj], training, reuse),
-                    down=_fuse([mlp.down_proj], training, reuse),
-                )
-            )
-        first = inner.layers[0].self_attn
-        return LeanDecoder(
-            embed=inner.embed_tokens.weight,
-            layers=layers,
-            final_norm=inner.norm.weight,
-            head=_fuse([hf.lm_head], training, reuse),
-            eps=inner.norm.variance_epsilon,
-            num_heads=hf.config.num_attention_heads,
-            num_kv_heads=hf.config.num_key_value_heads,
-            head_dim=first.head_dim,
-            scaling=first.scaling,
-            inv_freq=inner.rotary_emb.inv_freq.float(),
-            rope_scaling=float(inner.rotary_emb.attention_scaling),
-        )
+        _check_architecture(hf)
+        return _fused_decoder(hf, training, {} if reuse is None else reuse)
     except (_Unsupported, AttributeError):
         return None
-
-
-class LeanSteps:
-    """One batched generation on a :class:`LeanDecoder`: the prompts once, then one token per step.
-
-    ``input_ids`` and ``attention`` hold each distinct prompt once, left-padded; ``rows`` maps every
-    generated row to its prompt (the ``n`` samples of a group share one prefill), ``None`` for one each.
-    """
-
-    def __init__(
-        self,
-        decoder: LeanDecoder,
-        input_ids: torch.Tensor,
-        attention: torch.Tensor,
-        rows: torch.Tensor | None,
-        max_new_tokens: int,
-    ):
-        self.decoder = decoder
-        self.width = input_ids.shape[1]
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        real = attention.bool()
-        # Half precision on CPU decodes over the whole cache (see KVCache.whole and _attend).
-        whole = decoder.embed.dtype in HALF_DTYPES and decoder.embed.device.type == "cpu"
-        self.cache = KVCache.allocate(
-            decoder, input_ids.shape[0], self.width + max_new_tokens, like=decoder.embed, whole=whole
-        )
-        hidden = decoder.forward(input_ids, positions, attention_mask(real, 0), self.cache)
-        first = decoder.logits(hidden[:, -1])
-        if rows is not None:
-            self.cache = self.cache.select_rows(rows)
-            first, real, positions = first[rows], real[rows], positions[rows]
-        self.first_logits = first
-        self.keys_real = torch.cat([real, real.new_ones((real.shape[0], max_new_tokens))], 1)
-        self.next_position = positions[:, -1:] + 1
-
-    def next(self, token: torch.Tensor, step: int) -> torch.Tensor:
-        """Logits after feeding ``token`` (B,), the ``step``-th generated token (from 0)."""
-        start = self.width + step
-        if self.cache.whole:
-            written = torch.arange(self.keys_real.shape[1], device=token.device) <= start
-            mask = (self.keys_real & written)[:, None, None, :]
-        else:
-            mask = self.keys_real[:, None, None, : start + 1]
-        hidden = self.decoder.forward(token[:, None], self.next_position, mask, self.cache)
-        self.next_position = self.next_position + 1
-        return self.decoder.logits(hidden[:, -1])
 
 
 def attention_mask(keys_real: torch.Tensor, first_query: int) -> torch.Tensor:
@@ -443,31 +419,117 @@ def attention_mask(keys_real: torch.Tensor, first_query: int) -> torch.Tensor:
     return allowed[:, None]
 
 
-def suffix_logits(
-    decoder: LeanDecoder,
-    input_ids: torch.Tensor,
-    attention: torch.Tensor,
-    start: int,
-    prefixes: torch.Tensor | None = None,
-    rows: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """:func:`rewardlab.train.common.suffix_logits` on the lean forward, gradients included.
+@dataclass
+class LeanDecoding:
+    """A generation on the fused forward: its weights, its cache, which keys are real, the next positions."""
 
-    With ``prefixes`` (one row index per distinct prefix) and ``rows`` (each row's prefix number), every
-    distinct prefix runs once and its keys and values are shared by the rows that continue it.
+    decoder: LeanDecoder
+    cache: KVCache
+    keys_real: torch.Tensor  # (B, prompt width + max_new_tokens)
+    next_position: torch.Tensor  # (B, 1)
+    width: int  # prompt columns
+    step: int = 0
+
+
+class LeanForward:
+    """The :class:`~rewardlab.models.forward.Forward` of Llama and Qwen2 models, on fused weights.
+
+    The weights are fused again on every call, because adapters change (training, or switched off for the
+    KL reference): once per generation, once per training forward. Frozen weights are concatenated only
+    once and kept here while they do not change. A call whose adapters the fused weights cannot reproduce
+    (several active at once, DoRA, dropout while training) runs on ``fallback``, transformers' forward.
     """
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    real = attention.bool()
-    kv = KVSegments.empty(decoder)
-    if prefixes is None:
-        mask = attention_mask(real[:, :-1], 0)
-        hidden = decoder.forward(input_ids[:, :-1], positions[:, :-1], mask, kv)
-        return decoder.logits(hidden[:, start - 1 :])
-    mask = attention_mask(real[prefixes, :start], 0)
-    head = decoder.forward(input_ids[prefixes, :start], positions[prefixes, :start], mask, kv)
-    first = decoder.logits(head[:, -1:])[rows]  # each row's prediction of its first suffix token
-    if input_ids.shape[1] - start == 1:
-        return first
-    mask = attention_mask(real[:, :-1], start)
-    rest = decoder.forward(input_ids[:, start:-1], positions[:, start:-1], mask, kv.select_rows(rows))
-    return torch.cat([first, decoder.logits(rest)], 1)
+
+    def __init__(self, model: torch.nn.Module, fallback: Forward):
+        self.model = model
+        self.fallback = fallback
+        # LoRA training never changes the frozen weights, and concatenating them again for every forward
+        # would copy the whole model each time.
+        self.fused_frozen: dict = {}
+        self._generating: LeanDecoder | Forward | None = None  # what the generation under way runs on
+
+    def _decoder(self, training: bool) -> LeanDecoder | None:
+        hf = _transformers_model(self.model)
+        if len(self.fused_frozen) > 4 * len(hf.model.layers) + 8:
+            self.fused_frozen.clear()  # weights were replaced (full fine-tuning): forget stale copies
+        try:
+            return _fused_decoder(hf, training, self.fused_frozen)
+        except (_Unsupported, AttributeError):
+            return None
+
+    @contextmanager
+    def sampling(self) -> Iterator[None]:
+        """Fuse the weights once for the whole generation. The fused forward computes in inference mode
+        whatever the model's mode, which spares switching every submodule to eval and back."""
+        with torch.no_grad():
+            decoder = self._decoder(training=False)
+        with self.fallback.sampling() if decoder is None else nullcontext():
+            self._generating = self.fallback if decoder is None else decoder
+            try:
+                yield
+            finally:
+                self._generating = None
+
+    def prefill(
+        self, input_ids: torch.Tensor, attention: torch.Tensor, max_new_tokens: int
+    ) -> tuple[torch.Tensor, LeanDecoding]:
+        runner = self._generating
+        if runner is None:  # outside sampling(): weights for this generation alone
+            runner = self._decoder(training=False) or self.fallback
+        if not isinstance(runner, LeanDecoder):
+            return runner.prefill(input_ids, attention, max_new_tokens)
+        decoder = runner
+        first_rows, rows = distinct_rows(input_ids, attention)
+        if first_rows is not None:
+            input_ids, attention = input_ids[first_rows], attention[first_rows]
+        width = input_ids.shape[1]
+        positions = position_ids(attention)
+        real = attention.bool()
+        # Half precision on CPU decodes over the whole cache (see KVCache.whole and _attend).
+        whole = decoder.embed.dtype in HALF_DTYPES and decoder.embed.device.type == "cpu"
+        cache = KVCache.allocate(
+            decoder, input_ids.shape[0], width + max_new_tokens, like=decoder.embed, whole=whole
+        )
+        hidden = decoder.forward(input_ids, positions, attention_mask(real, 0), cache)
+        logits = decoder.logits(hidden[:, -1])
+        if rows is not None:
+            cache = cache.select_rows(rows)
+            logits, real, positions = logits[rows], real[rows], positions[rows]
+        keys_real = torch.cat([real, real.new_ones((real.shape[0], max_new_tokens))], 1)
+        return logits, LeanDecoding(decoder, cache, keys_real, positions[:, -1:] + 1, width)
+
+    def decode(self, state: LeanDecoding, token: torch.Tensor) -> torch.Tensor:
+        if not isinstance(state, LeanDecoding):  # a generation that runs on the fallback
+            return self.fallback.decode(state, token)
+        start = state.width + state.step
+        if state.cache.whole:
+            written = torch.arange(state.keys_real.shape[1], device=token.device) <= start
+            mask = (state.keys_real & written)[:, None, None, :]
+        else:
+            mask = state.keys_real[:, None, None, : start + 1]
+        hidden = state.decoder.forward(token[:, None], state.next_position, mask, state.cache)
+        state.next_position = state.next_position + 1
+        state.step += 1
+        return state.decoder.logits(hidden[:, -1])
+
+    def suffix_logits(self, input_ids: torch.Tensor, attention: torch.Tensor, start: int) -> torch.Tensor:
+        """Every distinct prefix runs once; its keys and values are shared by the rows that continue it."""
+        decoder = self._decoder(training=True)
+        if decoder is None:
+            return self.fallback.suffix_logits(input_ids, attention, start)
+        positions = position_ids(attention)
+        prefixes, rows = distinct_rows(input_ids[:, :start], attention[:, :start])
+        real = attention.bool()
+        kv = KVSegments.empty(decoder)
+        if prefixes is None:
+            mask = attention_mask(real[:, :-1], 0)
+            hidden = decoder.forward(input_ids[:, :-1], positions[:, :-1], mask, kv)
+            return decoder.logits(hidden[:, start - 1 :])
+        mask = attention_mask(real[prefixes, :start], 0)
+        head = decoder.forward(input_ids[prefixes, :start], positions[prefixes, :start], mask, kv)
+        first = decoder.logits(head[:, -1:])[rows]  # each row's prediction of its first suffix token
+        if input_ids.shape[1] - start == 1:
+            return first
+        mask = attention_mask(real[:, :-1], start)
+        rest = decoder.forward(input_ids[:, start:-1], positions[:, start:-1], mask, kv.select_rows(rows))
+        return torch.cat([first, decoder.logits(rest)], 1)

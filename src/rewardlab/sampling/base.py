@@ -15,7 +15,11 @@ from rewardlab.types import Example, Messages
 
 @dataclass
 class SamplingParams:
-    """How to sample. ``n`` completions are drawn for every prompt."""
+    """How to sample. ``n`` completions are drawn for every prompt.
+
+    ``logprobs`` asks for each sampled token's log-probability in ``Generation.logprobs``; it costs a pass
+    over the vocabulary per step, so only callers that read them ask (training recomputes its own).
+    """
 
     n: int = 1
     temperature: float = 1.0
@@ -23,6 +27,7 @@ class SamplingParams:
     max_new_tokens: int = 64
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    logprobs: bool = False
 
 
 @dataclass
@@ -30,20 +35,19 @@ class Prompt:
     """A prompt as messages; local samplers may be handed the exact ``token_ids`` to continue from.
 
     ``state`` and ``example`` are the episode's, for scripted policies that play from the true state (a
-    maze's walls); model samplers ignore them. ``adapter`` names the LoRA adapter to sample with when a
-    model carries several (``None``: the active one).
+    maze's walls); model samplers ignore them.
     """
 
     messages: Messages
     token_ids: list[int] | None = None
     state: dict | None = None
     example: Example | None = None
-    adapter: str | None = None
 
 
 @dataclass
 class Generation:
-    """One completion. ``token_ids`` include the stop token when generation stopped on one."""
+    """One completion. ``token_ids`` include the stop token when generation stopped on one; ``logprobs``
+    (of each of them, under the temperature-scaled distribution) only when ``SamplingParams.logprobs``."""
 
     text: str
     token_ids: list[int] | None = None

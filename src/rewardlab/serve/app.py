@@ -95,10 +95,10 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         max_tokens = token_budget(engine, [prompt], request.token_limit, None, "messages")
         job = submit(engine, request, [prompt], max_tokens)
         if request.stream:
-            events = stream_events(engine, job, request, [prompt], chat=True, logprobs=request.logprobs)
+            events = stream_events(engine, job, request, [prompt], chat=True)
             return StreamingResponse(events, media_type="text/event-stream")
         generations = await completions_of(job)
-        logprobs = [_logprobs(engine, g, chat=True) for g in generations] if request.logprobs else None
+        logprobs = [_logprobs(engine, g, chat=True) for g in generations] if request.wants_logprobs else None
         return responses.completion(
             responses.new_id("chatcmpl"),
             request.model,
@@ -114,12 +114,11 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         prompts = [tokenize_prompt(engine, prompt) for prompt in request.prompts()]
         max_tokens = token_budget(engine, prompts, request.max_tokens, TEXT_COMPLETION_MAX_TOKENS, "prompt")
         job = submit(engine, request, prompts, max_tokens)
-        want_logprobs = request.logprobs is not None
         if request.stream:
-            events = stream_events(engine, job, request, prompts, chat=False, logprobs=want_logprobs)
+            events = stream_events(engine, job, request, prompts, chat=False)
             return StreamingResponse(events, media_type="text/event-stream")
         generations = await completions_of(job)
-        logprobs = [_logprobs(engine, g, chat=False) for g in generations] if want_logprobs else None
+        logprobs = [_logprobs(engine, g, chat=False) for g in generations] if request.wants_logprobs else None
         return responses.completion(
             responses.new_id("cmpl"),
             request.model,
@@ -196,6 +195,7 @@ def submit(engine: Engine, request, prompts: list[list[int]], max_tokens: int) -
         stop=request.stop,
         seed=request.seed,
         stream=request.stream,
+        logprobs=request.wants_logprobs,
     )
 
 
@@ -216,7 +216,7 @@ def _logprobs(engine: Engine, generation: Generation, chat: bool) -> dict:
 
 
 async def stream_events(
-    engine: Engine, job: Job, request, prompts: list[list[int]], chat: bool, logprobs: bool
+    engine: Engine, job: Job, request, prompts: list[list[int]], chat: bool
 ) -> AsyncIterator[str]:
     """Server-sent events: text deltas while the batch generates, then each choice's finish, then [DONE]."""
     request_id = responses.new_id("chatcmpl" if chat else "cmpl")
@@ -255,7 +255,7 @@ async def stream_events(
     for index, generation in enumerate(generations):
         if rest := deltas[index].finish(generation.text):
             yield piece(index, rest)
-        choice_logprobs = _logprobs(engine, generation, chat) if logprobs else None
+        choice_logprobs = _logprobs(engine, generation, chat) if request.wants_logprobs else None
         yield piece(index, "", generation.finish_reason, choice_logprobs)
     if request.include_usage:
         yield responses.sse(

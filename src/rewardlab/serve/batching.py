@@ -1,11 +1,12 @@
 """Which waiting requests may share one ``LocalSampler.generate`` call.
 
 ``generate`` takes one ``SamplingParams`` for the whole batch, so requests are grouped by what sampling
-depends on: temperature, top_p, max_tokens and stop strings, and by default by model too. A batch of one
-model runs the lean decoder with its adapter folded into the weights; a batch that mixes the base and
-adapters (``mix_adapters``: peft routes each row to its adapter) needs transformers' forward with peft's
-per-row dispatch, which on the tiny models costs more than running the two batches one after the other
-(docs/serving.md has the measurements).
+depends on: temperature, top_p, max_tokens and stop strings, and by default by model too (log-probs are
+computed for the whole batch when any request asks for them). A batch of one model runs the model's own
+forward (the fused one, with its adapter folded into the weights); a batch that mixes the base and adapters
+(``mix_adapters``: peft routes each row to its adapter, see :mod:`rewardlab.serve.routing`) needs
+transformers' forward with peft's per-row dispatch, which on the tiny models costs more than running the
+two batches one after the other (docs/serving.md has the measurements).
 A request with a seed is always a batch of its own: every row draws from one random generator, so its
 completions would otherwise depend on whatever else happened to be in flight.
 """
@@ -34,6 +35,7 @@ class Job:
     future: asyncio.Future[list[Generation]]
     # Streaming jobs receive (first row, token of each row from there) after every decoding step.
     stream: asyncio.Queue | None = None
+    logprobs: bool = False  # the request lists its tokens' log-probabilities
 
     @property
     def rows(self) -> int:

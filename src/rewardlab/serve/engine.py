@@ -20,6 +20,7 @@ from rewardlab.sampling.local import LocalSampler
 from rewardlab.serve.batching import Job, compatible_rows, take_batch
 from rewardlab.serve.errors import UnknownModelError
 from rewardlab.serve.registry import ServedModels
+from rewardlab.serve.routing import AdapterRouter
 
 logger = logging.getLogger("rewardlab.serve")
 
@@ -51,7 +52,8 @@ class Engine:
         mix_adapters: bool = False,
     ):
         self.models = models
-        self.sampler = LocalSampler(models.model, models.tokenizer, max_batch_size=max_batch_size)
+        self.sampler = LocalSampler(models.transformers_model, models.tokenizer, max_batch_size)
+        self.router = AdapterRouter(self.sampler)
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_ms / 1000
         self.mix_adapters = mix_adapters
@@ -85,6 +87,7 @@ class Engine:
         stop: list[str],
         seed: int | None,
         stream: bool = False,
+        logprobs: bool = False,
     ) -> Job:
         """Queue a request; its ``future`` holds the ``n`` completions of every prompt, prompt by prompt."""
         loop = asyncio.get_running_loop()
@@ -100,6 +103,7 @@ class Engine:
             arrived=loop.time(),
             future=loop.create_future(),
             stream=asyncio.Queue() if stream else None,
+            logprobs=logprobs,
         )
         self._pending.append(job)
         self.metrics.requests += 1
@@ -180,15 +184,13 @@ class Engine:
                 max_new_tokens=first.max_tokens,
                 stop=list(first.stop),
                 seed=first.seed,
+                logprobs=any(job.logprobs for _, job, _ in live),
             )
-            self.sampler.model = self.models.model  # the first load wraps it in a PeftModel
             on_step = _stream_tokens([job for job, _, _ in rows], loop)
-            with self.models.routed([adapter for _, _, adapter in rows]) as prompt_adapters:
-                prompts = [
-                    Prompt(messages=[], token_ids=ids, adapter=adapter)
-                    for (_, ids, _), adapter in zip(rows, prompt_adapters, strict=True)
-                ]
-                generations = [group[0] for group in self.sampler.generate(prompts, params, on_step)]
+            prompts = [Prompt(messages=[], token_ids=ids) for _, ids, _ in rows]
+            adapters = [adapter for _, _, adapter in rows]
+            groups = self.router.generate(self.models.model, prompts, adapters, params, on_step)
+            generations = [group[0] for group in groups]
             start = 0
             for index, job, _ in live:
                 outcomes[index] = generations[start : start + job.rows]

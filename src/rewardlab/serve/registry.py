@@ -11,8 +11,6 @@ Nothing here is thread-safe on its own: the engine holds one lock around generat
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from rewardlab.errors import RewardlabError
@@ -21,8 +19,6 @@ from rewardlab.models.loading import resolve
 from rewardlab.serve.errors import AdapterError, UnknownModelError
 
 logger = logging.getLogger("rewardlab.serve")
-
-BASE_ROW = "__base__"  # peft's adapter name for "no adapter" in a mixed-adapter batch
 
 
 def parse_adapter_specs(specs: list[str], base_name: str | None = None) -> dict[str, str]:
@@ -90,6 +86,9 @@ class ServedModels:
 
     def __init__(self, model, tokenizer, base_name: str):
         self.model = model
+        # The transformers model under any peft wrapper: adapters load into its layers in place, so it stays
+        # the same object whatever is loaded or unloaded, and its forward can be picked once.
+        self.transformers_model = model.get_base_model() if _is_peft(model) else model
         self.tokenizer = tokenizer
         self.base_name = base_name
         # load_model names a loaded adapter "default": when --model is a run, the base name serves it.
@@ -159,22 +158,3 @@ class ServedModels:
             self.model = self.model.unload()
         else:
             self.model.delete_adapter(internal)
-
-    @contextmanager
-    def routed(self, adapters: list[str | None]) -> Iterator[list[str | None]]:
-        """Set the model up for a batch whose rows use ``adapters``; yields each row's ``Prompt.adapter``.
-
-        One adapter for the whole batch is made the active one, so the sampler folds it into the weights
-        (one matmul per layer); only a batch that really mixes adapters pays for peft's per-row routing.
-        """
-        distinct = set(adapters)
-        if not _is_peft(self.model):
-            yield [None] * len(adapters)
-        elif distinct == {None}:
-            with self.model.disable_adapter():
-                yield [None] * len(adapters)
-        elif len(distinct) == 1:
-            self.model.set_adapter(adapters[0], inference_mode=True)
-            yield [None] * len(adapters)
-        else:
-            yield [BASE_ROW if adapter is None else adapter for adapter in adapters]

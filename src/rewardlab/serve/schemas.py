@@ -115,6 +115,10 @@ class ChatCompletionRequest(SamplingRequest):
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    @property
+    def wants_logprobs(self) -> bool:
+        return self.logprobs
+
 
 class CompletionRequest(SamplingRequest):
     prompt: str | list[str] | list[int] | list[list[int]]
@@ -127,6 +131,10 @@ class CompletionRequest(SamplingRequest):
         if value:
             raise ValueError(NO_ALTERNATIVES)
         return value
+
+    @property
+    def wants_logprobs(self) -> bool:
+        return self.logprobs is not None
 
     @field_validator("prompt")
     @classmethod

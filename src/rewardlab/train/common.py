@@ -1,4 +1,8 @@
-"""Pieces the SFT and GRPO loops share: seeding, optimizer, schedule, batching token sequences."""
+"""Pieces the SFT and GRPO loops share: seeding, optimizer, schedule, batching token sequences.
+
+The logits the loss reads come from the model's forward (``Forward.suffix_logits``, see
+:mod:`rewardlab.models.forward`), which both loops pick once when they load the model.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,7 @@ import random
 
 import numpy as np
 import torch
-from transformers import DynamicCache, get_scheduler
-
-from rewardlab.models.lean import lean_decoder
-from rewardlab.models.lean import suffix_logits as lean_suffix_logits
+from transformers import get_scheduler
 
 SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
@@ -86,83 +87,3 @@ def pad_sequences(
     attention = torch.tensor(attention_rows, dtype=torch.long)
     loss_mask = torch.tensor(mask_rows, dtype=torch.float32)
     return input_ids.to(device), attention.to(device), loss_mask.to(device), width_prefix
-
-
-def suffix_logits(
-    model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor, start: int, lean: bool = True
-) -> torch.Tensor:
-    """Logits predicting tokens ``input_ids[:, start:]`` (shape (B, S, V)).
-
-    Position ids count only real tokens, so a left-padded prompt sees the same positions it had when
-    it was sampled. Rows that share their prefix (the completions of one prompt) share its forward pass:
-    see :func:`shared_prefix_logits`. ``lean`` runs Llama and Qwen2 models on
-    :mod:`rewardlab.models.lean` (the same logits and gradients with far fewer operations); other models,
-    or ``lean=False``, run transformers' forward.
-    """
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    prefixes, rows = distinct_prefixes(input_ids[:, :start], attention[:, :start])
-    decoder = lean_decoder(model, training=True) if lean else None
-    if decoder is not None:
-        return lean_suffix_logits(decoder, input_ids, attention, start, prefixes, rows)
-    if prefixes is not None:
-        return shared_prefix_logits(model, input_ids, attention, positions, start, prefixes, rows)
-    # Only the suffix's logits are needed: ask the model for exactly those (saves the head's matmul
-    # over the prompt).
-    keep = input_ids.shape[1] - start + 1
-    out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, logits_to_keep=keep)
-    return out.logits[:, :-1, :]
-
-
-def distinct_prefixes(
-    prefix_ids: torch.Tensor, prefix_attention: torch.Tensor
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(one row index per distinct prefix, each row's distinct-prefix number); (None, None) if all differ."""
-    if prefix_ids.shape[1] == 0:
-        return None, None
-    distinct, rows = torch.unique(torch.cat([prefix_ids, prefix_attention], 1), dim=0, return_inverse=True)
-    if distinct.shape[0] == prefix_ids.shape[0]:
-        return None, None
-    # One representative row per distinct prefix, in the order torch.unique numbered them.
-    first = torch.full((distinct.shape[0],), prefix_ids.shape[0], dtype=torch.long, device=rows.device)
-    first = first.scatter_reduce(0, rows, torch.arange(rows.shape[0], device=rows.device), "amin")
-    return first, rows
-
-
-def shared_prefix_logits(
-    model: torch.nn.Module,
-    input_ids: torch.Tensor,
-    attention: torch.Tensor,
-    positions: torch.Tensor,
-    start: int,
-    prefixes: torch.Tensor,
-    rows: torch.Tensor,
-) -> torch.Tensor:
-    """:func:`suffix_logits` for rows whose prefixes repeat: each distinct prefix is encoded once.
-
-    The prefix pass keeps its keys and values in a cache, which is copied (``index_select``, so gradients
-    flow back into the one prefix computation) to every row that continues it; the suffixes then run on
-    top. The result equals one forward over the full rows up to rounding, but a group of G completions of
-    a P-token prompt costs P prompt tokens of forward and backward instead of G * P, and the last suffix
-    token, which predicts nothing, is never fed.
-    """
-    cache = DynamicCache()
-    head = model(
-        input_ids=input_ids[prefixes, :start],
-        attention_mask=attention[prefixes, :start],
-        position_ids=positions[prefixes, :start],
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    first = head.logits[rows]  # (B, 1, V): each row's prediction of its first suffix token
-    if input_ids.shape[1] - start == 1:
-        return first
-    cache.reorder_cache(rows)
-    rest = model(
-        input_ids=input_ids[:, start:-1],
-        attention_mask=attention[:, :-1],
-        position_ids=positions[:, start:-1],
-        past_key_values=cache,
-        use_cache=True,
-    )
-    return torch.cat([first, rest.logits], 1)

@@ -22,10 +22,11 @@ from rewardlab.envs.registry import load_environment_for
 from rewardlab.errors import DatasetError
 from rewardlab.eval.run_report import write_run_report
 from rewardlab.models.chat import ChatRenderer
+from rewardlab.models.forward import forward_for
 from rewardlab.models.loading import LoraSettings, describe_model, load_model
 from rewardlab.runs import RunStore, collect_manifest
 from rewardlab.runs.lineage import record_training_prompts
-from rewardlab.train.common import make_optimizer, make_scheduler, pad_sequences, set_seed, suffix_logits
+from rewardlab.train.common import make_optimizer, make_scheduler, pad_sequences, set_seed
 from rewardlab.types import Messages
 
 
@@ -124,6 +125,7 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
     model, tokenizer = load_model(
         config.model.name_or_path, config.model.dtype, config.model.device, lora=lora, trainable=True
     )
+    forward = forward_for(model)
     data = Demonstrations(config, ChatRenderer(tokenizer))
     manifest = collect_manifest(config.seed, {"model": describe_model(config.model.name_or_path)})
     run = store.create_run("sft", config.model_dump(), manifest, name=config.run_name, parent=parent)
@@ -150,7 +152,7 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
             input_ids, attention, mask, start = pad_sequences(
                 prompts, completions, [[1] * len(c) for c in completions], tokenizer.pad_token_id, device
             )
-            logits = suffix_logits(model, input_ids, attention, start)
+            logits = forward.suffix_logits(input_ids, attention, start)
             targets = input_ids[:, start:]
             token_loss = torch.nn.functional.cross_entropy(
                 logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"

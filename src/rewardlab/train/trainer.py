@@ -24,6 +24,7 @@ from rewardlab.envs.base import Environment
 from rewardlab.envs.registry import load_environment_for
 from rewardlab.errors import RewardlabError
 from rewardlab.eval.run_report import write_run_report
+from rewardlab.models.forward import Forward, forward_for
 from rewardlab.models.loading import LoraSettings, describe_model, load_model
 from rewardlab.rubrics.failures import raise_if_all_errored
 from rewardlab.runs import RunStore, collect_manifest
@@ -31,7 +32,7 @@ from rewardlab.runs.lineage import record_training_prompts
 from rewardlab.sampling.base import SamplingParams
 from rewardlab.sampling.local import LocalSampler
 from rewardlab.train import checkpoint as ckpt
-from rewardlab.train.common import make_optimizer, make_scheduler, pad_sequences, set_seed, suffix_logits
+from rewardlab.train.common import make_optimizer, make_scheduler, pad_sequences, set_seed
 from rewardlab.train.grpo import group_advantages, policy_loss, token_logprobs, token_logprobs_and_entropy
 from rewardlab.types import Example, ScoredRollout
 
@@ -105,11 +106,11 @@ def micro_batches(batch: Batch, count: int) -> list[Batch]:
 
 
 @torch.no_grad()
-def sequence_logprobs(model, batch: Batch, temperature: float, micro: int) -> torch.Tensor:
-    """Log-probs of the completion tokens under ``model`` as it is now (no gradient)."""
+def sequence_logprobs(forward: Forward, batch: Batch, temperature: float, micro: int) -> torch.Tensor:
+    """Log-probs of the completion tokens under the model as it is now (no gradient)."""
     parts = []
     for part in micro_batches(batch, micro):
-        logits = suffix_logits(model, part.input_ids, part.attention, part.start)
+        logits = forward.suffix_logits(part.input_ids, part.attention, part.start)
         parts.append(token_logprobs(logits, part.input_ids[:, part.start :], temperature))
     return torch.cat(parts)
 
@@ -169,7 +170,8 @@ def train(
         raise RewardlabError("beta > 0 needs a reference model: enable LoRA (the base is the reference)")
     model.train()
     device = next(model.parameters()).device
-    sampler = LocalSampler(model, tokenizer, max_batch_size=config.max_batch_size)
+    forward = forward_for(model)  # sampling and the update run on the same forward
+    sampler = LocalSampler(model, tokenizer, max_batch_size=config.max_batch_size, forward=forward)
     optimizer = make_optimizer(
         model, config.learning_rate, config.weight_decay, (config.adam_beta1, config.adam_beta2)
     )
@@ -229,12 +231,12 @@ def train(
 
             # 4. log-probs to hold fixed: the sampling policy's (for several passes) and the reference's
             old_logprobs = (
-                sequence_logprobs(model, batch, temperature, micro) if config.num_iterations > 1 else None
+                sequence_logprobs(forward, batch, temperature, micro) if config.num_iterations > 1 else None
             )
             ref_logprobs = None
             if config.beta > 0:
                 with no_adapter(model):
-                    ref_logprobs = sequence_logprobs(model, batch, temperature, micro)
+                    ref_logprobs = sequence_logprobs(forward, batch, temperature, micro)
 
             # 5. the update: clipped surrogate, accumulated over micro-batches, one optimizer step per pass
             stats = {
@@ -251,7 +253,7 @@ def train(
                 for part in micro_batches(batch, micro):
                     rows = slice(offset, offset + part.input_ids.shape[0])
                     offset = rows.stop
-                    logits = suffix_logits(model, part.input_ids, part.attention, part.start)
+                    logits = forward.suffix_logits(part.input_ids, part.attention, part.start)
                     logprobs, entropy = token_logprobs_and_entropy(
                         logits, part.input_ids[:, part.start :], temperature, with_entropy=iteration == 0
                     )
