@@ -65,7 +65,7 @@ def test_every_unknown_key_of_a_file_is_named(tmp_path):
     config.write_text("lerning_rate = 1e-4\nmax_stepz = 3\n[lora]\nrank = 4\n")
     line = one_line(*invoke("train", "--config", str(config), "--runs-dir", str(tmp_path)))
     assert "unknown config fields" in line
-    assert "'lerning_rate' (did you mean 'learning_rate'?)" in line
+    assert "'lerning_rate' (did you mean 'optimizer.learning_rate'?)" in line
     assert "'max_stepz' (did you mean 'max_steps'?)" in line
 
 
