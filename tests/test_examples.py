@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rewardlab.cli import app
-from rewardlab.config import SFTConfig, TrainConfig, load_config
+from rewardlab.config import DemoConfig, SFTConfig, TrainConfig, load_config
 from rewardlab.envs import load_environment
 from rewardlab.runs import RunStore
 from rewardlab.types import Rollout
@@ -37,6 +37,17 @@ def test_reverse_env_rewards_the_right_answer_fully():
     assert 0 < half.components["shared_prefix"] < 1 and half.components["reversed_exactly"] == 0
     assert score("no tags").reward == 0.0
     assert not {e.question for e in env.train_examples} & {e.question for e in env.eval_examples}
+
+
+def test_demo_template_for_a_real_model_validates():
+    config = load_config(DemoConfig, EXAMPLES / "demo_smollm2_event_selection.toml")
+    assert (config.model.name_or_path, config.model.dtype) == ("smollm2-135m", "bfloat16")
+    assert config.sft.lora.enabled and config.train.lora.enabled
+    assert config.env.name == "event_selection" and config.env.args["level"] == 1
+    assert config.train.sampling.max_new_tokens == config.eval.sampling.max_new_tokens == "auto"
+    assert config.eval.fresh and config.eval.breakdown == ["num_events"]
+    env = load_environment(config.env.name, **config.env.args)  # the env args are accepted too
+    assert all(key in example.info for key in config.eval.breakdown for example in env.eval_examples)
 
 
 def test_the_multi_turn_example_plays_through_the_cli(tmp_path):

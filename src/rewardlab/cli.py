@@ -630,11 +630,17 @@ def demo(
     set_: SetOption = None,
     _help_config: DemoHelp = False,
 ):
-    """Prime the tiny model, evaluate it, train it with GRPO + LoRA, evaluate again, compare, report."""
+    """Prime a model, evaluate it, train it with GRPO + LoRA, evaluate again, compare, report."""
     from rewardlab.demo import DemoConfig, run_demo
+    from rewardlab.demo_report import closing_lines
+    from rewardlab.eval.view import comparison_view
 
     cfg = build_config(DemoConfig, config, set_, typed(ctx, {"out": "runs_dir"}, out=out, seed=seed))
-    run_demo(cfg)
+    result = run_demo(cfg)
+    console.print(comparison_view(result.held_out))
+    for line in closing_lines(result):
+        console.print(line)
+    console.print(str(result.summary_path), soft_wrap=True)  # last, for scripts: where everything is
 
 
 @app.command()

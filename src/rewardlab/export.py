@@ -60,11 +60,15 @@ def export_run(model: str, out_dir: str | Path, merge: bool = False, name: str =
     config_path.write_text(json.dumps(config, indent=2) + "\n")
     if not (adapter_out / BASE_RECORD).exists():
         write_base_record(adapter_out, base)
-    merged_out = None
-    if merge:
-        peft_model, tokenizer = load_model(model)
-        merged = peft_model.merge_and_unload()
-        merged_out = out / "merged"
-        merged.save_pretrained(merged_out)
-        tokenizer.save_pretrained(merged_out)
+    merged_out = merge_adapter(model, out / "merged") if merge else None
     return Export(adapter_out, merged_out, base, name)
+
+
+def merge_adapter(model: str, out_dir: str | Path, dtype: str = "float32") -> Path:
+    """``model`` (an adapter directory or a run holding one) with its adapter folded into the base weights,
+    saved with its tokenizer as a plain model directory."""
+    peft_model, tokenizer = load_model(model, dtype=dtype)
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return Path(out_dir)
