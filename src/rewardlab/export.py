@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rewardlab.errors import RewardlabError
 from rewardlab.models.adapters import ADAPTER_CONFIG, BASE_RECORD, write_base_record
-from rewardlab.models.loading import load_model, resolve
+from rewardlab.models.loading import load_model, locate, resolve
 
 
 @dataclass
@@ -40,8 +40,19 @@ class Export:
         return max(16, int(config.get("r", 16)))  # vLLM's default limit is 16
 
 
-def export_run(model: str, out_dir: str | Path, merge: bool = False, name: str = "tuned") -> Export:
-    """Export ``model`` (a run directory or an adapter directory) into ``out_dir``."""
+def export_run(
+    model: str,
+    out_dir: str | Path | None,
+    merge: bool = False,
+    name: str = "tuned",
+    runs_dir: str | Path | None = None,
+) -> Export:
+    """Export ``model`` (a run directory or an adapter directory; with ``runs_dir``, a run id too) into
+    ``out_dir``."""
+    if out_dir is None:
+        raise RewardlabError("export needs a directory to write: --out DIR")
+    if runs_dir is not None:
+        model = locate(model, runs_dir, run_only=True)
     base, adapter = resolve(model)
     if adapter is None:
         raise RewardlabError(
