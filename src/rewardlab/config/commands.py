@@ -303,8 +303,8 @@ class DemoConfig(Section):
     """The demo: prime with SFT, evaluate, train with GRPO, evaluate again, a control, compare, report.
 
     The defaults are what ``make demo`` runs (the tiny model on arithmetic); ``sft``, ``train`` and
-    ``eval`` take every field of ``rewardlab sft``/``train``/``eval`` but the model, environment and run
-    store, which are the demo's.
+    ``eval`` take the fields of ``rewardlab sft``/``train``/``eval`` but the model, environment, seed and run
+    store, which are the demo's (and the split: the demo evaluates on the held-out one).
     """
 
     renamed: ClassVar[dict[str, str | tuple[str, ...]]] = {
