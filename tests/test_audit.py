@@ -40,7 +40,7 @@ def test_planted_hack_is_flagged(tmp_path):
             "max_steps": 12,
             "prompts_per_step": 4,
             "group_size": 8,
-            "learning_rate": 3e-3,
+            "optimizer": {"learning_rate": 3e-3},
             "lora": {"enabled": False},
             "sampling": {"max_new_tokens": 6},
         }

@@ -33,7 +33,9 @@ def test_unknown_environment(tmp_path):
 
 def test_unknown_config_field_suggests_the_right_one(tmp_path):
     code, out = run("train", "--set", "lerning_rate=1e-4", "--runs-dir", str(tmp_path))
-    assert_one_line_error(code, out, "unknown config field 'lerning_rate' (did you mean 'learning_rate'?)")
+    assert_one_line_error(
+        code, out, "unknown config field 'lerning_rate' (did you mean 'optimizer.learning_rate'?)"
+    )
 
 
 def test_mistyped_config_field(tmp_path):

@@ -4,8 +4,17 @@ import pytest
 from typer.testing import CliRunner
 
 from rewardlab.cli import app
-from rewardlab.config import EvalConfig, SFTConfig
-from rewardlab.eval.compare import answer_view, as_id_list, compare_models, debug_line, gold_view
+from rewardlab.config import CompareConfig, EvalConfig, SFTConfig
+from rewardlab.errors import RewardlabError
+from rewardlab.eval.compare import (
+    answer_view,
+    as_id_list,
+    compare_models,
+    debug_line,
+    gold_view,
+    run_compare,
+)
+from rewardlab.models.loading import locate, resolve
 from rewardlab.rubrics import XMLParser
 from rewardlab.rubrics.parsers import JSONParser
 from rewardlab.runs import RunStore
@@ -54,6 +63,36 @@ def test_every_mode_compares_the_same_records(primed):
     held_out = {r["example_id"] for r in store.rollouts(results[0].comparison.run_a, phase="eval")}
     fresh = {r["example_id"] for r in store.rollouts(results[1].comparison.run_a, phase="eval")}
     assert held_out != fresh
+
+
+def test_resolve_understands_run_ids_and_run_directories(primed):
+    store, sft = primed
+    run_dir = str(sft.model_dir.parent)
+    assert locate(sft.run_id, store.root) == run_dir
+    assert locate(sft.run_id[:-2], store.root) == run_dir  # a unique prefix
+    assert resolve(sft.run_id, store.root) == resolve(run_dir) == (str(sft.model_dir.resolve()), None)
+    for name in ("tiny", "smollm2-135m", "scripted:oracle", "Org/model-1.5"):
+        assert locate(name, store.root) == name
+    with pytest.raises(RewardlabError, match="no run 'sft-nosuch'"):
+        locate("sft-nosuch", store.root)  # reads as a run id: never a Hub download
+    with pytest.raises(RewardlabError, match="no run 'Org/model-1.5'"):
+        locate("Org/model-1.5", store.root, run_only=True)
+
+
+def test_run_compare_is_the_whole_command(primed):
+    """Models named by run id, the environment found through the runs' lineage, one compare run recorded;
+    two eval runs are compared as they are."""
+    store, sft = primed
+    config = CompareConfig(a="tiny", b=sft.run_id, num_examples=4, rollouts_per_example=1, samples=2)
+    result = run_compare(store, config)
+    assert result.runs is None and [mode.mode for mode in result.modes] == ["held-out"]
+    run = store.get(result.run_id)
+    assert run.kind == "compare" and run.status == "completed" and run.config["env"] == ENV
+    assert run.config["b"] == str(sft.model_dir.parent)  # the run id, as that run's directory
+    assert run.summary["held-out"]["n"] == 4 and run.summary["held-out"]["seen_in_training_b"] == 0
+    comparison = result.modes[0].comparison
+    again = run_compare(store, CompareConfig(a=comparison.run_a, b=comparison.run_b))
+    assert again.run_id is None and again.runs.reward.mean_diff == comparison.reward.mean_diff
 
 
 def test_cli_warns_when_records_were_in_training(tmp_path):

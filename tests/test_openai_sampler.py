@@ -331,6 +331,9 @@ class CountingEnv(MultiTurnEnv):
         state["done"] = len(state["said"]) == 3
         return [] if state["done"] else [{"role": "user", "content": "next"}]
 
+    def is_completed(self, messages, state):
+        return state.get("done", False)
+
 
 def counted_to_three(state) -> float:
     return 1.0 if state["said"] == ["1", "2", "3"] else 0.0

@@ -50,9 +50,7 @@ def _scored(errored: bool = False) -> ScoredRollout:
     if errored:
         components["judge"] = None
         errors["judge"] = "TimeoutError: judge did not answer"
-    return ScoredRollout(
-        rollout, reward=np.float64(1.5), components=components, errors=errors, metrics={"length": 3.0}
-    )
+    return ScoredRollout(rollout, reward=np.float64(1.5), components=components, errors=errors)
 
 
 def test_create_writes_dir_files_and_row(store: RunStore) -> None:
@@ -150,11 +148,23 @@ def test_rollouts_round_trip_with_errored_component(store: RunStore) -> None:
     assert row["prompt"][1] == {"role": "user", "content": "2+2?"}
     assert row["completion"] == [{"role": "assistant", "content": "<answer>4</answer>"}]
     assert (row["example_id"], row["sample_index"], row["answer"]) == ("gsm8k-17", 2, "4")
-    assert row["reward"] == 1.5 and row["metrics"] == {"length": 3.0}
+    assert row["reward"] == 1.5 and row["metrics"] == {}
     assert row["truncated"] is True and row["num_turns"] == 1 and row["num_completion_tokens"] == 3
     assert row["latency_s"] == 0.25 and row["info"] == {"split": "test", "difficulty": 3}
     assert row["error"] is None and rows[1]["errors"] == {}
     assert store.rollout_counts(run.id) == {"eval": 2, "train": 1}
+
+
+def test_rollout_metrics_written_by_earlier_versions_still_read(store: RunStore) -> None:
+    """Rollouts no longer carry metrics, but a store whose rows have them reads as before."""
+    import sqlite3
+
+    run = store.create_run("eval", {}, MANIFEST)
+    store.log_rollouts(run.id, 0, "eval", [_scored()])
+    with sqlite3.connect(store.db_path) as conn:
+        conn.execute("UPDATE rollouts SET metrics = ? WHERE run_id = ?", ('{"length": 3.0}', run.id))
+    [row] = store.rollouts(run.id)
+    assert row["metrics"] == {"length": 3.0} and row["components"]["correct"] == 1.0
 
 
 def test_finish_and_summary_merge(store: RunStore) -> None:

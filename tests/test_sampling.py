@@ -107,6 +107,9 @@ class CountdownEnv(MultiTurnEnv):
         state["done"] = state["turns"] >= 3
         return [{"role": "user", "content": f"again {state['turns']}"}]
 
+    def is_completed(self, messages, state):
+        return state.get("done", False)
+
 
 def test_multi_turn_ids_mask_and_state(tiny):
     _, tokenizer = tiny
@@ -140,6 +143,9 @@ def test_environment_that_raises_fails_only_its_episode(tiny):
     class Broken(MultiTurnEnv):
         def env_response(self, messages, state):
             raise RuntimeError("board exploded")
+
+        def is_completed(self, messages, state):
+            return False
 
     env = Broken(dataset=[{"prompt": "go"}], max_turns=3)
     [rollout] = env.rollout(ScriptedSampler(tokenizer, ["x"]), env.examples("train"), SamplingParams())

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rewardlab.config import EvalConfig, SFTConfig, TrainConfig
+from rewardlab.config import EvalConfig, SFTConfig, TrainConfig, deep_merge, validated
 from rewardlab.envs import SingleTurnEnv
 from rewardlab.eval.compare import compare_runs
 from rewardlab.eval.evaluate import evaluate
@@ -30,19 +30,18 @@ def easy_config(tmp_path, **overrides) -> TrainConfig:
         "max_steps": 12,
         "prompts_per_step": 4,
         "group_size": 8,
-        "learning_rate": 1e-2,
+        "optimizer": {"learning_rate": 1e-2},
         "sampling": {"max_new_tokens": 6},
         "log_rollouts_per_step": 2,
         "lora": {"rank": 8, "alpha": 16},
         "seed": 0,
     }
-    values.update(overrides)
-    return TrainConfig.model_validate(values)
+    return validated(TrainConfig, deep_merge(values, overrides))
 
 
 def test_easy_reward_goes_up(tmp_path):
     store = RunStore(tmp_path / "runs")
-    config = easy_config(tmp_path, lora={"enabled": False}, learning_rate=3e-3)
+    config = easy_config(tmp_path, lora={"enabled": False}, optimizer={"learning_rate": 3e-3})
     result = train(config, store, env=easy_env())
     rewards = [value for _, value in store.metrics(result.run_id)["reward/mean"]]
     first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
@@ -94,7 +93,8 @@ def test_lora_trains_the_adapter_and_leaves_the_base_alone(tmp_path):
 
 def test_kl_to_the_base_is_logged_and_starts_at_zero(tmp_path):
     store = RunStore(tmp_path / "runs")
-    result = train(easy_config(tmp_path, max_steps=4, beta=0.1, learning_rate=3e-2), store, env=easy_env())
+    config = easy_config(tmp_path, max_steps=4, beta=0.1, optimizer={"learning_rate": 3e-2})
+    result = train(config, store, env=easy_env())
     kl = [value for _, value in store.metrics(result.run_id)["kl"]]
     assert len(kl) == 4 and all(value >= 0 for value in kl)
     assert kl[0] == pytest.approx(0.0, abs=1e-6)  # LoRA B starts at zero: policy == reference
@@ -112,10 +112,10 @@ def test_kl_without_lora_is_refused(tmp_path):
         )
 
 
-def test_gradient_accumulation_changes_memory_not_the_result(tmp_path):
+def test_micro_batches_change_memory_not_the_result(tmp_path):
     store = RunStore(tmp_path / "runs")
     whole = train(easy_config(tmp_path, max_steps=3), store, env=easy_env())
-    split = train(easy_config(tmp_path, max_steps=3, gradient_accumulation_steps=4), store, env=easy_env())
+    split = train(easy_config(tmp_path, max_steps=3, micro_batches=4), store, env=easy_env())
     for name in ("reward/mean", "loss", "grad_norm", "entropy"):
         a = [v for _, v in store.metrics(whole.run_id)[name]]
         b = [v for _, v in store.metrics(split.run_id)[name]]
@@ -135,8 +135,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, loss_type, iterations
         "checkpoint_every": 2,
         "loss_type": loss_type,
         "num_iterations": iterations,
-        "lr_scheduler": "cosine",
-        "warmup_steps": 2,
+        "optimizer": {"lr_scheduler": "cosine", "warmup_steps": 2},
     }
     whole = train(easy_config(tmp_path, **common), store, env=easy_env())
     interrupted = train(easy_config(tmp_path, **common), store, env=easy_env(), stop_after_step=3)
@@ -196,8 +195,7 @@ def test_sft_primes_then_eval_and_compare_record_everything(tmp_path):
                 "env": env_config,
                 "max_steps": 60,
                 "batch_size": 16,
-                "learning_rate": 3e-3,
-                "warmup_steps": 5,
+                "optimizer": {"learning_rate": 3e-3, "warmup_steps": 5},
                 "log_every": 10,
                 "runs_dir": str(tmp_path / "runs"),
             }

@@ -31,6 +31,9 @@ class GuessTheNumber(MultiTurnEnv):
             return [{"role": "user", "content": "right"}]
         return [{"role": "user", "content": "higher" if guess < answer else "lower"}]
 
+    def is_completed(self, messages, state):
+        return state["done"]
+
     def policies(self):
         def bisect(messages, state, example, rng):
             if messages[-1]["content"] == "higher":
@@ -88,6 +91,9 @@ def test_max_turns_is_answered_and_a_cut_off_turn_is_recorded():
         def env_response(self, messages, state):
             state["seen"] = state.get("seen", 0) + 1
             return [{"role": "user", "content": "more"}]
+
+        def is_completed(self, messages, state):
+            return False
 
     env = Forever(dataset=[{"prompt": "go"}], max_turns=2)
     [rollout] = env.rollout(PolicySampler(lambda *_: "a"), env.examples("train"), SamplingParams())

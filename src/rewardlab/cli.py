@@ -1,14 +1,20 @@
-"""The ``rewardlab`` command line: thin commands over the library.
+"""The ``rewardlab`` command line. Each command turns its flags into a config and makes one library call:
 
-Every command that runs something (sft, train, eval, compare, audit, serve, export, demo) takes
-``--config FILE.toml`` and any number of ``--set key=value`` overrides, and ``--help-config`` lists every
-field with its default and meaning; a flag typed on the command line wins over both. User mistakes print
-one line and exit with code 2.
+    sft -> train.sft.run_sft          train -> train.trainer.train        eval -> eval.evaluate.evaluate
+    compare -> eval.compare.run_compare     audit -> rubrics.audit.audit_run    export -> export.export_run
+    serve -> serve.server.serve       demo -> demo.run_demo
+
+Every command that runs something takes ``--config FILE.toml`` and any number of ``--set key=value``
+overrides; ``--help-config`` lists every field with its default and meaning, and ``--print-config`` prints
+the config the command would run with, as TOML ready to save. A flag typed on the command line wins over
+both. User mistakes print one line and exit with code 2.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated
@@ -20,15 +26,20 @@ from rich.text import Text
 from rewardlab.config import (
     AuditConfig,
     CompareConfig,
+    DemoConfig,
     EvalConfig,
     ExportConfig,
+    RenamedField,
     ServeConfig,
     SFTConfig,
     TrainConfig,
     describe_fields,
     load_config,
+    resume_config,
+    served_model,
+    to_toml,
 )
-from rewardlab.console import console, print_whole
+from rewardlab.console import console, notes, print_whole
 from rewardlab.errors import RewardlabError
 
 # Plain help (click's): flags show no type, options their real one, and text is never read as markup.
@@ -62,6 +73,13 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a config field (repeatable)."),
 ]
+PrintConfig = Annotated[
+    bool,
+    typer.Option(
+        "--print-config", help="Print the config this command would run with, as TOML, and exit."
+    ),
+]
+RunsDir = Annotated[str, typer.Option("--runs-dir", help="Where the run store lives.")]
 
 
 def help_config(config_class):
@@ -69,7 +87,7 @@ def help_config(config_class):
 
     def show(value: bool) -> None:
         if value:
-            show_fields(config_class() if not isinstance(config_class, type) else config_class)
+            show_fields(config_class)
             raise typer.Exit()
 
     return Annotated[
@@ -84,20 +102,13 @@ def help_config(config_class):
     ]
 
 
-def _demo_config():
-    from rewardlab.demo import DemoConfig
-
-    return DemoConfig
-
-
 SFTHelp, TrainHelp, EvalHelp = help_config(SFTConfig), help_config(TrainConfig), help_config(EvalConfig)
 CompareHelp, AuditHelp, ExportHelp = (
     help_config(CompareConfig),
     help_config(AuditConfig),
     help_config(ExportConfig),
 )
-ServeHelp, DemoHelp = help_config(ServeConfig), help_config(_demo_config)
-RunsDir = Annotated[str, typer.Option("--runs-dir", help="Where the run store lives.")]
+ServeHelp, DemoHelp = help_config(ServeConfig), help_config(DemoConfig)
 
 
 def package_version() -> str:
@@ -156,10 +167,44 @@ def show_fields(model) -> None:
     print_whole(table)
 
 
-def build_config(model, config: Path | None, overrides: list[str] | None, extra: dict[str, object]):
-    """Config file, then ``--set`` overrides, then the command's own flags (when given)."""
-    flags = {key: str(value) if isinstance(value, Path) else value for key, value in extra.items()}
-    return load_config(model, config, overrides, {k: v for k, v in flags.items() if v is not None})
+@contextmanager
+def renamed_fields_noted():
+    """A config field under its old name works, and says its new one in a line on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RenamedField)
+        yield
+    for warning in caught:
+        if issubclass(warning.category, RenamedField):
+            notes.print(f"[yellow]note:[/] {warning.message}", soft_wrap=True)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+def configured(model, config: Path | None, overrides: list[str] | None, flags: dict, print_config: bool):
+    """The command's config: the file, then ``--set`` overrides, then the flags given (``None``: not given).
+    With ``--print-config`` it is printed instead, and the command ends there."""
+    given = {key: str(value) if isinstance(value, Path) else value for key, value in flags.items()}
+    with renamed_fields_noted():
+        cfg = load_config(model, config, overrides, {k: v for k, v in given.items() if v is not None})
+    return printed_if(cfg, print_config)
+
+
+def printed_if(cfg, print_config: bool):
+    if print_config:
+        header = f"{(type(cfg).__doc__ or '').strip().splitlines()[0]}\nRun it with --config FILE.toml."
+        typer.echo(to_toml(cfg, header=header), nl=False)
+        raise typer.Exit()
+    return cfg
+
+
+def located(cfg):
+    """``cfg`` with a model that names a run (id, prefix, name) given as that run's directory, so the run
+    records where its model came from. An endpoint's model name is the server's own."""
+    from rewardlab.models.loading import locate
+
+    if getattr(cfg.model, "base_url", None) is None:
+        cfg.model.name_or_path = locate(cfg.model.name_or_path, cfg.runs_dir)
+    return cfg
 
 
 def typed(ctx: typer.Context, fields: dict[str, str] | None = None, **values: object) -> dict[str, object]:
@@ -179,43 +224,12 @@ def default(model, name: str):
     return model.model_fields[name].default
 
 
-def deep_merge(base: dict, changes: dict) -> dict:
-    merged = dict(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def model_argument(store_dir: str, name: str | None) -> str | None:
-    """Let ``--model`` name a run: it becomes that run's directory. A name that reads as a run id
-    (``train-...``) and is in no run store is that one-line error, not a Hub download."""
-    if name is None or Path(name).exists():
-        return name
-    from rewardlab.models.tiny import TINY_MODELS
-    from rewardlab.runs import RunStore
-    from rewardlab.runs.store import looks_like_run_id
-
-    if name in TINY_MODELS:
-        return name
-    store = RunStore(store_dir)
-    if looks_like_run_id(name):
-        return str(store.get(name).dir)
-    try:
-        return str(store.get(name).dir)
-    except RewardlabError:
-        return name
-
-
-def run_argument(store_dir: str, ref: str) -> str:
-    """A run (id, prefix, name or directory) or an existing path, as a path; anything else is "no run"."""
-    if Path(ref).exists():
-        return ref
-    from rewardlab.runs import RunStore
-
-    return str(RunStore(store_dir).get(ref).dir)
+ModelOption = Annotated[str | None, typer.Option(help="Starting model (name, path or run id).")]
+EnvOption = Annotated[str | None, typer.Option(help="Environment name, module or .py file.")]
+EndpointsOption = Annotated[
+    Path | None,
+    typer.Option(help="TOML file of [endpoints.<alias>] tables (base_url, model, ...); models name aliases."),
+]
 
 
 @app.command()
@@ -224,22 +238,17 @@ def sft(
     ctx: typer.Context,
     config: ConfigOption = None,
     set_: SetOption = None,
-    model: Annotated[str | None, typer.Option(help="Model to prime.")] = None,
-    env: Annotated[str | None, typer.Option(help="Environment name, module or .py file.")] = None,
+    model: ModelOption = None,
+    env: EnvOption = None,
     runs_dir: RunsDir = "runs",
+    print_config: PrintConfig = False,
     _help_config: SFTHelp = False,
 ):
     """Prime a model with supervised fine-tuning on demonstrations."""
     from rewardlab.train.sft import run_sft
 
-    cfg = build_config(
-        SFTConfig,
-        config,
-        set_,
-        {"model.name_or_path": model, "env.name": env, **typed(ctx, runs_dir=runs_dir)},
-    )
-    cfg.model.name_or_path = model_argument(cfg.runs_dir, cfg.model.name_or_path)
-    result = run_sft(cfg)
+    flags = {"model.name_or_path": model, "env.name": env, **typed(ctx, runs_dir=runs_dir)}
+    result = run_sft(located(configured(SFTConfig, config, set_, flags, print_config)))
     console.print(
         f"primed model: [bold]{result.model_dir}[/] (final loss {result.final_loss:.4f}, "
         f"{result.wall_seconds:.0f}s) run {result.run_id}"
@@ -252,64 +261,39 @@ def train(
     ctx: typer.Context,
     config: ConfigOption = None,
     set_: SetOption = None,
-    model: Annotated[str | None, typer.Option(help="Starting model (name, path or run id).")] = None,
-    env: Annotated[str | None, typer.Option(help="Environment name, module or .py file.")] = None,
+    model: ModelOption = None,
+    env: EnvOption = None,
     resume: Annotated[str | None, typer.Option(help="Run id or directory to resume.")] = None,
     runs_dir: RunsDir = "runs",
+    print_config: PrintConfig = False,
     _help_config: TrainHelp = False,
 ):
     """Train with GRPO (+ LoRA) on an environment."""
+    from rewardlab.runs import RunStore
     from rewardlab.train.trainer import train as run_train
 
-    if resume is not None:
-        # The stored config is the run's; only what is given now (e.g. a larger max_steps) changes.
-        from rewardlab.runs import RunStore
-
-        stored = RunStore(runs_dir).get(resume)
-        changes = build_config(TrainConfig, config, set_, {}).model_dump(exclude_unset=True)
-        cfg = TrainConfig.model_validate(
-            deep_merge(stored.config, {**changes, "resume": stored.id, "runs_dir": runs_dir})
-        )
+    if resume is not None:  # the run's own config; only what is given now (a larger max_steps) changes
+        with renamed_fields_noted():
+            cfg = printed_if(resume_config(RunStore(runs_dir), resume, config, set_), print_config)
     else:
-        cfg = build_config(
-            TrainConfig,
-            config,
-            set_,
-            {"model.name_or_path": model, "env.name": env, **typed(ctx, runs_dir=runs_dir)},
-        )
-        cfg.model.name_or_path = model_argument(cfg.runs_dir, cfg.model.name_or_path)
-    result = run_train(cfg)
+        flags = {"model.name_or_path": model, "env.name": env, **typed(ctx, runs_dir=runs_dir)}
+        cfg = configured(TrainConfig, config, set_, flags, print_config)
+    result = run_train(located(cfg))
+    console.print(trained_line(result), soft_wrap=True)
+
+
+def trained_line(result) -> str:
+    """What ``rewardlab train`` says at the end: where the adapter is, the last reward, what errored."""
     errored = (
         f"  [yellow]{result.errored_rollouts} of {result.rollouts} rollouts errored[/] (rewardlab runs show "
         f"{result.run_id} --rollouts 5)"
         if result.errored_rollouts
         else ""
     )
-    console.print(
+    return (
         f"adapter: [bold]{result.adapter_dir}[/]  run {result.run_id}  "
-        f"final reward {result.final_reward:.3f}{errored}  ({result.wall_seconds:.0f}s)",
-        soft_wrap=True,
+        f"final reward {result.final_reward:.3f}{errored}  ({result.wall_seconds:.0f}s)"
     )
-
-
-EndpointsOption = Annotated[
-    Path | None,
-    typer.Option(help="TOML file of [endpoints.<alias>] tables (base_url, model, ...); models name aliases."),
-]
-
-
-def served_model(name: str | None, base_url: str | None, endpoints: Path | None) -> dict | None:
-    """The model fields of ``--base-url URL --model NAME`` or ``--endpoints FILE --model ALIAS``."""
-    if base_url is not None and endpoints is not None:
-        raise RewardlabError("give --base-url or --endpoints, not both")
-    if (base_url is not None or endpoints is not None) and name is None:
-        flag = "--base-url" if base_url is not None else "--endpoints"
-        raise RewardlabError(f"{flag} needs --model: the served model's name, or the endpoint's alias")
-    if endpoints is not None:
-        from rewardlab.config import endpoint
-
-        return endpoint(endpoints, name).model_dump(exclude_unset=True)
-    return {"name_or_path": name, "base_url": base_url} if base_url is not None else None
 
 
 @app.command("eval")
@@ -324,7 +308,7 @@ def eval_(
             help="Model: name, path or run id; the served name with --base-url; an alias with --endpoints."
         ),
     ] = None,
-    env: Annotated[str | None, typer.Option(help="Environment name, module or .py file.")] = None,
+    env: EnvOption = None,
     num_examples: Annotated[int | None, typer.Option("--num-examples", "-n", help="Examples (n).")] = None,
     rollouts: Annotated[
         int | None, typer.Option("--rollouts", "-r", help="Rollouts per example (r).")
@@ -334,29 +318,20 @@ def eval_(
     ] = None,
     endpoints: EndpointsOption = None,
     runs_dir: RunsDir = "runs",
+    print_config: PrintConfig = False,
     _help_config: EvalHelp = False,
 ):
     """Evaluate a model or an endpoint: n examples x r rollouts, rewards, pass@k, errors, latency."""
     from rewardlab.eval.evaluate import evaluate
     from rewardlab.eval.view import eval_summary_table
 
-    served = served_model(model, base_url, endpoints)
-    model_fields = served if served is not None else {"name_or_path": model}
-    cfg = build_config(
-        EvalConfig,
-        config,
-        set_,
-        {
-            **{f"model.{key}": value for key, value in model_fields.items()},
-            "env.name": env,
-            "num_examples": num_examples,
-            "rollouts_per_example": rollouts,
-            **typed(ctx, runs_dir=runs_dir),
-        },
+    served = served_model(model, base_url, endpoints, alias_required=True) or {"name_or_path": model}
+    flags = {f"model.{key}": value for key, value in served.items()}
+    flags.update(
+        {"env.name": env, "num_examples": num_examples, "rollouts_per_example": rollouts},
+        **typed(ctx, runs_dir=runs_dir),
     )
-    if cfg.model.base_url is None:  # a run id names a local model; an endpoint's model name is its own
-        cfg.model.name_or_path = model_argument(cfg.runs_dir, cfg.model.name_or_path)
-    result = evaluate(cfg)
+    result = evaluate(located(configured(EvalConfig, config, set_, flags, print_config)))
     console.print(eval_summary_table(result.summary, title=f"eval {result.run_id}"))
     console.print(f"results: {result.run_dir / 'results.jsonl'}")
 
@@ -366,12 +341,12 @@ def eval_(
 def compare(
     ctx: typer.Context,
     a: Annotated[
-        str,
+        str | None,
         typer.Argument(
             metavar="A", help="Baseline: an eval run, or a model (name, path, run id, scripted:…)."
         ),
-    ],
-    b: Annotated[str, typer.Argument(metavar="B", help="Candidate: an eval run, or a model.")],
+    ] = None,
+    b: Annotated[str | None, typer.Argument(metavar="B", help="Candidate: an eval run, or a model.")] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     env: Annotated[
@@ -404,6 +379,7 @@ def compare(
         str | None, typer.Option("--base-url-b", help="B is the model of that name served at this URL.")
     ] = None,
     runs_dir: RunsDir = "runs",
+    print_config: PrintConfig = False,
     _help_config: CompareHelp = False,
 ):
     """Paired comparison: mean difference with a bootstrap 95% CI, win/tie/loss, latency, debug samples.
@@ -413,137 +389,18 @@ def compare(
     when those records were in either model's training data. Either side may be an endpoint: an alias
     from --endpoints, or a model name with --base-url-a / --base-url-b.
     """
-    cfg = build_config(
-        CompareConfig,
-        config,
-        set_,
-        {
-            "env.name": env,
-            **typed(
-                ctx,
-                {"rollouts": "rollouts_per_example"},
-                data=data,
-                num_examples=num_examples,
-                rollouts=rollouts,
-                seed=seed,
-                label_a=label_a,
-                label_b=label_b,
-                samples=samples,
-                endpoints=endpoints,
-                base_url_a=base_url_a,
-                base_url_b=base_url_b,
-                runs_dir=runs_dir,
-            ),
-        },
-    )
-    run_compare(a, b, cfg)
-
-
-def run_compare(a: str, b: str, cfg: CompareConfig) -> None:
-    from rewardlab.eval.compare import DATA_MODES, compare_models, compare_runs
-    from rewardlab.eval.view import comparison_view, model_comparison_view
+    from rewardlab.eval.compare import run_compare
+    from rewardlab.eval.view import compare_view
     from rewardlab.runs import RunStore
-    from rewardlab.runs.lineage import trained_env
 
-    runs_dir, endpoints, samples = cfg.runs_dir, cfg.endpoints, cfg.samples
-    store = RunStore(runs_dir)
-    served_a, served_b = served_side(a, cfg.base_url_a, endpoints), served_side(b, cfg.base_url_b, endpoints)
-    if endpoints is not None and served_a is None and served_b is None:
-        from rewardlab.config import load_endpoints
-
-        known = ", ".join(load_endpoints(endpoints))
-        raise RewardlabError(f"{endpoints}: neither '{a}' nor '{b}' is an endpoint alias; it has: {known}")
-    if served_a is None and served_b is None and _is_eval_run(store, a) and _is_eval_run(store, b):
-        console.print(comparison_view(compare_runs(store, a, b, num_samples=samples)))
-        return
-    fields_a = served_a or {"name_or_path": model_argument(runs_dir, a)}
-    fields_b = served_b or {"name_or_path": model_argument(runs_dir, b)}
-    model_a, model_b = fields_a["name_or_path"], fields_b["name_or_path"]
-    # Only a local model has run lineage that records what it was trained on.
-    traced = [fields["name_or_path"] for fields in (fields_a, fields_b) if fields.get("base_url") is None]
-    env_config = (
-        cfg.env.model_dump()
-        if cfg.env is not None
-        else next(filter(None, (trained_env(model, store) for model in traced)), None)
-    )
-    if env_config is None:
-        raise RewardlabError(
-            "name the environment with --env: neither model comes from a run that records one"
-        )
-    data = cfg.data
-    modes = DATA_MODES if data == "all" else tuple(m.strip() for m in data.split(",") if m.strip())
-    common = {
-        "env": env_config,
-        "num_examples": cfg.num_examples,
-        "rollouts_per_example": cfg.rollouts_per_example,
-        "sampling": cfg.sampling.model_dump(),
-        "seed": cfg.seed,
-        "runs_dir": runs_dir,
-    }
-    config_a = EvalConfig.model_validate({**common, "model": fields_a})
-    config_b = EvalConfig.model_validate({**common, "model": fields_b})
-    run = store.create_run(
-        "compare",
-        {
-            "a": model_a,
-            "b": model_b,
-            "endpoint_a": fields_a.get("base_url"),
-            "endpoint_b": fields_b.get("base_url"),
-            "modes": list(modes),
-            **common,
-        },
-    )
-    try:
-        results = compare_models(store, config_a, config_b, modes, num_samples=samples, parent=run.id)
-    except RewardlabError as error:
-        store.finish(run.id, status="failed", summary={"error": str(error)})
-        raise
-    console.print(model_comparison_view(results, cfg.label_a, cfg.label_b))
-    store.finish(
-        run.id,
-        summary={
-            r.mode: {"skipped": r.skipped}
-            if r.skipped
-            else {
-                "mean_a": r.comparison.reward.mean_a,
-                "mean_b": r.comparison.reward.mean_b,
-                "mean_diff": r.comparison.reward.mean_diff,
-                "ci95": list(r.comparison.reward.ci95),
-                "n": r.comparison.reward.n,
-                "seen_in_training_a": r.seen_in_training_a if r.traced_a else None,
-                "seen_in_training_b": r.seen_in_training_b if r.traced_b else None,
-                **{
-                    f"{key}_{side}": summary[key]
-                    for side, summary in (("a", r.summary_a), ("b", r.summary_b))
-                    for key in ("latency_mean_s", "latency_p50_s", "latency_p95_s", "requests_retried")
-                    if key in summary
-                },
-            }
-            for r in results
-        },
-    )
-
-
-def served_side(name: str, base_url: str | None, endpoints: Path | None) -> dict | None:
-    """One side of ``compare`` as endpoint model fields (``--base-url-a``/``-b``, or an alias in
-    ``--endpoints``); ``None`` for a local model, run or scripted player."""
-    if base_url is not None:
-        return {"name_or_path": name, "base_url": base_url}
-    if endpoints is not None:
-        from rewardlab.config import load_endpoints
-
-        found = load_endpoints(endpoints).get(name)
-        return found.model_dump(exclude_unset=True) if found is not None else None
-    return None
-
-
-def _is_eval_run(store, ref: str) -> bool:
-    if not (store.root / "rewardlab.db").exists():
-        return False
-    try:
-        return store.get(ref).kind == "eval"
-    except RewardlabError:
-        return False
+    options = typed(
+        ctx, {"rollouts": "rollouts_per_example"}, data=data, num_examples=num_examples, rollouts=rollouts,
+        seed=seed, label_a=label_a, label_b=label_b, samples=samples, endpoints=endpoints,
+        base_url_a=base_url_a, base_url_b=base_url_b, runs_dir=runs_dir,
+    )  # fmt: skip
+    cfg = configured(CompareConfig, config, set_, {"a": a, "b": b, "env.name": env, **options}, print_config)
+    result = run_compare(RunStore(cfg.runs_dir), cfg)
+    console.print(compare_view(result, cfg.label_a, cfg.label_b))
 
 
 @runs_app.command("list")
@@ -628,26 +485,36 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same numbers.")] = 0,
     config: ConfigOption = None,
     set_: SetOption = None,
+    print_config: PrintConfig = False,
     _help_config: DemoHelp = False,
 ):
-    """Prime the tiny model, evaluate it, train it with GRPO + LoRA, evaluate again, compare, report."""
-    from rewardlab.demo import DemoConfig, run_demo
+    """Prime a model, evaluate it, train it with GRPO + LoRA, evaluate again, compare, report."""
+    from rewardlab.demo import run_demo
+    from rewardlab.demo_report import closing_lines
+    from rewardlab.eval.view import comparison_view
 
-    cfg = build_config(DemoConfig, config, set_, typed(ctx, {"out": "runs_dir"}, out=out, seed=seed))
-    run_demo(cfg)
+    options = typed(ctx, {"out": "runs_dir"}, out=out, seed=seed)
+    result = run_demo(configured(DemoConfig, config, set_, options, print_config))
+    console.print(comparison_view(result.held_out))
+    for line in closing_lines(result):
+        console.print(line)
+    console.print(str(result.summary_path), soft_wrap=True)  # last, for scripts: where everything is
 
 
 @app.command()
 @user_errors
 def audit(
     ctx: typer.Context,
-    run: Annotated[str, typer.Argument(metavar="RUN", help="Train run (id, prefix or directory).")],
+    run: Annotated[
+        str | None, typer.Argument(metavar="RUN", help="Train run (id, prefix or directory).")
+    ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit with code 1 when anything is flagged (for CI).")
     ] = False,
     runs_dir: RunsDir = "runs",
+    print_config: PrintConfig = False,
     _help_config: AuditHelp = False,
 ):
     """Reward-hacking audit: each component's share, rise and correlation with correctness over training."""
@@ -655,7 +522,9 @@ def audit(
     from rewardlab.rubrics.audit_view import audit_view
     from rewardlab.runs import RunStore
 
-    cfg = build_config(AuditConfig, config, set_, typed(ctx, strict=strict, runs_dir=runs_dir))
+    cfg = configured(AuditConfig, config, set_, typed(ctx, strict=strict, runs_dir=runs_dir), print_config)
+    if run is None:
+        raise RewardlabError("audit needs a train run: rewardlab audit RUN")
     report = audit_run(RunStore(cfg.runs_dir), run)
     console.print(audit_view(report))
     if cfg.strict and report.flags:
@@ -667,9 +536,9 @@ def audit(
 def export(
     ctx: typer.Context,
     run: Annotated[
-        str,
+        str | None,
         typer.Argument(metavar="RUN", help="Train run (id, prefix or directory) or an adapter directory."),
-    ],
+    ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     out: Annotated[Path | None, typer.Option(help="Directory to write, empty or absent (required).")] = None,
@@ -680,21 +549,20 @@ def export(
         ExportConfig, "name"
     ),
     runs_dir: RunsDir = "runs",
+    print_config: PrintConfig = False,
     _help_config: ExportHelp = False,
 ):
     """Export a run's adapter in PEFT format (for vLLM) and, with --merge, a merged full model."""
     from rewardlab.export import export_run
 
-    cfg = build_config(
-        ExportConfig, config, set_, typed(ctx, out=out, merge=merge, name=name, runs_dir=runs_dir)
-    )
-    if cfg.out is None:
-        raise RewardlabError("export needs a directory to write: --out DIR")
-    result = export_run(run_argument(cfg.runs_dir, run), cfg.out, merge=cfg.merge, name=cfg.name)
-    if result.adapter_dir:
-        console.print(f"adapter: [bold]{result.adapter_dir}[/]")
-    if result.merged_dir:
-        console.print(f"merged model: [bold]{result.merged_dir}[/]")
+    options = typed(ctx, out=out, merge=merge, name=name, runs_dir=runs_dir)
+    cfg = configured(ExportConfig, config, set_, options, print_config)
+    if run is None:
+        raise RewardlabError("export needs a run or adapter directory: rewardlab export RUN --out DIR")
+    result = export_run(run, cfg.out, merge=cfg.merge, name=cfg.name, runs_dir=cfg.runs_dir)
+    for label, path in (("adapter", result.adapter_dir), ("merged model", result.merged_dir)):
+        if path:
+            console.print(f"{label}: [bold]{path}[/]")
     console.print("serve it with vLLM:")
     for command in result.vllm_commands():
         console.print(f"  {command}", soft_wrap=True)
@@ -757,55 +625,18 @@ def serve(
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = default(ServeConfig, "dtype"),
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = default(ServeConfig, "device"),
     runs_dir: RunsDir = "runs",
+    print_config: PrintConfig = False,
     _help_config: ServeHelp = False,
 ):
     """Serve the model and its LoRA adapters over an OpenAI-compatible HTTP API."""
-    from rewardlab.serve import build_engine, parse_adapter_specs, run_server
-    from rewardlab.serve.server import bind
+    from rewardlab.serve import serve as run_server
 
-    cfg = build_config(
-        ServeConfig,
-        config,
-        set_,
-        typed(
-            ctx,
-            model=model,
-            host=host,
-            port=port,
-            max_batch_size=max_batch_size,
-            batch_wait_ms=batch_wait_ms,
-            mix_adapters=mix_adapters,
-            dtype=dtype,
-            device=device,
-            runs_dir=runs_dir,
-        ),
-    )
-    if cfg.model is None:
-        raise RewardlabError("serve needs a base model: --model NAME (or model = ... in the config)")
-    specs = {**cfg.adapters, **parse_adapter_specs(adapter or [], base_name=cfg.model)}
-    sock = bind(cfg.host, cfg.port)  # first: a port in use is said before anything loads
-    try:
-        engine = build_engine(
-            model_argument(cfg.runs_dir, cfg.model),
-            {name: model_argument(cfg.runs_dir, path) for name, path in specs.items()},
-            served_name=cfg.model,
-            dtype=cfg.dtype,
-            device=cfg.device,
-            max_batch_size=cfg.max_batch_size,
-            batch_wait_ms=cfg.batch_wait_ms,
-            mix_adapters=cfg.mix_adapters,
-        )
-    except BaseException:
-        sock.close()
-        raise
-    for warning in engine.models.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
-    console.print(
-        f"serving {', '.join(engine.models.names)} at http://{cfg.host}:{sock.getsockname()[1]}/v1"
-        + (" (API key required)" if api_key else ""),
-        soft_wrap=True,
-    )
-    run_server(engine, host=cfg.host, port=cfg.port, api_key=api_key or None, sock=sock)
+    options = typed(
+        ctx, model=model, host=host, port=port, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms,
+        mix_adapters=mix_adapters, dtype=dtype, device=device, runs_dir=runs_dir,
+    )  # fmt: skip
+    cfg = configured(ServeConfig, config, set_, options, print_config)
+    run_server(cfg, adapter, api_key, say=lambda text: console.print(text, soft_wrap=True))
 
 
 def main() -> None:

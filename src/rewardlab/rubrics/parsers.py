@@ -43,9 +43,6 @@ class Parser:
         return format_reward
 
 
-_THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)
-
-
 class XMLParser(Parser):
     """Reads ``<answer>…</answer>`` (configurable tag), ignoring anything inside ``<think>…</think>``.
 

@@ -35,14 +35,12 @@ from typing import Any, Literal
 from rewardlab.errors import RewardlabError
 from rewardlab.rubrics.parsers import Parser
 from rewardlab.rubrics.runner import (
-    CannotShip,
+    Dispatcher,
     RewardCallError,
     Shipped,
+    WorkerCall,
     as_reward,
     describe_error,
-    pack_arguments,
-    shared_runner,
-    ship,
 )
 from rewardlab.types import Rollout, ScoredRollout
 
@@ -140,7 +138,7 @@ class Rubric:
         self.workers = workers
         self.parser = parser or Parser()
         self.functions: list[RewardFunction] = []
-        self._shipped_parser: tuple[Parser, Shipped | None] | None = None
+        self._dispatcher = Dispatcher(workers, self._warn_once)
         weights = list(weights) if weights is not None else [1.0] * len(funcs)
         if len(weights) != len(funcs):
             raise RewardlabError(f"rubric has {len(funcs)} reward functions but {len(weights)} weights")
@@ -169,14 +167,7 @@ class Rubric:
             own_timeout = _check_timeout(own_timeout, f"reward function '{name}'")
         function = RewardFunction(func, float(weight), name, wants, is_async, own_timeout)
         if self.isolation == "process" and not is_async:
-            try:
-                function.shipped = ship(func, name)
-            except CannotShip as error:
-                self._warn_once(
-                    name,
-                    f"reward function '{name}' cannot be sent to a worker process ({error}); "
-                    "it runs in this process, without a timeout",
-                )
+            function.shipped = self._dispatcher.ship(func, name)
         self.functions.append(function)
         return self
 
@@ -218,59 +209,6 @@ class Rubric:
     def _limit(self, function: RewardFunction) -> float:
         return function.timeout if function.timeout is not None else self.timeout
 
-    def _parser_for_workers(self) -> Shipped | None:
-        """The rubric's parser, pickled once (again only if it is replaced); None when it cannot be."""
-        if self._shipped_parser is None or self._shipped_parser[0] is not self.parser:
-            try:
-                shipped = ship(self.parser, "parser")
-            except CannotShip as error:
-                shipped = None
-                self._warn_once(
-                    f"parser {id(self.parser)}",
-                    f"the rubric's parser cannot be sent to a worker process ({error}); reward functions "
-                    "that take it run in this process, without a timeout",
-                )
-            self._shipped_parser = (self.parser, shipped)
-        return self._shipped_parser[1]
-
-    def _submit_to_workers(self, arguments: list[dict[str, Any] | None]) -> dict[tuple[int, int], Awaitable]:
-        """Hand every call that can run in a worker to the pool at once (so it can batch them); the
-        awaitable for each, keyed by (rollout, function) index."""
-        if self.isolation != "process" or not any(f.shipped for f in self.functions):
-            return {}
-        keys: list[tuple[int, int]] = []
-        calls: list[tuple[Shipped, bytes, tuple[tuple[str, Shipped], ...]]] = []
-        limits: list[float] = []
-        for i, rollout_arguments in enumerate(arguments):
-            if rollout_arguments is None:
-                continue
-            for j, function in enumerate(self.functions):
-                if function.shipped is None:
-                    continue
-                injected: tuple[tuple[str, Shipped], ...] = ()
-                if "parser" in function.wants:
-                    parser = self._parser_for_workers()
-                    if parser is None:
-                        continue
-                    injected = (("parser", parser),)
-                kwargs = {name: rollout_arguments[name] for name in function.wants if name != "parser"}
-                try:
-                    packed = pack_arguments(kwargs)
-                except CannotShip as error:
-                    self._warn_once(
-                        f"{function.name} arguments",
-                        f"the arguments of reward function '{function.name}' cannot be sent to a worker "
-                        f"process ({error}); such calls run in this process, without a timeout",
-                    )
-                    continue
-                keys.append((i, j))
-                calls.append((function.shipped, packed, injected))
-                limits.append(self._limit(function))
-        if not calls:
-            return {}
-        futures = shared_runner(self.workers).submit(calls, limits)
-        return {key: asyncio.wrap_future(future) for key, future in zip(keys, futures, strict=True)}
-
     @staticmethod
     def _call_inline(function: RewardFunction, arguments: dict[str, Any]) -> float | Exception:
         """A synchronous function called in this process; what it raises is returned, as gather would."""
@@ -297,36 +235,47 @@ class Rubric:
             raise RewardCallError(f"timed out after {limit}s")
         return as_reward(task.result())
 
-    async def _score_many(self, rollouts: Sequence[Rollout]) -> list[ScoredRollout]:
+    async def score_async(self, rollouts: Sequence[Rollout]) -> list[ScoredRollout]:
+        """Score rollouts: isolated calls spread over the worker pool, async ones run concurrently."""
         arguments = [None if r.error is not None else self._arguments(r) for r in rollouts]
-        in_workers = self._submit_to_workers(arguments)
-        outcomes: list[Any] = []  # per (rollout, function): a reward, an exception, or a placeholder
-        waiting: list[tuple[int, Awaitable]] = []
+        in_workers = self._dispatcher.submit(
+            [
+                WorkerCall(
+                    (i, j),
+                    function.shipped,
+                    function.name,
+                    {name: rollout_arguments[name] for name in function.wants if name != "parser"},
+                    self.parser if "parser" in function.wants else None,
+                    self._limit(function),
+                )
+                for i, rollout_arguments in enumerate(arguments)
+                if rollout_arguments is not None
+                for j, function in enumerate(self.functions)
+                if function.shipped is not None
+            ]
+        )
+        results: dict[tuple[int, int], Any] = {}  # per (rollout, function): a reward or an exception
+        waiting: dict[tuple[int, int], Awaitable] = {}
         for i, rollout_arguments in enumerate(arguments):
             if rollout_arguments is None:
                 continue
             for j, function in enumerate(self.functions):
                 call = in_workers.get((i, j))
-                if call is None and not function.is_async:
+                if call is not None:
+                    waiting[(i, j)] = call
+                elif function.is_async:
+                    waiting[(i, j)] = self._call_async(function, rollout_arguments)
+                else:
                     # A plain call, made now: a coroutine per call would cost more than most reward functions.
-                    outcomes.append(self._call_inline(function, rollout_arguments))
-                    continue
-                if call is None:
-                    call = self._call_async(function, rollout_arguments)
-                waiting.append((len(outcomes), call))
-                outcomes.append(None)
-        done = await asyncio.gather(*(awaitable for _, awaitable in waiting), return_exceptions=True)
-        for (index, _), result in zip(waiting, done, strict=True):
-            outcomes[index] = result
-        results = iter(outcomes)
-        scored = []
-        for rollout in rollouts:
-            if rollout.error is not None:
-                components = {f.name: None for f in self.functions}
-                scored.append(ScoredRollout(rollout, 0.0, components, {"rollout": rollout.error}))
-                continue
-            scored.append(self._assemble(rollout, [next(results) for _ in self.functions]))
-        return scored
+                    results[(i, j)] = self._call_inline(function, rollout_arguments)
+        done = await asyncio.gather(*waiting.values(), return_exceptions=True)
+        results.update(zip(waiting, done, strict=True))
+        return [
+            self._assemble(rollout, [results[(i, j)] for j in range(len(self.functions))])
+            if rollout.error is None
+            else ScoredRollout(rollout, 0.0, dict.fromkeys(self.names), {"rollout": rollout.error})
+            for i, rollout in enumerate(rollouts)
+        ]
 
     def _assemble(self, rollout: Rollout, results: list[Any]) -> ScoredRollout:
         components: dict[str, float | None] = {}
@@ -342,14 +291,6 @@ class Rubric:
                 components[function.name] = result
                 total += function.weight * result
         return ScoredRollout(rollout, total, components, errors)
-
-    async def score_rollout_async(self, rollout: Rollout) -> ScoredRollout:
-        [scored] = await self._score_many([rollout])
-        return scored
-
-    async def score_async(self, rollouts: Sequence[Rollout]) -> list[ScoredRollout]:
-        """Score rollouts: isolated calls spread over the worker pool, async ones run concurrently."""
-        return await self._score_many(rollouts)
 
     def score(self, rollouts: Sequence[Rollout]) -> list[ScoredRollout]:
         """Score rollouts from synchronous code."""

@@ -28,6 +28,7 @@ Design choices, and why:
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import importlib.machinery
@@ -44,7 +45,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -528,6 +529,93 @@ class RewardRunner:
                 if task.future.running() or task.future.set_running_or_notify_cancel():
                     task.future.set_exception(RewardCallError(reason))
             self._pending.clear()
+
+
+# -- what a rubric sends: functions and parser pickled once, arguments per call -------------------------
+
+
+@dataclass
+class WorkerCall:
+    """One reward call bound for a worker: the pickled function, its arguments, and what else it needs."""
+
+    key: Any  # the caller's name for the call, e.g. (rollout index, function index)
+    function: Shipped
+    name: str  # the function's, for messages
+    arguments: dict[str, Any]
+    parser: Any = None  # the rubric's parser, when the function asks for it
+    timeout: float = math.inf
+
+
+class Dispatcher:
+    """How one rubric's synchronous reward functions reach the worker processes.
+
+    Each function is pickled once (:meth:`ship`), the parser once per parser object, each call's arguments per
+    call; :meth:`submit` hands a whole batch to the shared pool at once so it can send them in chunks. What
+    cannot be pickled runs in the rubric's process instead, without a time limit, and ``warn(key, message)``
+    says so (the rubric says each thing once).
+    """
+
+    def __init__(self, workers: int | None, warn: Callable[[str, str], None]):
+        self.workers = workers
+        self.warn = warn
+        self._parser: tuple[Any, Shipped | None] | None = None
+
+    def ship(self, func: Any, name: str) -> Shipped | None:
+        """``func`` pickled for the workers; ``None`` (and a warning) when it cannot be."""
+        try:
+            return ship(func, name)
+        except CannotShip as error:
+            self.warn(
+                name,
+                f"reward function '{name}' cannot be sent to a worker process ({error}); "
+                "it runs in this process, without a timeout",
+            )
+            return None
+
+    def _shipped_parser(self, parser: Any) -> Shipped | None:
+        """The parser, pickled once (again only when it is replaced); ``None`` when it cannot be."""
+        if self._parser is None or self._parser[0] is not parser:
+            try:
+                shipped = ship(parser, "parser")
+            except CannotShip as error:
+                shipped = None
+                self.warn(
+                    f"parser {id(parser)}",
+                    f"the rubric's parser cannot be sent to a worker process ({error}); reward functions "
+                    "that take it run in this process, without a timeout",
+                )
+            self._parser = (parser, shipped)
+        return self._parser[1]
+
+    def submit(self, calls: Sequence[WorkerCall]) -> dict[Any, asyncio.Future]:
+        """Every call that can be pickled, submitted together; an awaitable per call key. A call left out
+        (its arguments or parser cannot be pickled) is the caller's to run in its own process."""
+        keys: list[Any] = []
+        packed: list[tuple[Shipped, bytes, tuple[tuple[str, Shipped], ...]]] = []
+        limits: list[float] = []
+        for call in calls:
+            injected: tuple[tuple[str, Shipped], ...] = ()
+            if call.parser is not None:
+                parser = self._shipped_parser(call.parser)
+                if parser is None:
+                    continue
+                injected = (("parser", parser),)
+            try:
+                arguments = pack_arguments(call.arguments)
+            except CannotShip as error:
+                self.warn(
+                    f"{call.name} arguments",
+                    f"the arguments of reward function '{call.name}' cannot be sent to a worker process "
+                    f"({error}); such calls run in this process, without a timeout",
+                )
+                continue
+            keys.append(call.key)
+            packed.append((call.function, arguments, injected))
+            limits.append(call.timeout)
+        if not packed:
+            return {}
+        futures = shared_runner(self.workers).submit(packed, limits)
+        return {key: asyncio.wrap_future(future) for key, future in zip(keys, futures, strict=True)}
 
 
 # -- one pool per worker count, shared by every rubric in the process ------------------------------------

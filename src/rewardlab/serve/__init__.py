@@ -3,7 +3,7 @@
 from rewardlab.serve.app import create_app
 from rewardlab.serve.engine import Engine, Metrics
 from rewardlab.serve.registry import ServedModels, parse_adapter_specs
-from rewardlab.serve.server import build_engine, run_server
+from rewardlab.serve.server import build_engine, run_server, serve
 
 __all__ = [
     "Engine",
@@ -13,4 +13,5 @@ __all__ = [
     "create_app",
     "parse_adapter_specs",
     "run_server",
+    "serve",
 ]

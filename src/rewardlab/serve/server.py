@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
+from rewardlab.config import ServeConfig
 from rewardlab.errors import RewardlabError
 from rewardlab.models.adapters import check_base
-from rewardlab.models.loading import load_model, resolve
+from rewardlab.models.loading import load_model, locate, resolve
 from rewardlab.serve.app import create_app
 from rewardlab.serve.engine import Engine
 from rewardlab.serve.errors import AdapterError
-from rewardlab.serve.registry import ServedModels, adapter_dir
+from rewardlab.serve.registry import ServedModels, adapter_dir, parse_adapter_specs
 
 
 def build_engine(
@@ -68,3 +70,39 @@ def run_server(
 
     config = uvicorn.Config(create_app(engine, api_key), host=host, port=port, log_level="info")
     uvicorn.Server(config).run(sockets=[sock if sock is not None else bind(host, port)])
+
+
+def serve(
+    config: ServeConfig,
+    adapter_specs: list[str] | None = None,
+    api_key: str | None = None,
+    say: Callable[[str], None] = print,
+) -> None:
+    """``rewardlab serve``: the port bound first (a port in use is said before anything loads), then the base
+    model and its adapters (``config.adapters`` and ``name=path`` specs; run ids name their runs), then the
+    server, until it is stopped. ``say`` gets the warnings and the address."""
+    if config.model is None:
+        raise RewardlabError("serve needs a base model: --model NAME (or model = ... in the config)")
+    specs = {**config.adapters, **parse_adapter_specs(adapter_specs or [], base_name=config.model)}
+    sock = bind(config.host, config.port)
+    try:
+        engine = build_engine(
+            locate(config.model, config.runs_dir),
+            {name: locate(path, config.runs_dir) for name, path in specs.items()},
+            served_name=config.model,
+            dtype=config.dtype,
+            device=config.device,
+            max_batch_size=config.max_batch_size,
+            batch_wait_ms=config.batch_wait_ms,
+            mix_adapters=config.mix_adapters,
+        )
+    except BaseException:
+        sock.close()
+        raise
+    for warning in engine.models.warnings:
+        say(f"[yellow]warning:[/] {warning}")
+    say(
+        f"serving {', '.join(engine.models.names)} at http://{config.host}:{sock.getsockname()[1]}/v1"
+        + (" (API key required)" if api_key else "")
+    )
+    run_server(engine, host=config.host, port=config.port, api_key=api_key or None, sock=sock)

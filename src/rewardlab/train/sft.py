@@ -132,8 +132,12 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
     record_training_prompts(run.dir, data.prompts)
 
     model.train()
-    optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)
-    scheduler = make_scheduler(optimizer, config.lr_scheduler, config.warmup_steps, config.max_steps)
+    optimizer = make_optimizer(
+        model, config.optimizer.learning_rate, config.optimizer.weight_decay, config.optimizer.betas
+    )
+    scheduler = make_scheduler(
+        optimizer, config.optimizer.lr_scheduler, config.optimizer.warmup_steps, config.max_steps
+    )
     device = next(model.parameters()).device
     order_rng = random.Random(config.seed)
     teacher_rng = random.Random(f"teacher:{config.seed}")
@@ -159,7 +163,7 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
             ).view_as(mask)
             loss = (token_loss * mask).sum() / mask.sum()
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

@@ -166,27 +166,28 @@ def train(
     model, tokenizer = load_model(
         config.model.name_or_path, config.model.dtype, config.model.device, lora=lora, trainable=True
     )
-    if config.beta > 0 and lora is None:
-        raise RewardlabError("beta > 0 needs a reference model: enable LoRA (the base is the reference)")
     model.train()
     device = next(model.parameters()).device
     forward = forward_for(model)  # sampling and the update run on the same forward
     sampler = LocalSampler(model, tokenizer, max_batch_size=config.max_batch_size, forward=forward)
     optimizer = make_optimizer(
-        model, config.learning_rate, config.weight_decay, (config.adam_beta1, config.adam_beta2)
+        model, config.optimizer.learning_rate, config.optimizer.weight_decay, config.optimizer.betas
     )
     scheduler = make_scheduler(
-        optimizer, config.lr_scheduler, config.warmup_steps, config.max_steps * config.num_iterations
+        optimizer,
+        config.optimizer.lr_scheduler,
+        config.optimizer.warmup_steps,
+        config.max_steps * config.num_iterations,
     )
     params = SamplingParams(
         n=config.group_size,
         temperature=config.sampling.temperature,
         top_p=config.sampling.top_p,
-        max_new_tokens=config.sampling.max_new_tokens or env.default_max_new_tokens,
+        max_new_tokens=config.sampling.max_new_tokens_for(env),
         stop=config.sampling.stop,
     )
-    temperature = config.sampling.temperature or 1.0
-    micro = config.gradient_accumulation_steps
+    temperature = config.sampling.temperature  # above 0: the config refuses greedy training
+    micro = config.micro_batches
 
     if resume_from is not None:
         run = store.get(config.resume)
@@ -282,7 +283,7 @@ def train(
                             masked_mean(entropy, part.mask) * part.mask.sum().item() / max(num_tokens, 1)
                         )
                 grad_norm = torch.nn.utils.clip_grad_norm_(
-                    [p for p in model.parameters() if p.requires_grad], config.max_grad_norm
+                    [p for p in model.parameters() if p.requires_grad], config.optimizer.max_grad_norm
                 )
                 stats["grad_norm"] += float(grad_norm) / config.num_iterations
                 optimizer.step()

@@ -190,6 +190,9 @@ class MazeEnv(Procedural, MultiTurnEnv):
             "done": False,
         }
 
+    def is_completed(self, messages: Messages, state: dict[str, Any]) -> bool:
+        return state["done"]
+
     def env_response(self, messages: Messages, state: dict[str, Any]) -> Messages:
         state["moves"] += 1
         move = (self.parser.parse_answer(messages[-1]["content"]) or "").strip().lower()

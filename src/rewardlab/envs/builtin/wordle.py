@@ -158,6 +158,9 @@ class WordleEnv(MultiTurnEnv):
             return None, f"'{guess}' is not in the word list"
         return guess, ""
 
+    def is_completed(self, messages: Messages, state: dict[str, Any]) -> bool:
+        return state["done"]
+
     def env_response(self, messages: Messages, state: dict[str, Any]) -> Messages:
         state["guesses"] += 1
         guess, problem = self._check(messages[-1]["content"])

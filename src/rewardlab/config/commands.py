@@ -1,0 +1,382 @@
+"""One config per command that runs something.
+
+Training-like commands come in two parts: the *settings* of the stage (``SFTSettings``, ``TrainSettings``,
+``EvalSettings``: how it trains or measures) and the *config* of the command (``SFTConfig`` and so on: the
+settings plus which model, which environment and where the run is recorded). The demo runs the three stages
+on one model and environment, so ``DemoConfig`` holds their settings as its ``sft``, ``train`` and ``eval``
+tables.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from rewardlab.config.base import RenamedField, Section, preset
+from rewardlab.config.sections import (
+    OPTIMIZER_FIELDS,
+    EnvConfig,
+    EvalModelConfig,
+    LoraConfig,
+    ModelConfig,
+    OptimizerConfig,
+    SamplingConfig,
+    check_precision,
+)
+
+# -- sft -----------------------------------------------------------------------------------------------
+
+
+class SFTSettings(Section):
+    """How supervised priming trains: data, length, optimizer, adapter."""
+
+    renamed: ClassVar[dict[str, str | tuple[str, ...]]] = {
+        name: f"optimizer.{name}"
+        for name in ("learning_rate", "lr_scheduler", "warmup_steps", "weight_decay", "max_grad_norm")
+    }
+
+    data: str | None = Field(
+        None, description="JSONL of {prompt, completion} rows; default: the environment's demonstrations."
+    )
+    max_steps: int = Field(1000, gt=0, description="Optimizer steps, one batch of batch_size sequences each.")
+    batch_size: int = Field(64, gt=0, description="Sequences per step.")
+    optimizer: OptimizerConfig = Field(
+        default_factory=preset(
+            OptimizerConfig, learning_rate=1e-3, lr_scheduler="cosine", warmup_steps=50, adam_beta2=0.999
+        ),
+        description="AdamW and its schedule.",
+    )
+    lora: LoraConfig = Field(
+        default_factory=preset(LoraConfig, enabled=False),
+        description="Adapter settings (off: full fine-tune).",
+    )
+    log_every: int = Field(25, gt=0, description="Log loss every N steps.")
+
+
+class SFTConfig(SFTSettings):
+    """Supervised priming on demonstrations, so reinforcement learning starts from non-zero rewards."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The model to prime.")
+    env: EnvConfig = Field(
+        default_factory=EnvConfig, description="Prompts and demonstrations come from here."
+    )
+    run_name: str | None = Field(None, description="A label for the run.")
+    runs_dir: str = Field("runs", description="Where the run store lives.")
+    seed: int = Field(0, description="Seeds data order and initialisation.")
+
+    @model_validator(mode="after")
+    def _precision(self) -> SFTConfig:
+        check_precision(self.lora, self.model.dtype)
+        return self
+
+
+# -- train ---------------------------------------------------------------------------------------------
+
+
+class TrainSettings(Section):
+    """How GRPO trains: the batch of rollouts, the loss, the optimizer, the adapter, sampling."""
+
+    renamed: ClassVar[dict[str, str | tuple[str, ...]]] = {
+        **{name: f"optimizer.{name}" for name in OPTIMIZER_FIELDS},
+        "gradient_accumulation_steps": "micro_batches",
+    }
+
+    max_steps: int = Field(
+        100,
+        gt=0,
+        description="GRPO steps. Each samples one batch of rollouts (prompts_per_step x group_size) and "
+        "takes num_iterations optimizer steps on it.",
+    )
+    prompts_per_step: int = Field(16, gt=0, description="Groups (distinct prompts) per step.")
+    group_size: int = Field(8, ge=2, description="Completions per prompt; advantages compare within a group.")
+    num_iterations: int = Field(
+        1, gt=0, description="Optimizer steps on each batch of rollouts; >1 uses stored old log-probs."
+    )
+    micro_batches: int = Field(
+        1,
+        gt=0,
+        description="Pieces a batch of rollouts is split into for the forward and backward passes: less "
+        "memory, the same update (formerly gradient_accumulation_steps).",
+    )
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "gspo"] = Field(
+        "dapo",
+        description="Aggregation: grpo = per-sequence mean; dapo = token-level mean; dr_grpo = constant "
+        "length normaliser; gspo = sequence-level importance ratio.",
+    )
+    scale_rewards: bool = Field(True, description="Divide advantages by the group's reward std.")
+    epsilon_low: float = Field(0.2, ge=0, description="Lower clip: ratio >= 1 - epsilon_low.")
+    epsilon_high: float = Field(
+        0.28, ge=0, description="Upper clip: ratio <= 1 + epsilon_high (DAPO clip-higher)."
+    )
+    beta: float = Field(
+        0.0, ge=0, description="KL penalty to the reference (the base model, adapters off); needs LoRA."
+    )
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="AdamW and its schedule.")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="Adapter settings.")
+    sampling: SamplingConfig = Field(
+        default_factory=SamplingConfig, description="Rollout sampling; the loss uses the same temperature."
+    )
+    checkpoint_every: int = Field(
+        50, ge=0, description="Save a resumable checkpoint every N steps (0: only at the end)."
+    )
+    log_rollouts_per_step: int = Field(
+        8, ge=0, description="Rollouts stored per step with their reward breakdown."
+    )
+    max_batch_size: int = Field(256, gt=0, description="Most sequences per forward pass when sampling.")
+
+    @model_validator(mode="after")
+    def _combinations(self) -> TrainSettings:
+        """Settings that validate one by one but cannot work together, refused before any model loads."""
+        if self.beta > 0 and not self.lora.enabled:
+            raise ValueError(
+                "beta > 0 needs a reference model: enable LoRA (lora.enabled = true; the base with its "
+                "adapters off is the reference)"
+            )
+        if self.sampling.temperature == 0:
+            raise ValueError(
+                "sampling.temperature = 0 (greedy) gives every completion of a group the same text, so GRPO "
+                "has nothing to compare: use a temperature above 0 (1.0 samples the model as it is)"
+            )
+        rollouts = self.prompts_per_step * self.group_size
+        if self.micro_batches > rollouts:
+            raise ValueError(
+                f"micro_batches = {self.micro_batches} is more than the {rollouts} rollouts of a step "
+                "(prompts_per_step x group_size)"
+            )
+        return self
+
+
+class TrainConfig(TrainSettings):
+    """GRPO-family reinforcement learning with LoRA (or full fine-tuning)."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The policy's starting point.")
+    env: EnvConfig = Field(default_factory=EnvConfig, description="The task.")
+    run_name: str | None = Field(None, description="A label for the run in `rewardlab runs list`.")
+    runs_dir: str = Field("runs", description="Where the run store (SQLite + run directories) lives.")
+    seed: int = Field(0, description="Seeds example order, sampling and initialisation.")
+    resume: str | None = Field(None, description="Run id or directory to continue from its last checkpoint.")
+
+    @model_validator(mode="after")
+    def _precision(self) -> TrainConfig:
+        check_precision(self.lora, self.model.dtype)
+        return self
+
+
+# -- eval and compare ----------------------------------------------------------------------------------
+
+
+class EvalSettings(Section):
+    """How an evaluation measures: how many examples and rollouts, sampled how."""
+
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Rollout sampling.")
+    num_examples: int | None = Field(
+        None, gt=0, description="Examples to evaluate (default: the whole split)."
+    )
+    rollouts_per_example: int = Field(4, gt=0, description="Rollouts per example (r); pass@k for k <= r.")
+    pass_threshold: float = Field(1.0, description="A rollout passes when its primary component >= this.")
+    max_batch_size: int = Field(256, gt=0, description="Most sequences per forward pass.")
+
+
+class EvalConfig(EvalSettings):
+    """n examples x r rollouts of a model on an environment's split."""
+
+    model: EvalModelConfig = Field(default_factory=EvalModelConfig, description="The model to evaluate.")
+    env: EnvConfig = Field(default_factory=EnvConfig, description="The task.")
+    split: Literal["train", "eval", "fresh", "adversarial"] = Field(
+        "eval",
+        description="Examples: 'eval' (held-out), 'train', 'fresh' (newly generated with the seed) or "
+        "'adversarial' (decoys and hard cases), the last two for environments that define them.",
+    )
+    run_name: str | None = Field(None, description="A label for the run.")
+    runs_dir: str = Field("runs", description="Where the run store lives.")
+    seed: int = Field(0, description="Seeds example choice and sampling.")
+
+
+class CompareConfig(Section):
+    """A paired comparison: two eval runs, or two models evaluated on the same records."""
+
+    a: str | None = Field(
+        None,
+        description="Baseline: an eval run, or a model (name, path, run id, scripted:...); with base_url_a "
+        "the served model's name, with endpoints an alias.",
+    )
+    b: str | None = Field(None, description="Candidate: like a.")
+    env: EnvConfig | None = Field(
+        None, description="The task (default: the environment the models were trained on)."
+    )
+    data: str = Field(
+        "held-out", description="Data modes, comma-separated: held-out, fresh, adversarial, or all."
+    )
+    num_examples: int | None = Field(
+        None, gt=0, description="Records per mode (default: the held-out split; 200 generated ones)."
+    )
+    rollouts_per_example: int = Field(4, gt=0, description="Rollouts per record.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Both models' sampling.")
+    seed: int = Field(0, description="Seed for fresh data and sampling.")
+    label_a: str = Field("A", description="Name for A in the output.")
+    label_b: str = Field("B", description="Name for B in the output.")
+    samples: int = Field(6, ge=0, description="Debug samples to show.")
+    endpoints: str | None = Field(
+        None, description="TOML file of [endpoints.<alias>] tables; A and B may name its aliases."
+    )
+    base_url_a: str | None = Field(None, description="A is the model of that name served at this URL.")
+    base_url_b: str | None = Field(None, description="B is the model of that name served at this URL.")
+    runs_dir: str = Field("runs", description="Where the run store lives.")
+
+
+# -- serve, audit, export ------------------------------------------------------------------------------
+
+
+class ServeConfig(Section):
+    """An OpenAI-compatible server over a base model and its LoRA adapters."""
+
+    model: str | None = Field(
+        None,
+        description="Base model: a tiny model, HF directory or Hub id, an adapter directory or a run "
+        "(required).",
+    )
+    adapters: dict[str, str] = Field(
+        default_factory=dict,
+        description="LoRA adapters served beside the base, {name = path}: an adapter directory or a train "
+        "run trained on this base (--adapter name=path adds one).",
+    )
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
+    max_batch_size: int = Field(32, gt=0, description="Most completions generated together.")
+    batch_wait_ms: float = Field(
+        5.0, ge=0, description="How long an idle server waits for more requests to batch."
+    )
+    mix_adapters: bool = Field(
+        False, description="Batch base and adapter requests together (peft per-row adapters)."
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
+    device: str = Field("auto", description="'auto' (CUDA if available, else CPU), 'cpu', 'cuda', ...")
+    runs_dir: str = Field("runs", description="Where the run store lives (for run ids).")
+
+
+class AuditConfig(Section):
+    """The reward-hacking audit of a train run."""
+
+    strict: bool = Field(False, description="Exit with code 1 when anything is flagged (for CI).")
+    runs_dir: str = Field("runs", description="Where the run store lives.")
+
+
+class ExportConfig(Section):
+    """A run's adapter in PEFT format (for vLLM), and optionally the merged model."""
+
+    out: str | None = Field(None, description="Directory to write, empty or absent (required).")
+    merge: bool = Field(False, description="Also write the base model with the adapter merged in.")
+    name: str = Field("tuned", description="Model name to serve the adapter under.")
+    runs_dir: str = Field("runs", description="Where the run store lives.")
+
+
+# -- demo ----------------------------------------------------------------------------------------------
+
+
+class DemoEvalSettings(EvalSettings):
+    """How the demo measures each model, and what else it looks at."""
+
+    greedy: bool = Field(
+        True, description="Also evaluate base and tuned greedily (temperature 0, one rollout per example)."
+    )
+    fresh: bool = Field(
+        True,
+        description="Also compare base and tuned on as many freshly generated examples (environments that "
+        "generate them).",
+    )
+    breakdown: list[str] = Field(
+        default_factory=list,
+        description="info keys to break the primary reward component down by (examples without the key "
+        "are left out; a key no example has, skipped).",
+    )
+
+
+# The careless teacher forgets to carry or borrow on 70% of the problems that need it: demonstrations that
+# are right only part of the time, against an exact checker (docs/ARCHITECTURE.md, "The demo's design").
+DEMO_ENV_ARGS = {"level": 2, "num_train": 5000, "num_eval": 200, "teacher": "careless", "slip_rate": 0.7}
+DEMO_SAMPLING = {"temperature": 1.0, "max_new_tokens": 12}
+
+
+class DemoConfig(Section):
+    """The demo: prime with SFT, evaluate, train with GRPO, evaluate again, a control, compare, report.
+
+    The defaults are what ``make demo`` runs (the tiny model on arithmetic); ``sft``, ``train`` and
+    ``eval`` take the fields of ``rewardlab sft``/``train``/``eval`` but the model, environment, seed and run
+    store, which are the demo's (and the split: the demo evaluates on the held-out one).
+    """
+
+    renamed: ClassVar[dict[str, str | tuple[str, ...]]] = {
+        "env_args": "env.args",
+        "sft_steps": "sft.max_steps",
+        "sft_batch_size": "sft.batch_size",
+        "sft_learning_rate": "sft.optimizer.learning_rate",
+        "rl_steps": "train.max_steps",
+        "rl_prompts_per_step": "train.prompts_per_step",
+        "rl_group_size": "train.group_size",
+        "rl_learning_rate": "train.optimizer.learning_rate",
+        "rl_loss_type": "train.loss_type",
+        "rl_num_iterations": "train.num_iterations",
+        "lora_rank": "train.lora.rank",
+        "lora_alpha": "train.lora.alpha",
+        "temperature": ("train.sampling.temperature", "eval.sampling.temperature"),
+        "max_new_tokens": ("train.sampling.max_new_tokens", "eval.sampling.max_new_tokens"),
+        "eval_rollouts": "eval.rollouts_per_example",
+    }
+
+    seed: int = Field(0, description="One seed for data order, initialisation and sampling.")
+    runs_dir: str = Field("runs", description="Run store for the demo and the runs it makes.")
+    model: ModelConfig = Field(
+        default_factory=ModelConfig, description="The model every stage starts from or evaluates."
+    )
+    env: EnvConfig = Field(
+        default_factory=preset(EnvConfig, name="arithmetic", args=DEMO_ENV_ARGS),
+        description="The task (default: two-digit arithmetic, demonstrations by a careless teacher).",
+    )
+    # 1e-3, not higher: at 3e-3 whether the tiny model learns to add at all depends on floating-point
+    # details (thread count, kernel order), so the primed model landed anywhere from format-only to teacher.
+    sft: SFTSettings = Field(default_factory=preset(SFTSettings, max_steps=3000), description="Priming.")
+    train: TrainSettings = Field(
+        default_factory=preset(
+            TrainSettings,
+            max_steps=150,
+            prompts_per_step=16,
+            group_size=8,
+            num_iterations=2,
+            loss_type="dapo",
+            optimizer={"learning_rate": 2e-3},
+            lora={"rank": 16, "alpha": 32.0},
+            sampling=DEMO_SAMPLING,
+            checkpoint_every=0,
+        ),
+        description="GRPO.",
+    )
+    eval: DemoEvalSettings = Field(
+        default_factory=preset(
+            DemoEvalSettings, rollouts_per_example=4, sampling=DEMO_SAMPLING, breakdown=["needs_carry"]
+        ),
+        description="Evaluation of every model on the held-out split.",
+    )
+    control: bool = Field(
+        True, description="Also run the control (as many more SFT sequences as GRPO sampled) and evaluate it."
+    )
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_was_a_name(cls, value: Any) -> Any:
+        if isinstance(value, str):  # before the model became a table, ``model = "tiny"``
+            warnings.warn(
+                "config field 'model' is now a table: model.name_or_path; the old form works until the next "
+                "release",
+                RenamedField,
+                stacklevel=2,
+            )
+            return {"name_or_path": value}
+        return value
+
+    @model_validator(mode="after")
+    def _precision(self) -> DemoConfig:
+        check_precision(self.sft.lora, self.model.dtype, "sft.")
+        check_precision(self.train.lora, self.model.dtype, "train.")
+        return self

@@ -1,0 +1,151 @@
+"""The tables commands share: which model, which environment, how to sample, how to optimize, LoRA."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from rewardlab.config.base import Section
+
+ENDPOINT_ONLY = "training needs a local model, not an endpoint: endpoints are for eval and compare"
+
+
+class ModelConfig(Section):
+    """A model loaded here: what training, SFT and the demo start from."""
+
+    name_or_path: str = Field(
+        "tiny",
+        description="Model to start from: a built-in tiny model (tiny, tiny-qwen2, tiny-25m), a packaged "
+        "model (smollm2-135m), a local Hugging Face directory, a PEFT adapter directory, a run (id or "
+        "directory), or a Hub name.",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
+    device: str = Field(
+        "auto", description="'auto' (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:1'..."
+    )
+
+    # Runs recorded before the endpoint fields moved to eval and compare carry them at their defaults.
+    ENDPOINT_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "base_url": None,
+        "api_key_env": "OPENAI_API_KEY",
+        "max_concurrency": 16,
+        "timeout_s": 120.0,
+        "max_retries": 4,
+        "backoff_s": 0.25,
+    }
+    not_here: ClassVar[dict[str, str]] = dict.fromkeys(ENDPOINT_DEFAULTS, ENDPOINT_ONLY)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_recorded_endpoint_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "base_url" in cls.model_fields:
+            return data
+        defaults = cls.ENDPOINT_DEFAULTS
+        return {key: value for key, value in data.items() if key not in defaults or value != defaults[key]}
+
+
+class EvalModelConfig(ModelConfig):
+    """A model loaded here, or one served by an OpenAI-compatible endpoint: what eval and compare measure."""
+
+    not_here: ClassVar[dict[str, str]] = {}
+
+    base_url: str | None = Field(
+        None,
+        description="An OpenAI-compatible endpoint (http://localhost:8000/v1, vLLM, a hosted API) to sample "
+        "from instead of loading a model; name_or_path is then the model name the server knows.",
+    )
+    api_key_env: str = Field(
+        "OPENAI_API_KEY",
+        description="Environment variable holding the endpoint's API key (unset: a placeholder, for "
+        "key-less local servers).",
+    )
+    max_concurrency: int = Field(16, gt=0, description="Most requests in flight to the endpoint at once.")
+    timeout_s: float = Field(120.0, gt=0, description="Seconds one request may take before it is retried.")
+    max_retries: int = Field(
+        4, ge=0, description="Retries of a request that hit 429, 5xx, a timeout or a dropped connection."
+    )
+    backoff_s: float = Field(
+        0.25, ge=0, description="First retry delay; it doubles on every retry (with jitter, at most 30s)."
+    )
+
+
+class LoraConfig(Section):
+    enabled: bool = Field(True, description="Train a LoRA adapter; false trains every weight.")
+    rank: int = Field(16, gt=0, description="LoRA rank r.")
+    alpha: float = Field(32.0, gt=0, description="LoRA alpha; the update is scaled by alpha / rank.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA branch.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear' for every linear layer."
+    )
+
+
+class EnvConfig(Section):
+    # A default environment's arguments are that environment's: naming another one starts from none.
+    default_follows: ClassVar[dict[str, str]] = {"args": "name"}
+
+    name: str = Field(
+        "arithmetic", description="Environment: built-in name, installed name, .py file or module."
+    )
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for load_environment()."
+    )
+
+
+class SamplingConfig(Section):
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    # "auto" rather than None: a TOML file can write it, so a saved config says what the run did.
+    max_new_tokens: int | Literal["auto"] = Field(
+        "auto",
+        description="Most tokens generated per model turn; 'auto': the environment's budget for the model "
+        "(16 for the tiny character models, more for a subword model with a chat template).",
+    )
+    stop: list[str] = Field(default_factory=list, description="Strings that end a turn (besides EOS).")
+
+    @field_validator("max_new_tokens", mode="before")
+    @classmethod
+    def _none_is_auto(cls, value: Any) -> Any:
+        return "auto" if value is None else value  # None: what configs recorded before "auto"
+
+    @field_validator("max_new_tokens")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value <= 0:
+            raise ValueError("must be a positive number of tokens or 'auto'")
+        return value
+
+    def max_new_tokens_for(self, env: Any) -> int:
+        """The token budget of one model turn: this config's, or ``env``'s default for its prompt style."""
+        return env.default_max_new_tokens if self.max_new_tokens == "auto" else self.max_new_tokens
+
+
+class OptimizerConfig(Section):
+    """AdamW with a learning-rate schedule and gradient clipping; the defaults are GRPO's."""
+
+    learning_rate: float = Field(5e-5, gt=0, description="Peak AdamW learning rate.")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="Decay after warmup."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear warmup, in optimizer steps.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
+    adam_beta2: float = Field(0.99, ge=0, lt=1, description="AdamW beta2.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping by global norm.")
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        return (self.adam_beta1, self.adam_beta2)
+
+
+OPTIMIZER_FIELDS = tuple(OptimizerConfig.model_fields)
+
+
+def check_precision(lora: LoraConfig, dtype: str, where: str = "") -> None:
+    """Full fine-tuning updates the weights themselves; in half precision (with no float32 master copy)
+    most small updates would round away. LoRA keeps its adapters in float32 over a half-precision base."""
+    if not lora.enabled and dtype != "float32":
+        raise ValueError(
+            f"full fine-tuning in {dtype} would round small updates away (there is no float32 master copy): "
+            f'set model.dtype = "float32" or {where}lora.enabled = true'
+        )
