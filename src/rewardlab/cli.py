@@ -163,7 +163,8 @@ def show_fields(model) -> None:
     table.add_column("default")
     table.add_column("meaning")
     for name, default, description in describe_fields(model):
-        table.add_row(name, default, description)
+        # Plain text: a description's [brackets] are TOML tables, not rich markup.
+        table.add_row(Text(name), Text(default), Text(description))
     print_whole(table)
 
 

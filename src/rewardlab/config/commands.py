@@ -214,6 +214,9 @@ class CompareConfig(Section):
     )
     rollouts_per_example: int = Field(4, gt=0, description="Rollouts per record.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Both models' sampling.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Weights dtype of both sides' local models (endpoints choose their own)."
+    )
     seed: int = Field(0, description="Seed for fresh data and sampling.")
     label_a: str = Field("A", description="Name for A in the output.")
     label_b: str = Field("B", description="Name for B in the output.")

@@ -334,8 +334,8 @@ def run_compare(store: RunStore, config) -> CompareResult:
     both_local = served_a is None and served_b is None
     if both_local and _is_eval_run(store, config.a) and _is_eval_run(store, config.b):
         return CompareResult(runs=compare_runs(store, config.a, config.b, num_samples=config.samples))
-    side_a = served_a or {"name_or_path": locate(config.a, store.root)}
-    side_b = served_b or {"name_or_path": locate(config.b, store.root)}
+    side_a = served_a or {"name_or_path": locate(config.a, store.root), "dtype": config.dtype}
+    side_b = served_b or {"name_or_path": locate(config.b, store.root), "dtype": config.dtype}
     common = {
         "env": _environment(store, config, side_a, side_b),
         "num_examples": config.num_examples,
