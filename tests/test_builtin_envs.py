@@ -183,6 +183,24 @@ def test_event_selection_levels_add_decoys_then_traps_and_adversarial_fools_the_
     assert mean_reward(env, "naive", adversarial) < mean_reward(env, "naive") < mean_reward(env, "oracle")
 
 
+def test_event_selection_select_all_is_a_floor_above_random_with_full_recall():
+    """Selecting every event earns F1 without reading anything, more than random picks do at level 1: a
+    learning claim on this environment has to beat it, not random."""
+    env = load_environment("event_selection", level=1, num_train=0, num_eval=60)
+    sampler = ScriptedSampler(env, "scripted:all", seed=0)
+    scored = env.rubric.score(env.rollout(sampler, env.examples("eval"), SamplingParams(n=1)))
+    assert all(s.components["id_recall"] == 1.0 for s in scored)
+    assert all(s.components["id_precision"] < 1.0 for s in scored)  # level 1 always has productive events
+    all_f1 = statistics.fmean(s.components["id_f1"] for s in scored)
+    random_f1 = statistics.fmean(
+        s.components["id_f1"]
+        for s in env.rubric.score(
+            env.rollout(ScriptedSampler(env, "scripted:random", seed=0), env.examples("eval"), SamplingParams(n=1))
+        )
+    )
+    assert random_f1 < all_f1 < 0.6
+
+
 def test_hypothesis_rule_and_adversarial_set():
     assert hypothesis.decide(100, 50) == "VALIDATED" and hypothesis.decide(49, 100) == "REJECTED"
     assert hypothesis.decide(100, 60) == "REFINED"

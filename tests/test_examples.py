@@ -50,6 +50,18 @@ def test_demo_template_for_a_real_model_validates():
     assert all(key in example.info for key in config.eval.breakdown for example in env.eval_examples)
 
 
+def test_the_real_model_arithmetic_demo_config_validates():
+    """The config README.md quotes numbers from: LoRA in both stages (bf16 refuses full fine-tuning)."""
+    config = load_config(DemoConfig, EXAMPLES / "demo_smollm2_arithmetic.toml")
+    assert (config.model.name_or_path, config.model.dtype) == ("smollm2-135m", "bfloat16")
+    assert config.sft.lora.enabled and config.train.lora.enabled
+    assert (config.sft.max_steps, config.sft.batch_size) == (50, 32)
+    assert (config.train.max_steps, config.train.prompts_per_step, config.train.group_size) == (40, 16, 8)
+    assert config.eval.fresh and not config.control
+    env = load_environment(config.env.name, **config.env.args)
+    assert all("needs_carry" in example.info for example in env.eval_examples)
+
+
 def test_the_multi_turn_example_plays_through_the_cli(tmp_path):
     """The scripted bisection player solves every game; a random guesser rarely does: the rubric and the
     turns measure what they claim. A model plays it too (the tiny one, badly)."""

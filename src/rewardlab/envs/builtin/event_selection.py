@@ -302,7 +302,8 @@ class EventSelectionEnv(Procedural, SingleTurnEnv):
     def policies(self):
         """``oracle`` answers the gold ids (read from the example); ``naive`` applies
         :func:`looks_unproductive`, the rule without its thresholds and exceptions; ``random`` selects each
-        event with probability 0.3."""
+        event with probability 0.3; ``all`` selects every event, the floor F1 rewards without any reading
+        (a policy that only learns to select more climbs toward it)."""
 
         def answer(ids: list[str]) -> str:
             return json.dumps({ANSWER_FIELD: ids})
@@ -316,7 +317,10 @@ class EventSelectionEnv(Procedural, SingleTurnEnv):
         def random_pick(messages, state, example, rng):
             return answer([e["id"] for e in example.info["events"] if rng.random() < 0.3])
 
-        return {"oracle": oracle, "naive": naive, "random": random_pick}
+        def select_all(messages, state, example, rng):
+            return answer([e["id"] for e in example.info["events"]])
+
+        return {"oracle": oracle, "naive": naive, "random": random_pick, "all": select_all}
 
 
 def load_environment(
