@@ -187,6 +187,7 @@ def test_event_selection_select_all_is_a_floor_above_random_with_full_recall():
     """Selecting every event earns F1 without reading anything, more than random picks do at level 1: a
     learning claim on this environment has to beat it, not random."""
     env = load_environment("event_selection", level=1, num_train=0, num_eval=60)
+
     def scored(policy):
         sampler = ScriptedSampler(env, f"scripted:{policy}", seed=0)
         return env.rubric.score(env.rollout(sampler, env.examples("eval"), SamplingParams(n=1)))

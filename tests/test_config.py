@@ -98,7 +98,7 @@ def test_combinations_are_refused_before_anything_loads(tmp_path, overrides, mes
 def test_demo_stages_are_checked_too():
     with pytest.raises(ConfigError, match="config field 'train': beta > 0 needs a reference model"):
         load_config(DemoConfig, overrides=["train.beta=0.1", "train.lora.enabled=false"])
-    with pytest.raises(ConfigError, match='or sft.lora.enabled = true'):
+    with pytest.raises(ConfigError, match="or sft.lora.enabled = true"):
         load_config(DemoConfig, overrides=['model.dtype="bfloat16"'])
 
 

@@ -59,7 +59,9 @@ env_app = typer.Typer(
     help="Environments.", no_args_is_help=True, rich_markup_mode=None, context_settings=HELP_SETTINGS
 )
 models_app = typer.Typer(
-    help="Built-in and packaged models.", no_args_is_help=True, rich_markup_mode=None,
+    help="Built-in and packaged models.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
     context_settings=HELP_SETTINGS,
 )
 app.add_typer(runs_app, name="runs")
@@ -75,9 +77,7 @@ SetOption = Annotated[
 ]
 PrintConfig = Annotated[
     bool,
-    typer.Option(
-        "--print-config", help="Print the config this command would run with, as TOML, and exit."
-    ),
+    typer.Option("--print-config", help="Print the config this command would run with, as TOML, and exit."),
 ]
 RunsDir = Annotated[str, typer.Option("--runs-dir", help="Where the run store lives.")]
 

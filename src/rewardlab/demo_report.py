@@ -223,8 +223,7 @@ def _breakdowns(result: DemoResult) -> list[str]:
         lines += [
             f"## By `{key}`",
             "",
-            f"The primary component, `{result.primary}`, by each held-out example's `info` value "
-            f"`{key}`:",
+            f"The primary component, `{result.primary}`, by each held-out example's `info` value `{key}`:",
             "",
             *breakdown_lines(table, key, labels),
             "",

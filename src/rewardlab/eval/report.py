@@ -75,9 +75,7 @@ def samples_lines(comparison: Comparison, label_a: str, label_b: str) -> list[st
 
     def cell(text: str) -> str:
         return (
-            "`" + text.replace("|", "\\|").replace("`", "'").replace("\n", " ") + "`"
-            if text
-            else "(empty)"
+            "`" + text.replace("|", "\\|").replace("`", "'").replace("\n", " ") + "`" if text else "(empty)"
         )
 
     for s in comparison.samples:

