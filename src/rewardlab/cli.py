@@ -453,7 +453,7 @@ def env_list():
     table.add_column("description")
     for name, description in list_environments().items():
         table.add_row(name, description)
-    console.print(table)
+    print_whole(table)
 
 
 @models_app.command("list")
@@ -463,7 +463,7 @@ def models_list():
     from rewardlab.models.catalog import list_models
     from rewardlab.models.view import models_table
 
-    console.print(models_table(list_models()))
+    print_whole(models_table(list_models()))
 
 
 @models_app.command("fetch")
