@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,36 +87,20 @@ class BenchConfig:
     prompt_style: str = "terse"  # "chat" for a real instruct model: instructions and its chat template
 
 
+# A real pretrained model (rewardlab models fetch smollm2-135m): its own tokenizer and chat template,
+# unprimed (the instruct model as it comes; throughput does not depend on the rewards).
+SMOLLM2 = BenchConfig(
+    "smollm2-135m", "smollm2-135m", prompts_per_step=4, max_new_tokens=32, learning_rate=1e-4, steps=6,
+    warmup=2, sft_steps=0, prompt_style="chat",
+)  # fmt: skip
+
 CONFIGS: dict[str, BenchConfig] = {
     "tiny": BenchConfig("tiny", "tiny"),
     "tiny-25m": BenchConfig(
         "tiny-25m", "tiny-25m", learning_rate=1e-3, steps=10, warmup=2, sft_steps=300, sft_learning_rate=1e-3
     ),
-    # A real pretrained model (rewardlab models fetch smollm2-135m): its own tokenizer and chat template,
-    # unprimed (the instruct model as it comes; throughput does not depend on the rewards).
-    "smollm2-135m": BenchConfig(
-        "smollm2-135m",
-        "smollm2-135m",
-        prompts_per_step=4,
-        max_new_tokens=32,
-        learning_rate=1e-4,
-        steps=6,
-        warmup=2,
-        sft_steps=0,
-        prompt_style="chat",
-    ),
-    "smollm2-135m-bf16": BenchConfig(
-        "smollm2-135m-bf16",
-        "smollm2-135m",
-        dtype="bfloat16",
-        prompts_per_step=4,
-        max_new_tokens=32,
-        learning_rate=1e-4,
-        steps=6,
-        warmup=2,
-        sft_steps=0,
-        prompt_style="chat",
-    ),
+    "smollm2-135m": SMOLLM2,
+    "smollm2-135m-bf16": replace(SMOLLM2, name="smollm2-135m-bf16", dtype="bfloat16"),
     QWEN_SHAPE: BenchConfig(
         QWEN_SHAPE,
         QWEN_SHAPE,

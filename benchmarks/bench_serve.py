@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,6 +31,7 @@ from pathlib import Path
 
 import httpx
 import torch
+from server_process import ServerProcess
 
 SETUPS = {
     "batched": ["--max-batch-size", "32"],
@@ -67,45 +66,19 @@ def make_adapter(model: str, path: Path) -> None:
     peft_model.save_pretrained(path)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServerProcess:
+class RewardlabServer(ServerProcess):
     def __init__(self, model: str, adapter: Path, flags: list[str], threads: int, log: Path):
-        self.url = f"http://127.0.0.1:{free_port()}"
-        command = [sys.executable, "-m", "rewardlab.cli", "serve", "--model", model]
-        command += ["--adapter", f"tuned={adapter}", "--port", self.url.rsplit(":", 1)[1], *flags]
-        # torch's intra-op threads spin while they wait; on a small shared CPU one thread decodes fastest.
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        self.log = log
-        with open(log, "w") as out:
-            self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=out)
+        def command(port: int) -> list[str]:
+            return [sys.executable, "-m", "rewardlab.cli", "serve", "--model", model,
+                    "--adapter", f"tuned={adapter}", "--port", str(port), *flags]  # fmt: skip
 
-    def wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("server did not start in time")
+        super().__init__("rewardlab", command, threads, log)
 
     def metrics(self) -> dict:
         return httpx.get(f"{self.url}/metrics").json()
 
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
 
-
-def drive(server: ServerProcess, base: str, models: list[str], clients: int, args) -> tuple[int, int, list]:
+def drive(server: RewardlabServer, base: str, models: list[str], clients: int, args) -> tuple[int, int, list]:
     """``clients`` threads, each sending its requests back to back; (requests, tokens, latencies)."""
     names = {"base": base, "tuned": "tuned"}
     deadline = time.monotonic() + args.seconds
@@ -148,7 +121,7 @@ def drive(server: ServerProcess, base: str, models: list[str], clients: int, arg
     return done["requests"], done["tokens"], latencies
 
 
-def measure(server: ServerProcess, model: str, setup: str, traffic: str, clients: int, args) -> Cell:
+def measure(server: RewardlabServer, model: str, setup: str, traffic: str, clients: int, args) -> Cell:
     before = server.metrics()
     started = time.perf_counter()
     requests, tokens, latencies = drive(server, model, TRAFFIC[traffic], clients, args)
@@ -159,10 +132,10 @@ def measure(server: ServerProcess, model: str, setup: str, traffic: str, clients
 
 
 def run_setup(model: str, adapter: Path, setup: str, args) -> list[Cell]:
-    server = ServerProcess(model, adapter, SETUPS[setup], args.threads, adapter.parent / "server.log")
+    server = RewardlabServer(model, adapter, SETUPS[setup], args.threads, adapter.parent / "server.log")
     cells = []
     try:
-        server.wait_ready()
+        server.wait_ready(timeout=180)
         traffic_kinds = ["mixed base + adapter"] if setup == "batched, mixed adapters" else list(TRAFFIC)
         drive(server, model, ["base", "tuned"], 2, args)  # warm-up: first calls build caches
         for traffic in traffic_kinds:

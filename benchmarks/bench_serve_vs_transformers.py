@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
+from server_process import ServerProcess
 
 SERVERS = ("rewardlab", "transformers", "transformers-cb")
 
@@ -51,12 +51,6 @@ class Cell:
         return self.tokens / self.seconds
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def server_command(kind: str, model_dir: str, dtype: str, port: int) -> list[str]:
     if kind == "rewardlab":
         return [sys.executable, "-m", "rewardlab.cli", "serve", "--model", model_dir, "--port", str(port),
@@ -66,38 +60,7 @@ def server_command(kind: str, model_dir: str, dtype: str, port: int) -> list[str
     return command + (["--continuous-batching"] if kind == "transformers-cb" else [])
 
 
-class Server:
-    def __init__(self, kind: str, model_dir: str, dtype: str, threads: int, log: Path):
-        port = free_port()
-        self.kind, self.url, self.log = kind, f"http://127.0.0.1:{port}", log
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "REWARDLAB_THREADS": str(threads)}
-        with open(log, "w") as out:
-            self.process = subprocess.Popen(
-                server_command(kind, model_dir, dtype, port), env=env, stdout=out, stderr=subprocess.STDOUT
-            )
-
-    def wait_ready(self, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.kind} server exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"{self.kind} server did not start in time")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
-def drive(server: Server, model: str, clients: int, args, offset: int = 0) -> Cell:
+def drive(server: ServerProcess, model: str, clients: int, args, offset: int = 0) -> Cell:
     """``clients`` threads sending ``args.requests_per_client`` requests each, back to back."""
     lock = threading.Lock()
     latencies: list[float] = []
@@ -139,8 +102,8 @@ def drive(server: Server, model: str, clients: int, args, offset: int = 0) -> Ce
             thread.join()
     seconds = time.perf_counter() - started
     if errors:  # a benchmark of failing requests measures nothing
-        raise RuntimeError(f"{server.kind}: {len(errors)} requests failed, the first with {errors[0]}")
-    return Cell(server.kind, clients, totals["requests"], totals["tokens"], seconds, latencies)
+        raise RuntimeError(f"{server.name}: {len(errors)} requests failed, the first with {errors[0]}")
+    return Cell(server.name, clients, totals["requests"], totals["tokens"], seconds, latencies)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -170,7 +133,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for turn in range(args.repeats):
             for kind in args.servers:
-                server = Server(kind, model_dir, args.dtype, args.threads, Path(tmp) / f"{kind}.log")
+                command = partial(server_command, kind, model_dir, args.dtype)
+                server = ServerProcess(kind, command, args.threads, Path(tmp) / f"{kind}.log")
                 try:
                     server.wait_ready()
                     warm_up = argparse.Namespace(**{**vars(args), "requests_per_client": 1})
