@@ -27,3 +27,17 @@ def tiny():
     from rewardlab.models import load_model
 
     return load_model("tiny")
+
+
+def with_lora(model, seed=1):
+    """A LoRA adapter on every linear layer, with B perturbed so the adapter changes the outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    return model

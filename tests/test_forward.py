@@ -3,9 +3,10 @@ implementation is picked once per model, and log-probabilities are computed only
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+from conftest import with_lora
 from rewardlab.models import lean as lean_module
 from rewardlab.models.forward import TransformersForward, distinct_rows, forward_for, position_ids
 from rewardlab.models.lean import LeanForward
@@ -18,16 +19,6 @@ TOKENIZER = build_tiny_tokenizer()
 # Uneven lengths (left padding) and a repeated prompt (one prefill shared by two rows).
 PROMPTS = [[5, 9, 12, 40, 41], [7, 8], [5, 9, 12, 40, 41], [30, 31, 32]]
 COMPLETIONS = [[20, 21, 22], [23], [24, 25], [26, 27, 28]]
-
-
-def with_lora(model):
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
-    return model
 
 
 def grouped_query_model():

@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from conftest import with_lora
 from rewardlab.models import lean as lean_module
 from rewardlab.models.forward import TransformersForward, forward_for
 from rewardlab.models.lean import LeanForward, lean_decoder
@@ -15,17 +16,6 @@ from rewardlab.train.common import pad_sequences
 
 TOKENIZER = build_tiny_tokenizer()
 PROMPTS = [[5, 9, 12, 40, 41], [7, 8], [5, 9, 12, 40, 41], [30, 31, 32]]  # uneven: left padding
-
-
-def with_lora(model, seed=1):
-    """A LoRA adapter on every linear layer, with B perturbed so the adapter changes the outputs."""
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
-    return model
 
 
 def gqa_model():
