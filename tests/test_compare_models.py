@@ -18,7 +18,7 @@ from rewardlab.models.loading import locate, resolve
 from rewardlab.rubrics import XMLParser
 from rewardlab.rubrics.parsers import JSONParser
 from rewardlab.runs import RunStore
-from rewardlab.runs.lineage import lineage, trained_env, training_prompt_hashes
+from rewardlab.runs.lineage import lineage, trained_env, training_data_of
 from rewardlab.train.sft import run_sft
 
 ENV = {"name": "arithmetic", "args": {"level": 2, "num_train": 200, "num_eval": 20}}
@@ -39,9 +39,10 @@ def test_lineage_traces_a_model_to_its_runs(primed):
     store, sft = primed
     assert lineage(str(sft.model_dir), store) == [sft.model_dir.parent]
     assert lineage(sft.run_id, store) == [sft.model_dir.parent]
-    assert len(training_prompt_hashes(str(sft.model_dir), store)) == 200
+    trained = training_data_of(str(sft.model_dir), store)
+    assert len(trained.hashes) == 200 and trained.signatures.shape == (200, 64)
     assert trained_env(str(sft.model_dir), store) == ENV
-    assert lineage("tiny", store) == [] and training_prompt_hashes("tiny", store) == set()
+    assert lineage("tiny", store) == [] and training_data_of("tiny", store) is None
 
 
 def test_every_mode_compares_the_same_records(primed):
@@ -53,7 +54,9 @@ def test_every_mode_compares_the_same_records(primed):
     assert [r.mode for r in results] == ["held-out", "fresh", "adversarial"]
     for result in results:
         assert result.skipped is None and result.comparison.reward.n == 10 and result.examples == 10
-        assert result.seen_in_training_a == 0 and result.seen_in_training_b == 0  # splits are disjoint
+        # tiny has no training history: unchecked, not "0 seen"; the splits are disjoint from SFT's data
+        assert result.seen_in_training_a is None and not result.overlap_a.checked
+        assert result.seen_in_training_b == 0 and result.overlap_b.near == 0
         ids_a = {r["example_id"] for r in store.rollouts(result.comparison.run_a, phase="eval")}
         ids_b = {r["example_id"] for r in store.rollouts(result.comparison.run_b, phase="eval")}
         assert ids_a == ids_b and len(ids_a) == 10
@@ -135,7 +138,9 @@ def test_cli_warns_when_records_were_in_training(tmp_path):
         env={"COLUMNS": "200"},
     )
     assert result.exit_code == 0, result.output
-    assert "warning: 12 of 12 held-out records were in primed's training data" in result.output
+    output = " ".join(result.output.split())
+    assert "warning: primed: 12 of 12 records seen in training" in output and "measures memory" in output
+    assert "base: unchecked (no rewardlab training history" in output
     assert "adversarial: skipped" in result.output and "defines no adversarial set" in result.output
     assert "gold: " in result.output and " / base: " in result.output
 

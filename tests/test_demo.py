@@ -19,7 +19,7 @@ def test_demo_writes_summary_report_and_prints_the_summary_path_last(tmp_path):
         "train.prompts_per_step=2",
         "train.group_size=4",
         "eval.rollouts_per_example=2",
-        "env.args={level=1, num_train=60, num_eval=6, teacher='careless', slip_rate=0.7}",
+        "env.args={level=[1, 2], num_train=60, num_eval=6, teacher='careless', slip_rate=0.7}",
     ]
     args = ["demo", "--out", str(tmp_path / "runs"), "--seed", "3"]
     for override in overrides:

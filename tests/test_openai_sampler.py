@@ -436,7 +436,8 @@ def test_cli_compare_two_endpoints(stub, tmp_path):
     output = result.output
     assert "base and tuned are endpoints without run lineage" in output
     assert "latency ms per request (mean / p50 / p95)" in output and "requests / retried / failed" in output
-    assert "warning:" not in output  # nothing traced, so nothing claimed either way
+    # nothing traced, so nothing claimed either way
+    assert "seen in training" not in output and "training overlap" not in output
     # sloppy is wrong exactly when the result is odd: tuned wins there and ties elsewhere
     assert re.search(r"gold: (\d*[13579]) / base: \d+ / tuned: \1", output), output
     [compare_run] = RunStore(runs).list(kind="compare")

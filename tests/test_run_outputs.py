@@ -13,7 +13,8 @@ from rewardlab.errors import RewardlabError
 from rewardlab.eval.evaluate import evaluate
 from rewardlab.rubrics import Rubric
 from rewardlab.runs import RunStore
-from rewardlab.runs.lineage import PROMPTS_FILE, training_prompt_hashes
+from rewardlab.runs.lineage import training_data_of
+from rewardlab.runs.overlap import HASHES_FILE
 from rewardlab.sampling.base import Generation
 from rewardlab.threads import choose_threads, configure_threads, free_cores
 from rewardlab.train.sft import run_sft
@@ -77,9 +78,9 @@ def test_sft_train_and_eval_runs_each_write_a_report(tmp_path):
     images_exist(eval_report, evaluated.run_dir)
 
     # The prompt hashes say what they are, and are still read as hashes.
-    hashes = (trained.run_dir / PROMPTS_FILE).read_text().splitlines()
-    assert hashes[0].startswith("# ") and "compare" in hashes[1]
-    assert len(training_prompt_hashes(str(trained.run_dir), store)) == 20
+    hashes = (trained.run_dir / HASHES_FILE).read_text().splitlines()
+    assert hashes[0].startswith("# content v2") and "compare" in hashes[1]
+    assert len(training_data_of(str(trained.run_dir), store).hashes) == 20
 
 
 class PacedSampler:

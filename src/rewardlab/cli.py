@@ -379,6 +379,9 @@ def compare(
     base_url_b: Annotated[
         str | None, typer.Option("--base-url-b", help="B is the model of that name served at this URL.")
     ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Pair two eval runs even when their environment, split or sampling differ.")
+    ] = False,
     runs_dir: RunsDir = "runs",
     print_config: PrintConfig = False,
     _help_config: CompareHelp = False,
@@ -397,7 +400,7 @@ def compare(
     options = typed(
         ctx, {"rollouts": "rollouts_per_example"}, data=data, num_examples=num_examples, rollouts=rollouts,
         seed=seed, label_a=label_a, label_b=label_b, samples=samples, endpoints=endpoints,
-        base_url_a=base_url_a, base_url_b=base_url_b, runs_dir=runs_dir,
+        base_url_a=base_url_a, base_url_b=base_url_b, force=force, runs_dir=runs_dir,
     )  # fmt: skip
     cfg = configured(CompareConfig, config, set_, {"a": a, "b": b, "env.name": env, **options}, print_config)
     result = run_compare(RunStore(cfg.runs_dir), cfg)
@@ -518,7 +521,7 @@ def audit(
     print_config: PrintConfig = False,
     _help_config: AuditHelp = False,
 ):
-    """Reward-hacking audit: each component's share, rise and correlation with correctness over training."""
+    """Reward-hacking audit: each component's rise with an interval, its share, its moves with correctness."""
     from rewardlab.rubrics.audit import audit_run
     from rewardlab.rubrics.audit_view import audit_view
     from rewardlab.runs import RunStore

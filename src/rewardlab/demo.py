@@ -30,7 +30,6 @@ from rewardlab.console import say
 from rewardlab.envs.registry import load_environment_for
 from rewardlab.eval.compare import Comparison, ModeComparison, breakdown, compare_models, compare_runs
 from rewardlab.eval.evaluate import evaluate
-from rewardlab.eval.stats import PairedComparison
 from rewardlab.models.adapters import is_adapter_dir
 from rewardlab.runs import RunStore, collect_manifest
 from rewardlab.runs.store import to_jsonable
@@ -85,7 +84,7 @@ class DemoResult:
         out: dict[str, Any] = {
             "base": {"run": self.base.run_id, **headline(self.base.summary)},
             "tuned": {"run": self.tuned.run_id, **headline(self.tuned.summary)},
-            "difference": paired(self.held_out.reward, self.base.summary["mean_reward"]),
+            "difference": paired(self.held_out),
         }
         if self.greedy:
             out["greedy"] = {label: headline(summary) for label, summary in self.greedy.items()}
@@ -106,7 +105,7 @@ class DemoResult:
                 if self.fresh.skipped
                 else {
                     "runs": {"base": self.fresh.comparison.run_a, "tuned": self.fresh.comparison.run_b},
-                    **paired(self.fresh.comparison.reward, self.fresh.summary_a["mean_reward"]),
+                    **paired(self.fresh.comparison),
                 }
             )
         if self.report_path is not None:
@@ -122,13 +121,18 @@ def headline(summary: dict) -> dict:
     return out
 
 
-def paired(reward: PairedComparison, baseline: float) -> dict:
-    """A paired difference as the summary records it, with the gain relative to the baseline's mean
-    reward (``baseline``)."""
+def paired(comparison: Comparison) -> dict:
+    """A paired difference as the summary records it: the weighted total's difference, and the relative
+    gain on the primary component (``relative``, None when it has no meaning) with its interval."""
+    reward = comparison.reward
+    gain = comparison.relative
     return {
         "mean": reward.mean_diff,
         "ci95": list(reward.ci95),
-        "relative": reward.mean_diff / baseline if baseline else None,
+        "relative": gain.value if gain else None,
+        "relative_ci95": list(gain.ci95) if gain and gain.ci95 else None,
+        "relative_component": gain.component if gain else None,
+        "warnings": comparison.warnings,
         "wins": reward.wins,
         "ties": reward.ties,
         "losses": reward.losses,

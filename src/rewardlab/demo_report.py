@@ -103,17 +103,20 @@ def _fresh_pair(result: DemoResult) -> tuple[Comparison, float, float]:
     return fresh.comparison, fresh.summary_a["mean_reward"], fresh.summary_b["mean_reward"]
 
 
-def _relative(comparison: Comparison, base: float) -> float | None:
-    return comparison.reward.mean_diff / base if base else None
+def _relative(comparison: Comparison) -> str:
+    """``; correct_answer +26% [+18%, +35%]``: the relative gain on the primary component, or why none."""
+    gain = comparison.relative
+    if gain is None or gain.value is None:
+        return f"; relative gain n/a ({gain.reason if gain else 'no primary component'})"
+    interval = f" [{gain.ci95[0]:+.0%}, {gain.ci95[1]:+.0%}]" if gain.ci95 else ""
+    return f"; {gain.component} {gain.value:+.0%}{interval} relative"
 
 
 def _change(comparison: Comparison, base: float, tuned: float) -> str:
-    relative = _relative(comparison, base)
     low, high = comparison.reward.ci95
     return (
-        f"base [bold]{base:.3f}[/] -> tuned [bold]{tuned:.3f}[/]"
-        + (f" ({relative:+.0%})" if relative is not None else "")
-        + f", 95% CI of the difference [{low:+.3f}, {high:+.3f}]"
+        f"base [bold]{base:.3f}[/] -> tuned [bold]{tuned:.3f}[/], 95% CI of the difference "
+        f"[{low:+.3f}, {high:+.3f}]{_relative(comparison)}"
     )
 
 
@@ -142,13 +145,16 @@ def _lora(lora) -> str:
     return f", LoRA rank {lora.rank}" if lora.enabled else ", every weight"
 
 
-def _verdict(comparison: Comparison, base: float, data: str) -> str:
-    r, relative = comparison.reward, _relative(comparison, base)
-    return (
-        f"**Tuned vs base on {data} data: {r.mean_diff:+.3f} mean reward"
-        + (f" ({relative:+.0%} relative)" if relative is not None else "")
-        + f", paired 95% CI [{r.ci95[0]:+.3f}, {r.ci95[1]:+.3f}].**"
-    )
+def _verdict(comparison: Comparison, data: str) -> list[str]:
+    r = comparison.reward
+    lines = [
+        f"**Tuned vs base on {data} data: {r.mean_diff:+.3f} mean reward, paired 95% CI "
+        f"[{r.ci95[0]:+.3f}, {r.ci95[1]:+.3f}]{_relative(comparison)}.**",
+        "",
+        f"The interval is a {r.method}, for this one trained model; the relative gain is taken on the "
+        "primary component, with its own interval.",
+    ]
+    return lines + [f"Warning: {warning}." for warning in comparison.warnings]
 
 
 def _held_out(result: DemoResult) -> list[str]:
@@ -165,7 +171,7 @@ def _held_out(result: DemoResult) -> list[str]:
         "",
         *comparison_lines(result.held_out, "base", "tuned"),
         "",
-        _verdict(result.held_out, result.base.summary["mean_reward"], "held-out"),
+        *_verdict(result.held_out, "held-out"),
         "",
     ]
     if result.greedy:
@@ -194,7 +200,7 @@ def _fresh(result: DemoResult) -> list[str]:
         "",
         *comparison_lines(comparison, "base", "tuned", "fresh"),
         "",
-        _verdict(comparison, result.fresh.summary_a["mean_reward"], "fresh"),
+        *_verdict(comparison, "fresh"),
         "",
     ]
 

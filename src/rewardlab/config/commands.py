@@ -226,6 +226,11 @@ class CompareConfig(Section):
     )
     base_url_a: str | None = Field(None, description="A is the model of that name served at this URL.")
     base_url_b: str | None = Field(None, description="B is the model of that name served at this URL.")
+    force: bool = Field(
+        False,
+        description="Pair two eval runs even when their environment, split, temperature or rollouts per "
+        "example differ (refused otherwise).",
+    )
     runs_dir: str = Field("runs", description="Where the run store lives.")
 
 

@@ -1,8 +1,11 @@
 """Comparing two evaluation runs on the same examples, paired.
 
 Per example, each side's reward is the mean over its rollouts; the difference (B - A) is bootstrapped
-over examples for a 95% interval. Debug samples put the reference answer next to both outputs, largest
-disagreements first, so a person can see *what* changed, not only by how much.
+over examples for a 95% interval. An errored rollout scores 0 (a model that crashes the environment on
+hard problems must not look better for it); when there are errors, the comparison without them is kept
+beside. The relative gain is taken on the primary component (correctness), not on the weighted total,
+whose format bonuses and sign would change its meaning. Debug samples put the reference answer next to
+both outputs, largest disagreements first, so a person can see *what* changed, not only by how much.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from rewardlab.errors import RewardlabError
-from rewardlab.eval.stats import PairedComparison, paired_comparison
+from rewardlab.eval.stats import PairedComparison, RelativeGain, paired_comparison, relative_gain
 from rewardlab.runs import Run, RunStore
+from rewardlab.runs.overlap import Overlap
 
 
 @dataclass
@@ -32,31 +36,60 @@ class DebugSample:
 class Comparison:
     run_a: str
     run_b: str
-    reward: PairedComparison
+    reward: PairedComparison  # errored rollouts scored 0
     components: dict[str, PairedComparison] = field(default_factory=dict)
     samples: list[DebugSample] = field(default_factory=list)
+    relative: RelativeGain | None = None  # on the primary component
+    reward_without_errors: PairedComparison | None = None  # only when a side has errored rollouts
+    errors_a: int = 0
+    errors_b: int = 0
+    warnings: list[str] = field(default_factory=list)
+    overlap_a: Overlap | None = None  # the compared records in each run's model's training data
+    overlap_b: Overlap | None = None
 
     def to_dict(self) -> dict:
-        def side(p: PairedComparison) -> dict:
-            return {
-                "n": p.n,
-                "mean_a": p.mean_a,
-                "mean_b": p.mean_b,
-                "mean_diff": p.mean_diff,
-                "ci95": list(p.ci95),
-                "wins": p.wins,
-                "ties": p.ties,
-                "losses": p.losses,
-                "p_value_sign": p.p_value_sign,
-            }
-
-        return {
+        out = {
             "run_a": self.run_a,
             "run_b": self.run_b,
-            "reward": side(self.reward),
-            "components": {k: side(v) for k, v in self.components.items()},
+            "reward": paired_dict(self.reward),
+            "components": {k: paired_dict(v) for k, v in self.components.items()},
+            "relative": relative_dict(self.relative),
+            "errors_a": self.errors_a,
+            "errors_b": self.errors_b,
+            "warnings": self.warnings,
+            "overlap_a": self.overlap_a.__dict__ if self.overlap_a else None,
+            "overlap_b": self.overlap_b.__dict__ if self.overlap_b else None,
             "samples": [s.__dict__ for s in self.samples],
         }
+        if self.reward_without_errors is not None:
+            out["reward_without_errors"] = paired_dict(self.reward_without_errors)
+        return out
+
+
+def paired_dict(p: PairedComparison) -> dict:
+    return {
+        "n": p.n,
+        "mean_a": p.mean_a,
+        "mean_b": p.mean_b,
+        "mean_diff": p.mean_diff,
+        "ci95": list(p.ci95),
+        "wins": p.wins,
+        "ties": p.ties,
+        "losses": p.losses,
+        "p_value_sign": p.p_value_sign,
+        "method": p.method,
+    }
+
+
+def relative_dict(gain: RelativeGain | None) -> dict | None:
+    if gain is None:
+        return None
+    return {
+        "component": gain.component,
+        "value": gain.value,
+        "ci95": list(gain.ci95) if gain.ci95 else None,
+        "note": gain.reason,
+    }
 
 
 def _eval_rows(store: RunStore, run: Run) -> list[dict]:
@@ -68,13 +101,47 @@ def _eval_rows(store: RunStore, run: Run) -> list[dict]:
     return rows
 
 
-def _per_example(rows: list[dict], key=lambda row: row["reward"]) -> dict[str, float]:
+def _total(row: dict) -> float:
+    return row["reward"]
+
+
+def _per_example(rows: list[dict], key=_total, errors_as_zero: bool = True) -> dict[str, float]:
+    """Each example's mean score over its rollouts. An errored rollout scores 0 (a component that errored
+    is 0 too); with ``errors_as_zero=False`` it is left out, and an example with only errored rollouts
+    with it."""
     grouped: dict[str, list[float]] = defaultdict(list)
     for row in rows:
+        errored = bool(row["errors"]) or bool(row.get("error"))
         value = key(row)
-        if value is not None and not row["errors"]:
+        if errored and errors_as_zero:
+            value = 0.0 if key is _total or value is None else value
+        if value is not None and (errors_as_zero or not errored):
             grouped[row["example_id"]].append(value)
     return {k: statistics.fmean(v) for k, v in grouped.items() if v}
+
+
+def _errored(rows: list[dict]) -> int:
+    return sum(bool(row["errors"]) or bool(row.get("error")) for row in rows)
+
+
+# Settings that must match for two eval runs' rollouts to be paired example by example.
+PAIRED_SETTINGS = {
+    "environment": lambda c: (c.get("env") or {}).get("name"),
+    "environment arguments": lambda c: (c.get("env") or {}).get("args") or {},
+    "split": lambda c: c.get("split"),
+    "temperature": lambda c: (c.get("sampling") or {}).get("temperature"),
+    "rollouts per example": lambda c: c.get("rollouts_per_example"),
+}
+
+
+def settings_mismatch(config_a: dict, config_b: dict) -> str | None:
+    """What two eval runs' configs disagree on, of the settings a paired comparison needs equal."""
+    differences = [
+        f"{name} {get(config_a)!r} vs {get(config_b)!r}"
+        for name, get in PAIRED_SETTINGS.items()
+        if get(config_a) != get(config_b)
+    ]
+    return "; ".join(differences) or None
 
 
 def _text(row: dict) -> str:
@@ -82,10 +149,55 @@ def _text(row: dict) -> str:
     return messages[-1]["content"] if messages else ""
 
 
-def compare_runs(store: RunStore, a: str, b: str, num_samples: int = 6, seed: int = 0) -> Comparison:
+def compare_runs(
+    store: RunStore,
+    a: str,
+    b: str,
+    num_samples: int = 6,
+    seed: int = 0,
+    force: bool = False,
+    check_overlap: bool = True,
+) -> Comparison:
+    """Pair eval runs ``a`` and ``b`` by example. Runs whose environment, split, temperature or rollouts per
+    example differ are refused (``force`` pairs them anyway, with a warning). Each run's records are
+    checked against its model's training data (``check_overlap``; a model comparison checks its own)."""
     run_a, run_b = store.get(a), store.get(b)
     rows_a, rows_b = _eval_rows(store, run_a), _eval_rows(store, run_b)
-    reward = paired_comparison(_per_example(rows_a), _per_example(rows_b), seed=seed)
+    warnings = []
+    mismatch = settings_mismatch(run_a.config, run_b.config)
+    if mismatch and not force:
+        raise RewardlabError(
+            f"eval runs '{run_a.id}' and '{run_b.id}' were not run alike ({mismatch}): their rollouts "
+            "cannot be paired; --force pairs them anyway"
+        )
+    if mismatch:
+        warnings.append(f"paired despite different settings: {mismatch}")
+    per_a, per_b = _per_example(rows_a, _total), _per_example(rows_b, _total)
+    reward = paired_comparison(per_a, per_b, seed=seed)
+    only_a, only_b = len(per_a.keys() - per_b.keys()), len(per_b.keys() - per_a.keys())
+    if only_a or only_b:
+        warnings.append(
+            f"{only_a + only_b} examples evaluated on one side only were left out "
+            f"(A only: {only_a}, B only: {only_b}); {reward.n} are paired"
+        )
+    warnings.extend(reward.warnings)
+    errors_a, errors_b = _errored(rows_a), _errored(rows_b)
+    reward_without_errors = None
+    if errors_a or errors_b:
+        clean_a = _per_example(rows_a, _total, errors_as_zero=False)
+        clean_b = _per_example(rows_b, _total, errors_as_zero=False)
+        if clean_a.keys() & clean_b.keys():
+            reward_without_errors = paired_comparison(clean_a, clean_b, seed=seed)
+        warnings.append(
+            f"errored rollouts scored 0: A {errors_a} of {len(rows_a)}, B {errors_b} of {len(rows_b)}"
+            + (
+                f"; without them the difference is {reward_without_errors.mean_diff:+.3f} "
+                f"on {reward_without_errors.n} examples"
+                if reward_without_errors
+                else "; no example has a clean rollout on both sides"
+            )
+        )
+    primary = run_a.summary.get("primary") or run_b.summary.get("primary")
     components = {}
     names = sorted(
         {name for row in rows_a for name in row["components"]}
@@ -93,9 +205,15 @@ def compare_runs(store: RunStore, a: str, b: str, num_samples: int = 6, seed: in
     )
     for name in names:
         getter = lambda row, name=name: row["components"].get(name)  # noqa: E731
-        per_a, per_b = _per_example(rows_a, getter), _per_example(rows_b, getter)
-        if set(per_a) & set(per_b):
-            components[name] = paired_comparison(per_a, per_b, seed=seed)
+        scores_a, scores_b = _per_example(rows_a, getter), _per_example(rows_b, getter)
+        if scores_a.keys() & scores_b.keys():
+            components[name] = paired_comparison(scores_a, scores_b, seed=seed)
+    relative = None
+    if primary is not None:
+        getter = lambda row: row["components"].get(primary)  # noqa: E731
+        scores_a, scores_b = _per_example(rows_a, getter), _per_example(rows_b, getter)
+        if scores_a.keys() & scores_b.keys():
+            relative = relative_gain(scores_a, scores_b, primary, seed=seed)
 
     first_a = {row["example_id"]: row for row in rows_a if row["sample_index"] == 0}
     first_b = {row["example_id"]: row for row in rows_b if row["sample_index"] == 0}
@@ -110,7 +228,37 @@ def compare_runs(store: RunStore, a: str, b: str, num_samples: int = 6, seed: in
         samples.append(
             DebugSample(example_id, question, row_a["answer"], _text(row_a), mean_a, _text(row_b), mean_b)
         )
-    return Comparison(run_a.id, run_b.id, reward, components, samples)
+    overlaps = []
+    for run, rows in ((run_a, rows_a), (run_b, rows_b)):
+        overlaps.append(_run_overlap(store, run, rows) if check_overlap else None)
+        if overlaps[-1] is not None and (overlaps[-1].exact or overlaps[-1].near):
+            warnings.append(overlaps[-1].describe(f"{run.id}'s model") + ": this measures memory")
+    return Comparison(
+        run_a.id,
+        run_b.id,
+        reward,
+        components,
+        samples,
+        relative=relative,
+        reward_without_errors=reward_without_errors,
+        errors_a=errors_a,
+        errors_b=errors_b,
+        warnings=warnings,
+        overlap_a=overlaps[0],
+        overlap_b=overlaps[1],
+    )
+
+
+def _run_overlap(store: RunStore, run: Run, rows: list[dict]) -> Overlap:
+    """The eval run's records found in its model's training data (unchecked for an endpoint, or a model
+    that no run trained)."""
+    from rewardlab.runs.lineage import training_data_of
+
+    records = list({row["example_id"]: (row["prompt"], row["answer"]) for row in rows}.values())
+    model = run.config.get("model") or {}
+    if model.get("base_url") or not model.get("name_or_path"):
+        return Overlap(False, len(records))
+    return _overlap(training_data_of(model["name_or_path"], store), records)
 
 
 def breakdown(store: RunStore, runs: dict[str, str], key: str, component: str | None = None) -> dict:
@@ -198,10 +346,19 @@ class ModeComparison:
     summary_a: dict = field(default_factory=dict)
     summary_b: dict = field(default_factory=dict)
     examples: int = 0
-    seen_in_training_a: int = 0  # evaluation records that side's training lineage saw
-    seen_in_training_b: int = 0
+    overlap_a: Overlap | None = None  # the records in that side's training data (exact and near)
+    overlap_b: Overlap | None = None
     traced_a: bool = True  # False for an endpoint: no run lineage, so its training data is unknown
     traced_b: bool = True
+
+    @property
+    def seen_in_training_a(self) -> int | None:
+        return self.overlap_a.exact if self.overlap_a else None
+
+    @property
+    def seen_in_training_b(self) -> int | None:
+        return self.overlap_b.exact if self.overlap_b else None
+
     views: list[tuple[str, str, str, str]] = field(default_factory=list)  # (question, gold, view a, view b)
     skipped: str | None = None  # why this mode could not run
 
@@ -219,19 +376,20 @@ def compare_models(
     ``config_a``/``config_b`` are :class:`~rewardlab.config.EvalConfig` objects that differ in the model
     (and endpoint); the environment, sampling, counts and seed come from ``config_a``. A mode the
     environment cannot produce (no adversarial set, say) is skipped with a note in the result list's place.
-    An endpoint's training data cannot be traced (it has no run lineage): its overlap stays unchecked and
-    the result says so (``traced_a``/``traced_b``) rather than reporting zero.
+    Overlap with each side's training data is judged by content (:mod:`rewardlab.runs.overlap`). An
+    endpoint's training data cannot be traced (it has no run lineage), nor can a model's that no rewardlab
+    run trained: their overlap is "unchecked" (``Overlap.checked``), never zero.
     """
     from rewardlab.envs.registry import load_environment_for
     from rewardlab.eval.evaluate import evaluate, select_examples
-    from rewardlab.runs.lineage import prompt_hash, training_prompt_hashes
+    from rewardlab.runs.lineage import training_data_of
 
     # Prompts are worded for the baseline (for the candidate when the baseline is a scripted player).
     model = config_a.model if not config_a.model.name_or_path.startswith("scripted:") else config_b.model
     env = load_environment_for(config_a.env.name, config_a.env.args, model.name_or_path, model.base_url)
     traced_a, traced_b = config_a.model.base_url is None, config_b.model.base_url is None
-    seen_a = training_prompt_hashes(config_a.model.name_or_path, store) if traced_a else set()
-    seen_b = training_prompt_hashes(config_b.model.name_or_path, store) if traced_b else set()
+    trained_a = training_data_of(config_a.model.name_or_path, store) if traced_a else None
+    trained_b = training_data_of(config_b.model.name_or_path, store) if traced_b else None
     results: list[ModeComparison] = []
     for mode in modes:
         if mode not in _SPLIT_OF_MODE:
@@ -246,7 +404,7 @@ def compare_models(
                 ModeComparison(mode, None, skipped=str(error), traced_a=traced_a, traced_b=traced_b)
             )
             continue
-        hashes = [prompt_hash(e.prompt) for e in examples]
+        records = [(e.prompt, e.answer) for e in examples]
         evals = []
         for config in (config_a, config_b):
             side = config.model_copy(update={"split": template.split, "run_name": f"compare {mode}"})
@@ -255,7 +413,9 @@ def compare_models(
             side.rollouts_per_example = config_a.rollouts_per_example
             side.seed = config_a.seed
             evals.append(evaluate(side, store, parent=parent, env=env, examples=examples))
-        comparison = compare_runs(store, evals[0].run_id, evals[1].run_id, num_samples=num_samples)
+        comparison = compare_runs(
+            store, evals[0].run_id, evals[1].run_id, num_samples=num_samples, check_overlap=False
+        )
         views = _views(env, store, evals[0].run_id, evals[1].run_id, comparison)
         results.append(
             ModeComparison(
@@ -264,14 +424,18 @@ def compare_models(
                 evals[0].summary,
                 evals[1].summary,
                 len(examples),
-                sum(h in seen_a for h in hashes),
-                sum(h in seen_b for h in hashes),
+                _overlap(trained_a, records),
+                _overlap(trained_b, records),
                 traced_a,
                 traced_b,
                 views,
             )
         )
     return results
+
+
+def _overlap(trained, records) -> Overlap:
+    return trained.check(records) if trained is not None else Overlap(False, len(records))
 
 
 def _views(
@@ -333,7 +497,9 @@ def run_compare(store: RunStore, config) -> CompareResult:
         )
     both_local = served_a is None and served_b is None
     if both_local and _is_eval_run(store, config.a) and _is_eval_run(store, config.b):
-        return CompareResult(runs=compare_runs(store, config.a, config.b, num_samples=config.samples))
+        return CompareResult(
+            runs=compare_runs(store, config.a, config.b, num_samples=config.samples, force=config.force)
+        )
     side_a = served_a or {"name_or_path": locate(config.a, store.root), "dtype": config.dtype}
     side_b = served_b or {"name_or_path": locate(config.b, store.root), "dtype": config.dtype}
     common = {
@@ -402,8 +568,10 @@ def _mode_summary(result: ModeComparison) -> dict:
         "mean_diff": reward.mean_diff,
         "ci95": list(reward.ci95),
         "n": reward.n,
-        "seen_in_training_a": result.seen_in_training_a if result.traced_a else None,
-        "seen_in_training_b": result.seen_in_training_b if result.traced_b else None,
+        "seen_in_training_a": result.seen_in_training_a,
+        "seen_in_training_b": result.seen_in_training_b,
+        "near_duplicates_a": result.overlap_a.near if result.overlap_a else None,
+        "near_duplicates_b": result.overlap_b.near if result.overlap_b else None,
         **{
             f"{key}_{side}": summary[key]
             for side, summary in (("a", result.summary_a), ("b", result.summary_b))

@@ -74,11 +74,15 @@ def summarize(
     wall_seconds: float,
     batch_seconds: list[float] | None = None,
 ) -> dict:
-    valid = [s for s in scored if not s.errored]
-    mean, std = mean_std([s.reward for s in valid])
+    # An errored rollout scores 0 here, as in pass@k and in comparisons: a model that crashes the
+    # environment or a reward on hard problems must not look better for it. The mean without errored
+    # rollouts is kept beside when there are any.
+    mean, std = mean_std([0.0 if s.errored else s.reward for s in scored])
+    valid = [s.reward for s in scored if not s.errored]
+    errored = len(valid) < len(scored)
     components: dict[str, dict[str, float]] = {}
     for name in scored[0].components if scored else []:
-        values = [s.components[name] for s in scored if s.components.get(name) is not None]
+        values = [s.components.get(name) or 0.0 for s in scored]
         c_mean, c_std = mean_std(values)
         components[name] = {"mean": c_mean, "std": c_std, "errors": sum(name in s.errors for s in scored)}
     errors = [
@@ -105,6 +109,7 @@ def summarize(
         "num_rollouts": len(scored),
         "mean_reward": mean,
         "std_reward": std,
+        **({"mean_reward_without_errors": statistics.fmean(valid) if valid else None} if errored else {}),
         "components": components,
         "primary": rubric_primary,
         **pass_at,

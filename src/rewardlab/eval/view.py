@@ -15,6 +15,11 @@ def eval_summary_table(summary: dict, title: str = "evaluation") -> Table:
     table.add_column("value", justify="right")
     table.add_row("examples x rollouts", f"{summary['num_examples']} x {summary['rollouts_per_example']}")
     table.add_row("mean reward", f"{summary['mean_reward']:.3f} ± {summary['std_reward']:.3f}")
+    if summary.get("mean_reward_without_errors") is not None:  # errored rollouts count as 0 above
+        table.add_row(
+            Text("  without errored rollouts", style="yellow"),
+            Text(f"{summary['mean_reward_without_errors']:.3f}", style="yellow"),
+        )
     for name, stats in summary["components"].items():
         errors = f"  ({stats['errors']} errors)" if stats["errors"] else ""
         primary = " (primary)" if name == summary.get("primary") else ""
@@ -63,6 +68,30 @@ def _ci(value: tuple[float, float]) -> str:
     return f"[{value[0]:+.3f}, {value[1]:+.3f}]"
 
 
+def relative_text(comparison: Comparison) -> str:
+    """``correct_answer +26.5% [+18.0%, +35.1%]``, or why there is no relative gain."""
+    gain = comparison.relative
+    if gain is None:
+        return "n/a (no primary component recorded)"
+    if gain.value is None:
+        return f"{gain.component}: {gain.reason}"
+    interval = f" [{gain.ci95[0]:+.1%}, {gain.ci95[1]:+.1%}]" if gain.ci95 else f" ({gain.reason})"
+    return f"{gain.component} {gain.value:+.1%}{interval}"
+
+
+def comparison_notes(comparison: Comparison) -> list[Text]:
+    """The relative gain, what the interval is, and every warning about the pairing."""
+    notes = [
+        Text(f"relative gain on the primary component: {relative_text(comparison)}"),
+        Text(f"n = {comparison.reward.n} paired examples; 95% CI: {comparison.reward.method}", style="dim"),
+    ]
+    notes.extend(Text(f"warning: {warning}", style="yellow") for warning in comparison.warnings)
+    for label, overlap in (("A", comparison.overlap_a), ("B", comparison.overlap_b)):
+        if overlap is not None and not (overlap.checked and (overlap.exact or overlap.near)):
+            notes.append(Text(f"training overlap, {overlap.describe(label)}", style="dim"))
+    return notes
+
+
 def comparison_view(comparison: Comparison) -> Group:
     table = Table(title=f"{comparison.run_b} vs {comparison.run_a} (B − A, paired by example)")
     for column in ("metric", "A", "B", "B − A", "95% CI", "win / tie / loss", "sign test p"):
@@ -96,8 +125,7 @@ def comparison_view(comparison: Comparison) -> Group:
             f"{s.output_a}\n[dim]reward {s.reward_a:.2f}[/]",
             f"{s.output_b}\n[dim]reward {s.reward_b:.2f}[/]",
         )
-    footer = Text(f"n = {comparison.reward.n} paired examples", style="dim")
-    return Group(table, samples, footer)
+    return Group(table, *comparison_notes(comparison), samples)
 
 
 def _latency(summary: dict, unit: bool = False) -> str:
@@ -178,15 +206,20 @@ def model_comparison_view(results, label_a: str, label_b: str) -> Group:
                 "",
             )
         parts.append(table)
-        for label, seen in ((label_a, result.seen_in_training_a), (label_b, result.seen_in_training_b)):
-            if seen:
+        parts.extend(comparison_notes(comparison))
+        for label, overlap, traced in (
+            (label_a, result.overlap_a, result.traced_a),
+            (label_b, result.overlap_b, result.traced_b),
+        ):
+            if overlap is not None and overlap.checked and (overlap.exact or overlap.near):
                 parts.append(
                     Text(
-                        f"warning: {seen} of {result.examples} {result.mode} records were in {label}'s "
-                        "training data: this mode measures memory, not generalisation",
+                        f"warning: {overlap.describe(label)} — this mode measures memory, not generalisation",
                         style="bold yellow",
                     )
                 )
+            elif overlap is not None and traced:  # endpoints are noted once, above
+                parts.append(Text(f"training overlap, {overlap.describe(label)}", style="dim"))
         for question, gold, view_a, view_b in result.views:
             parts.append(Text(debug_line(question, gold, label_a, view_a, label_b, view_b), style="dim"))
     return Group(*parts)

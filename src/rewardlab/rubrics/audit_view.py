@@ -18,11 +18,11 @@ def audit_view(report: AuditReport) -> Group:
     for column in (
         "component",
         "weight",
-        "first fifth",
-        "last fifth",
-        "rise",
+        "first third",
+        "last third",
+        "rise (90% interval)",
         "share of reward",
-        "corr. with primary",
+        "change corr.",
     ):
         table.add_column(column, justify="left" if column == "component" else "right")
     for c in report.components:
@@ -30,22 +30,39 @@ def audit_view(report: AuditReport) -> Group:
             f"{c.name} (primary)"
             if c.name == report.primary
             else c.name
-            if c.weight
+            if c.weight > 0
             else f"{c.name} (measured)"
+            if c.weight == 0
+            else f"{c.name} (penalty)"
         )
         style = "bold red" if c.flags else ""
+        interval = c.interval
         table.add_row(
             Text(label, style=style),
             f"{c.weight:g}",
             _num(c.start),
             _num(c.end),
-            f"{c.rise:+.3f}",
+            f"{c.rise:+.3f}" + (f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else ""),
             _num(c.share, "{:.0%}"),
             _num(c.correlation, "{:+.2f}"),
         )
     parts: list = [table]
+    parts += [Text(note, style="yellow") for note in report.notes]
     if report.flags:
         parts += [Text(f"⚠ {flag}", style="red") for flag in report.flags]
     else:
-        parts.append(Text("no flags: the auxiliary rewards did not outgrow correctness", style="green"))
+        parts.append(
+            Text(
+                "no flags: no auxiliary reward outgrew correctness and no measurement rose without it, "
+                "beyond step-to-step noise",
+                style="green",
+            )
+        )
+    parts.append(
+        Text(
+            "rise: last third minus first third of the logged steps; interval from step-to-step noise. "
+            "change corr.: correlation of step-to-step changes with the primary's.",
+            style="dim",
+        )
+    )
     return Group(*parts)

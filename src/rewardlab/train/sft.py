@@ -25,7 +25,7 @@ from rewardlab.models.chat import ChatRenderer
 from rewardlab.models.forward import forward_for
 from rewardlab.models.loading import LoraSettings, describe_model, load_model
 from rewardlab.runs import RunStore, collect_manifest
-from rewardlab.runs.lineage import record_training_prompts
+from rewardlab.runs.overlap import record_training_data
 from rewardlab.train.common import make_optimizer, make_scheduler, pad_sequences, set_seed
 from rewardlab.types import Messages
 
@@ -60,6 +60,12 @@ class Demonstrations:
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+    def records(self) -> list[tuple[Messages, str | None]]:
+        """(prompt, answer) of every demonstration; a JSONL of prompts and completions has no answers."""
+        if self.fixed is not None:
+            return [(prompt, None) for prompt in self.prompts]
+        return [(example.prompt, example.answer) for example in self.examples]
 
     def draw(self, index: int, rng: random.Random) -> tuple[list[int], list[int]]:
         text = (
@@ -129,7 +135,7 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
     data = Demonstrations(config, ChatRenderer(tokenizer))
     manifest = collect_manifest(config.seed, {"model": describe_model(config.model.name_or_path)})
     run = store.create_run("sft", config.model_dump(), manifest, name=config.run_name, parent=parent)
-    record_training_prompts(run.dir, data.prompts)
+    record_training_data(run.dir, data.records())
 
     model.train()
     optimizer = make_optimizer(

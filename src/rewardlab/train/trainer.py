@@ -28,7 +28,7 @@ from rewardlab.models.forward import Forward, forward_for
 from rewardlab.models.loading import LoraSettings, describe_model, load_model
 from rewardlab.rubrics.failures import raise_if_all_errored
 from rewardlab.runs import RunStore, collect_manifest
-from rewardlab.runs.lineage import record_training_prompts
+from rewardlab.runs.overlap import record_training_data
 from rewardlab.sampling.base import SamplingParams
 from rewardlab.sampling.local import LocalSampler
 from rewardlab.train import checkpoint as ckpt
@@ -202,7 +202,7 @@ def train(
         store.update_summary(
             run.id, {"rubric": {"weights": env.rubric.weights, "primary": env.rubric.primary}}
         )
-        record_training_prompts(run.dir, (example.prompt for example in pool))
+        record_training_data(run.dir, ((example.prompt, example.answer) for example in pool))
         start_step, totals = 0, {"reward_errors": 0.0, "rollouts": 0.0}
 
     last_reward = float("nan")

@@ -16,7 +16,7 @@ import random
 from typing import Any
 
 from rewardlab.envs.base import SingleTurnEnv
-from rewardlab.envs.builtin.splits import checked_levels, held_out
+from rewardlab.envs.builtin.splits import Procedural, checked_levels, held_out
 from rewardlab.envs.dataset import load_examples
 from rewardlab.errors import RewardlabError
 from rewardlab.rubrics.parsers import XMLParser
@@ -81,7 +81,7 @@ def careless(a: int, op: str, b: int) -> int:
     return int("".join(str(abs(int(x) - int(y))) for x, y in zip(da, db, strict=True)))
 
 
-class ArithmeticEnv(SingleTurnEnv):
+class ArithmeticEnv(Procedural, SingleTurnEnv):
     name = "arithmetic"
     description = "Arithmetic with an exact checker; levels 1-4, disjoint held-out split."
     max_new_tokens_by_style = {"terse": 16, "chat": 48}
@@ -95,9 +95,7 @@ class ArithmeticEnv(SingleTurnEnv):
         eval_fraction: float = 0.1,
         **kwargs: Any,
     ):
-        super().__init__(**kwargs)
-        self.levels = levels or [2]
-        self.eval_fraction = eval_fraction
+        super().__init__(levels=levels or [2], eval_fraction=eval_fraction, **kwargs)
         if teacher not in ("exact", "careless"):
             raise ValueError(f"teacher must be 'exact' or 'careless', got '{teacher}'")
         if not 0.0 <= slip_rate <= 1.0:
@@ -119,7 +117,7 @@ class ArithmeticEnv(SingleTurnEnv):
                 result = wrong
         return self.parser.format_answer(str(result))
 
-    def fresh_examples(self, n: int, seed: int) -> list[Example]:
+    def fresh_candidates(self, n: int, seed: int) -> list[Example]:
         """New problems from the held-out side of the hash split, drawn with another seed."""
         rows = generate_problems(self.levels, n, "eval", seed + 10_000, self.eval_fraction)
         return load_examples(phrase(rows, self.prompt_style), self.system_prompt)

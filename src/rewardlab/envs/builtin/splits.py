@@ -60,9 +60,36 @@ class Procedural:
         self.levels = levels
         self.eval_fraction = eval_fraction
 
-    def fresh_examples(self, n: int, seed: int) -> list[Example]:
+    def fresh_candidates(self, n: int, seed: int) -> list[Example]:
+        """``n`` held-out-side examples drawn with another seed (the first ``n`` of any longer draw)."""
         rows = self.generate_rows(self.levels, n, "eval", seed + FRESH_SEED_OFFSET, self.eval_fraction)
         return load_examples(rows, self.system_prompt)
+
+    def fresh_examples(self, n: int, seed: int) -> list[Example]:
+        """``n`` fresh examples, none of them one of the held-out split's: a fresh set is disjoint from the
+        held-out set as well as from train (the hash split sees to that)."""
+        from rewardlab.runs.overlap import content_hash
+
+        held = {content_hash(e.prompt, e.answer) for e in self.eval_examples}
+        asked = n
+        new: list[Example] = []
+        while True:
+            try:
+                candidates = self.fresh_candidates(asked, seed)
+            except RewardlabError:  # the held-out side has fewer examples than that
+                if asked == n:
+                    raise
+                candidates = []
+            if candidates or asked == n:
+                new = [e for e in candidates if content_hash(e.prompt, e.answer) not in held]
+            if len(new) >= n:
+                return new[:n]
+            if not candidates or asked >= n + len(held):  # no more to draw
+                raise RewardlabError(
+                    f"only {len(new)} fresh examples exist beside the {len(held)} held-out ones at levels "
+                    f"{self.levels}; ask for fewer, or add a level"
+                )
+            asked = min(n + len(held), asked + 2 * (n - len(new)))
 
 
 def split_draws(
