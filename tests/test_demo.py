@@ -110,3 +110,33 @@ def test_the_demo_is_the_same_pipeline_on_another_environment(tmp_path):
     assert "## By `num_events`" in text and "needs_carry" not in text  # a key no example has: no section
     assert "## How we know RL" not in text and "## Fresh data" in text
     assert not re.search("carry|borrow|teacher|arithmetic", text)
+
+
+def test_demo_over_seeds_reports_each_seed_and_the_spread(tmp_path):
+    overrides = [
+        "sft.max_steps=5",
+        "train.max_steps=1",
+        "train.prompts_per_step=2",
+        "train.group_size=2",
+        "eval.rollouts_per_example=1",
+        "eval.greedy=false",
+        "eval.fresh=false",
+        "control=false",
+        "env.args={level=2, num_train=40, num_eval=5}",
+    ]
+    args = ["demo", "--out", str(tmp_path / "runs"), "--seed", "3", "--seeds", "2"]
+    for override in overrides:
+        args += ["--set", override]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(Path(result.output.strip().splitlines()[-1].strip()).read_text())
+    assert [row["seed"] for row in summary["per_seed"]] == [3, 4]
+    differences = [row["difference"] for row in summary["per_seed"]]
+    spread = summary["spread"]["difference"]
+    assert spread["mean"] == pytest.approx(sum(differences) / 2)
+    assert spread["sd"] == pytest.approx(abs(differences[0] - differences[1]) / 2**0.5)
+    assert "held-out difference over 2 seeds" in result.output
+    store = RunStore(tmp_path / "runs")
+    parent = next(run for run in store.list(kind="demo") if run.name == "demo over 2 seeds")
+    children = [run for run in store.list(kind="demo") if run.parent == parent.id]
+    assert len(children) == 2 and (parent.dir / "seeds.md").read_text().count("| 3 |") == 1

@@ -487,6 +487,9 @@ def demo(
     ctx: typer.Context,
     out: Annotated[str, typer.Option(help="Run store for the demo's runs.")] = "runs",
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same numbers.")] = 0,
+    seeds: Annotated[
+        int, typer.Option(help="Training seeds: run the chain once per seed and report the spread.")
+    ] = 1,
     config: ConfigOption = None,
     set_: SetOption = None,
     print_config: PrintConfig = False,
@@ -495,14 +498,19 @@ def demo(
     """Prime a model, evaluate it, train it with GRPO + LoRA, evaluate again, compare, report."""
     from rewardlab.demo import run_demo
     from rewardlab.demo_report import closing_lines
+    from rewardlab.demo_seeds import closing_lines_over_seeds, run_demo_seeds
     from rewardlab.eval.view import comparison_view
 
-    options = typed(ctx, {"out": "runs_dir"}, out=out, seed=seed)
-    result = run_demo(configured(DemoConfig, config, set_, options, print_config))
-    console.print(comparison_view(result.held_out))
-    for line in closing_lines(result):
-        console.print(line)
-    console.print(str(result.summary_path), soft_wrap=True)  # last, for scripts: where everything is
+    options = typed(ctx, {"out": "runs_dir"}, out=out, seed=seed, seeds=seeds)
+    cfg = configured(DemoConfig, config, set_, options, print_config)
+    if cfg.seeds > 1:
+        lines = closing_lines_over_seeds(run_demo_seeds(cfg))
+    else:
+        result = run_demo(cfg)
+        console.print(comparison_view(result.held_out))
+        lines = [*closing_lines(result), str(result.summary_path)]
+    for line in lines:  # the summary's path last, for scripts: where everything is
+        console.print(line, soft_wrap=True)
 
 
 @app.command()

@@ -174,13 +174,15 @@ def primed_model(sft_model_dir: Path, config: DemoConfig) -> str:
     return str(merge_adapter(str(sft_model_dir), sft_model_dir.parent / "merged", config.model.dtype))
 
 
-def run_demo(config: DemoConfig, store: RunStore | None = None) -> DemoResult:
+def run_demo(config: DemoConfig, store: RunStore | None = None, parent: str | None = None) -> DemoResult:
     """Run every stage, write the report and ``summary.json``, record the demo run; returns what it found."""
     from rewardlab.demo_report import render
 
     started = time.perf_counter()
     store = store or RunStore(config.runs_dir)
-    demo = store.create_run("demo", config.model_dump(), collect_manifest(config.seed), name="demo")
+    demo = store.create_run(
+        "demo", config.model_dump(), collect_manifest(config.seed), name="demo", parent=parent
+    )
     (demo.dir / "demo.toml").write_text(to_toml(config, header="rewardlab demo --config demo.toml"))
     with store.failure_recorded(demo.id):
         result = _stages(config, store, demo)

@@ -334,6 +334,12 @@ class DemoConfig(Section):
     }
 
     seed: int = Field(0, description="One seed for data order, initialisation and sampling.")
+    seeds: int = Field(
+        1,
+        gt=0,
+        description="Training seeds: the whole chain runs once per seed (seed, seed + 1, ...) and the "
+        "summary gives the spread of the results between them.",
+    )
     runs_dir: str = Field("runs", description="Run store for the demo and the runs it makes.")
     model: ModelConfig = Field(
         default_factory=ModelConfig, description="The model every stage starts from or evaluates."
