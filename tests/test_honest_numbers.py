@@ -192,3 +192,15 @@ def test_a_fresh_set_is_disjoint_from_the_held_out_set():
     held = {content_hash(e.prompt, e.answer) for e in env.eval_examples}
     fresh = env.fresh_examples(200, seed=0)
     assert len(fresh) == 200 and not held & {content_hash(e.prompt, e.answer) for e in fresh}
+
+
+def test_the_same_question_with_another_answer_is_not_a_near_duplicate(tmp_path):
+    """Wordle asks every example the same question: only the answer (the secret) tells them apart."""
+    from rewardlab.runs.overlap import record_training_data, training_data
+
+    question = [{"role": "user", "content": "Guess the secret five-letter word in at most six tries."}]
+    record_training_data(tmp_path, [(question, word) for word in ("crane", "slate", "pious")])
+    trained = training_data([tmp_path])
+    assert trained.check([(question, "crane")]).exact == 1
+    other = trained.check([(question, "ghost")])
+    assert other.exact == 0 and other.near == 0

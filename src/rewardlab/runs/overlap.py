@@ -5,9 +5,10 @@ its answer. Two checks:
 
 * **exact**: the SHA-1 of question and answer, so the same problem under another system prompt or prompt
   style is still the same problem;
-* **near**: MinHash signatures of the record's word 3-grams estimate the Jaccard similarity of two
-  records; at :data:`NEAR_JACCARD` or more, a record is a near-duplicate of a training one (a log with one
-  number changed, a question reworded by a space or a word).
+* **near**: a record with the same answer as a training record and a question whose word 3-grams have an
+  estimated Jaccard similarity of :data:`NEAR_JACCARD` or more with that record's (MinHash signatures): a log
+  with one number changed, a maze with one wall moved. The answer must match because some environments ask
+  every example the same question (Wordle's secret is only in the answer).
 
 Every SFT and train run writes both for its training records (:func:`record_training_data`); a model with
 no run history has nothing to check against, which is "unchecked", never "0 seen".
@@ -27,7 +28,7 @@ from rewardlab.types import Messages
 
 HASHES_FILE = "training_prompt_hashes.txt"
 LEGACY_HASHES_FILE = "training_prompts.txt"
-SIGNATURES_FILE = "training_minhash.npy"
+SIGNATURES_FILE = "training_minhash.npz"
 HASHES_HEADER = (
     "# content v2: a line per record this run trained on, the first 16 hex digits of the SHA-1 of its\n"
     "# question (user turns, whitespace-normalised) and answer. rewardlab compare reads it to find\n"
@@ -78,14 +79,25 @@ def signatures(texts: Iterable[str]) -> np.ndarray:
     return np.stack(rows) if rows else np.zeros((0, PERMUTATIONS), dtype=np.uint32)
 
 
+def answer_key(answer: str | None) -> int:
+    """A record's answer as a number (0: unknown, which any answer matches)."""
+    if answer is None:
+        return 0
+    return int(hashlib.sha1(_normalised(answer).encode()).hexdigest()[:15], 16) + 1
+
+
 def record_training_data(run_dir: Path, records: Iterable[tuple[Messages | str, str | None]]) -> Path:
     """Write the content hashes and MinHash signatures of the ``(prompt, answer)`` records a run trains on
     (``answer`` None when the data has none, as a JSONL of prompts and completions)."""
-    texts = sorted({record_text(prompt, answer) for prompt, answer in records})
+    unique = {record_text(prompt, answer): (question_text(prompt), answer) for prompt, answer in records}
     path = Path(run_dir) / HASHES_FILE
-    hashes = sorted({hashlib.sha1(text.encode()).hexdigest()[:16] for text in texts})
+    hashes = sorted({hashlib.sha1(text.encode()).hexdigest()[:16] for text in unique})
     path.write_text(HASHES_HEADER + "\n".join(hashes) + "\n")
-    np.save(Path(run_dir) / SIGNATURES_FILE, signatures(texts))
+    np.savez_compressed(
+        Path(run_dir) / SIGNATURES_FILE,
+        signatures=signatures(question for question, _ in unique.values()),
+        answers=np.array([answer_key(answer) for _, answer in unique.values()], dtype=np.uint64),
+    )
     return path
 
 
@@ -110,11 +122,12 @@ class Overlap:
 
 @dataclass
 class TrainingData:
-    """What a model's lineage trained on: content hashes (and older runs' whole-prompt hashes) and MinHash
-    signatures."""
+    """What a model's lineage trained on: content hashes (and older runs' whole-prompt hashes), and each
+    training record's question signature and answer key."""
 
     hashes: set[str]
     signatures: np.ndarray
+    answers: np.ndarray | None = None  # answer_key per signature row; None: unknown for every row
 
     def check(self, records: list[tuple[Messages | str, str | None]]) -> Overlap:
         from rewardlab.runs.lineage import prompt_hash  # the whole-prompt hash older runs wrote
@@ -127,9 +140,14 @@ class TrainingData:
         ]
         near = 0
         if self.signatures.size:
+            answers = self.answers if self.answers is not None else np.zeros(len(self.signatures), np.uint64)
             unseen = [record for record, seen in zip(records, exact, strict=True) if not seen]
-            for row in signatures(record_text(prompt, answer) for prompt, answer in unseen):
-                near += bool((self.signatures == row).mean(axis=1).max() >= NEAR_JACCARD)
+            rows = signatures(question_text(prompt) for prompt, _ in unseen)
+            for row, (_, answer) in zip(rows, unseen, strict=True):
+                same_answer = (answers == answer_key(answer)) | (answers == 0)
+                if same_answer.any():
+                    similarity = (self.signatures[same_answer] == row).mean(axis=1).max()
+                    near += bool(similarity >= NEAR_JACCARD)
         return Overlap(True, len(records), sum(exact), near)
 
 
@@ -138,13 +156,16 @@ def training_data(run_dirs: list[Path]) -> TrainingData | None:
     if not run_dirs:
         return None
     hashes: set[str] = set()
-    rows = []
+    rows, answers = [], []
     for run_dir in run_dirs:
         for path in (run_dir / HASHES_FILE, run_dir / LEGACY_HASHES_FILE):
             if path.exists():
                 lines = (line.strip() for line in path.read_text().splitlines())
                 hashes.update(line for line in lines if line and not line.startswith("#"))
         if (run_dir / SIGNATURES_FILE).exists():
-            rows.append(np.load(run_dir / SIGNATURES_FILE))
-    stacked = np.concatenate(rows) if rows else np.zeros((0, PERMUTATIONS), dtype=np.uint32)
-    return TrainingData(hashes, stacked)
+            with np.load(run_dir / SIGNATURES_FILE) as saved:
+                rows.append(saved["signatures"])
+                answers.append(saved["answers"])
+    if not rows:
+        return TrainingData(hashes, np.zeros((0, PERMUTATIONS), dtype=np.uint32))
+    return TrainingData(hashes, np.concatenate(rows), np.concatenate(answers))
