@@ -7,6 +7,7 @@ against it; each leaves it as it found it.
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
@@ -295,6 +296,121 @@ def test_invalid_parameters_are_400_in_openai_shape(server, bad):
     with pytest.raises(openai.BadRequestError) as error:
         server.client().chat.completions.create(**{"model": "tiny", "messages": MESSAGES, **bad})
     assert error.value.body["type"] == "invalid_request_error" and error.value.body["message"]
+
+
+class Connection:
+    """One HTTP connection, kept: a request after a server that closed it fails instead of reconnecting.
+
+    Bodies are sent as written, so JSON may carry what the openai client cannot encode (a lone surrogate).
+    """
+
+    def __init__(self, url: str):
+        self.http = http.client.HTTPConnection(url.removeprefix("http://"), timeout=60)
+
+    def post(self, route: str, body: str) -> tuple[int, dict]:
+        headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+        self.http.request("POST", route, body=body.encode(), headers=headers)
+        response = self.http.getresponse()
+        return response.status, json.loads(response.read())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.http.close()
+
+
+GOOD = json.dumps({"model": "tiny", "messages": MESSAGES, "max_tokens": 2})
+CHAT, TEXT = "/v1/chat/completions", "/v1/completions"
+
+
+@pytest.mark.parametrize(
+    "route, body, param",
+    [
+        (
+            CHAT,
+            '{"model": "tiny", "messages": [{"role": "user", "content": "\\ud800"}]}',
+            "messages.0.content",
+        ),
+        (
+            CHAT,
+            '{"model": "tiny", "messages": [{"role": "user", '
+            '"content": [{"type": "text", "text": "\\udc00"}]}]}',
+            "messages.0.content",
+        ),
+        (TEXT, '{"model": "tiny", "prompt": "\\ud800"}', "prompt"),
+        (TEXT, '{"model": "tiny", "prompt": ["3+4=", "\\ud800"]}', "prompt"),
+        (CHAT, '{"model": "\\ud800", "messages": [{"role": "user", "content": "hi"}]}', "model"),
+        (TEXT, '{"model": "tiny", "prompt": "hi", "stop": "\\ud800"}', "stop"),
+        (TEXT, '{"model": "tiny", "prompt": "hi", "seed": 18446744073709551616}', "seed"),
+        (TEXT, '{"model": "tiny", "prompt": "hi", "seed": -9223372036854775809}', "seed"),
+        (
+            CHAT,
+            '{"model": "tiny", "messages": [{"role": "tool", "content": "4"}]}',
+            "messages.0.tool_call_id",
+        ),
+        (CHAT, '{"model": "tiny", "messages": [{"role": "wizard", "content": "hi"}]}', "messages.0.role"),
+        ("/v1/unload_lora_adapter", '{"lora_name": "\\ud800"}', "lora_name"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_field_and_the_connection_survives(server, route, body, param):
+    with Connection(server.url) as connection:
+        status, body = connection.post(route, body)
+        assert status == 400 and body["error"]["param"] == param, body
+        assert body["error"]["type"] == "invalid_request_error"
+        assert connection.post(CHAT, GOOD)[0] == 200  # the same connection serves the next request
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tools": [{"type": "function", "function": {"name": "f"}}]},
+        {"response_format": {"type": "json_object"}},
+    ],
+)
+def test_unsupported_parameters_are_named(server, extra):
+    [name] = extra
+    with pytest.raises(openai.BadRequestError) as error:
+        greedy(server.client(), "tiny", **extra)
+    assert error.value.param == name and "not supported" in error.value.message
+    greedy(server.client(), "tiny", **{name: {"tools": [], "response_format": {"type": "text"}}[name]})
+
+
+def test_a_tool_message_naming_its_call_is_accepted(server):
+    messages = [
+        *MESSAGES,
+        {"role": "assistant", "content": "19"},
+        {"role": "tool", "content": "19", "tool_call_id": "c1"},
+    ]
+    reply = server.client().chat.completions.create(model="tiny", messages=messages, max_tokens=2)
+    assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+def test_an_unexpected_error_in_a_route_is_a_500_on_a_connection_that_survives(server, monkeypatch):
+    def broken(messages):
+        raise TypeError("the renderer broke")
+
+    monkeypatch.setattr(server.engine.sampler.renderer, "prompt_ids", broken)
+    with Connection(server.url) as connection:
+        status, body = connection.post(CHAT, GOOD)
+        assert status == 500 and "the renderer broke" in body["error"]["message"]
+        monkeypatch.undo()
+        assert connection.post(CHAT, GOOD)[0] == 200
+
+
+def test_emoji_only_content_is_generated_from_on_both_routes(server):
+    """The character tokenizer reads any character beyond printable ASCII as <unk>: a real token, so an
+    emoji-only prompt is a prompt of one token on either route, not an empty one."""
+    client, tokenizer = server.client(), server.engine.models.tokenizer
+    assert tokenizer("😀")["input_ids"] == [tokenizer.unk_token_id]
+    text = client.completions.create(model="tiny", prompt="😀", max_tokens=2, temperature=0)
+    assert text.usage.prompt_tokens == 1 and text.usage.completion_tokens >= 1
+
+    def chat(content):
+        messages = [{"role": "user", "content": content}]
+        return client.chat.completions.create(model="tiny", messages=messages, max_tokens=2, temperature=0)
+
+    assert chat("😀").usage.prompt_tokens == chat("").usage.prompt_tokens + 1
 
 
 def test_a_prompt_beyond_the_context_is_refused(server):

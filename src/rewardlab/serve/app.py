@@ -19,7 +19,13 @@ from rewardlab.sampling.base import Generation
 from rewardlab.serve import responses
 from rewardlab.serve.batching import Job
 from rewardlab.serve.engine import Engine
-from rewardlab.serve.errors import APIError, UnknownModelError, error_body, install_error_handlers
+from rewardlab.serve.errors import (
+    APIError,
+    GuardedRoute,
+    UnknownModelError,
+    error_body,
+    install_error_handlers,
+)
 from rewardlab.serve.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -55,8 +61,9 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         await engine.stop()
 
     app = FastAPI(title="rewardlab serve", lifespan=lifespan)
+    app.router.route_class = GuardedRoute
     install_error_handlers(app)
-    protected = APIRouter(dependencies=[Depends(key_checker(api_key))])
+    protected = APIRouter(route_class=GuardedRoute, dependencies=[Depends(key_checker(api_key))])
     models = engine.models
     started = int(time.time())
 

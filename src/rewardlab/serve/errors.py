@@ -2,16 +2,21 @@
 
 Clients written for OpenAI (the ``openai`` package among them) pick the exception class from the status code
 and show ``message``, so a validation error, a wrong key, an unknown model and a crash in generation all reach
-the user the same way. Nothing here stops the server: every handler answers and the next request is served.
+the user the same way. Nothing here stops the server: every handler answers and the next request is served,
+on the same connection (a route's unexpected exception is answered as a 500 inside the route, see
+:class:`GuardedRoute`, so it never reaches the server, which would close the connection after answering).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from rewardlab.errors import RewardlabError
@@ -44,8 +49,43 @@ def error_body(status: int, message: str, code: str | None = None, param: str | 
     return {"error": {"message": message, "type": kind, "code": code, "param": param}}
 
 
+class ASCIIJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a message quoting the client's own input (a model name
+    holding a lone surrogate, say) always encodes, where UTF-8 would fail on the surrogate."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def error_response(error: APIError) -> JSONResponse:
-    return JSONResponse(error_body(error.status, error.message, error.code, error.param), error.status)
+    return ASCIIJSONResponse(error_body(error.status, error.message, error.code, error.param), error.status)
+
+
+# Exceptions the handlers below answer (in Starlette's exception middleware, which keeps the connection).
+HANDLED = (APIError, RequestValidationError, HTTPException, RewardlabError)
+
+
+class GuardedRoute(APIRoute):
+    """A route whose unexpected exceptions are answered as a 500 in OpenAI's shape by the route itself.
+
+    Starlette hands an exception no handler claims to its outermost middleware, which answers 500 and then
+    raises it again to the server, and uvicorn closes the connection: the client's next request on it would
+    fail. Answered here, the exception ends its own request only.
+    """
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request):
+            try:
+                return await handler(request)
+            except HANDLED:
+                raise
+            except Exception as error:
+                logger.exception("unhandled error in %s %s", request.method, request.url.path)
+                return error_response(APIError(500, f"internal error: {type(error).__name__}: {error}"))
+
+        return guarded
 
 
 def validation_message(error: RequestValidationError) -> tuple[str, str | None]:

@@ -1,19 +1,25 @@
 """Request bodies of the OpenAI-compatible routes, validated by pydantic.
 
-Anything out of range (temperature < 0, n < 1, no messages, an empty stop string) fails validation and is
-answered 400 in OpenAI's error shape. Unknown fields (``user``, ``metadata``) are ignored, as vLLM does,
-except the few that would change what is sampled (penalties, tools, a response format): silently dropping
-those would hand back completions the client did not ask for, so a non-neutral value is refused instead.
+Anything out of range (temperature < 0, n < 1, no messages, an empty stop string, a seed beyond 64 bits, text
+that is not valid Unicode, a role OpenAI does not know) fails validation and is answered 400 in OpenAI's error
+shape, naming the field. Unknown fields (``user``, ``metadata``) are ignored, as vLLM does, except the few
+that would change what is sampled and are not implemented (tools, a response format, ...): silently dropping
+those would hand back completions the client did not ask for, so a value other than "off" is refused.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 MAX_N = 128  # completions per prompt; a bound so one request cannot take the whole server's memory
 NO_ALTERNATIVES = "top log-probabilities are not supported: only the sampled token's log-probability is known"
+# torch.Generator.manual_seed takes any integer from -2**63 to 2**64 - 1.
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+# OpenAI's roles ("function" belongs to the function calling that is refused below).
+Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 # Fields that change sampling and are not implemented, with the value that means "off".
 UNSUPPORTED = {
@@ -28,6 +34,25 @@ UNSUPPORTED = {
     "echo": False,
     "suffix": "",
 }
+
+
+def valid_text(value):
+    """``value`` (a string, or lists and content parts holding strings) if every string is valid Unicode.
+
+    JSON can carry a lone surrogate (``"\\ud800"``), which no tokenizer and no UTF-8 encoder accepts.
+    """
+    if isinstance(value, str):
+        for char in value:
+            if "\ud800" <= char <= "\udfff":
+                raise ValueError(
+                    f"contains a lone surrogate (U+{ord(char):04X}), which is not valid Unicode text"
+                )
+    elif isinstance(value, list):
+        for item in value:
+            valid_text(item)
+    elif isinstance(value, ContentPart):
+        valid_text(value.text)
+    return value
 
 
 class StreamOptions(BaseModel):
@@ -45,21 +70,41 @@ class SamplingRequest(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1)
     stop: list[str] = Field(default_factory=list)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    # Accepted only at the value that means "off" (UNSUPPORTED).
+    presence_penalty: Any = None
+    frequency_penalty: Any = None
+    repetition_penalty: Any = None
+    logit_bias: Any = None
+    tools: Any = None
+    functions: Any = None
+    response_format: Any = None
+    best_of: Any = None
+    echo: Any = None
+    suffix: Any = None
 
     @model_validator(mode="before")
     @classmethod
-    def _drop_nulls_and_refuse_unsupported(cls, data):
+    def _drop_nulls(cls, data):
+        # Clients send null for "use the default"; pydantic would otherwise reject null for a number.
         if not isinstance(data, dict):
             return data
-        for name, off in UNSUPPORTED.items():
-            value = data.get(name)
-            if value is not None and value != off:
-                raise ValueError(f"'{name}' is not supported by rewardlab serve")
-        # Clients send null for "use the default"; pydantic would otherwise reject null for a number.
         return {key: value for key, value in data.items() if value is not None}
+
+    @field_validator(*UNSUPPORTED)
+    @classmethod
+    def _refuse_unsupported(cls, value, info: ValidationInfo):
+        off = UNSUPPORTED[info.field_name]
+        if value != off:
+            raise ValueError(f"not supported by rewardlab serve (only its default, {json.dumps(off)})")
+        return value
+
+    @field_validator("model", "stop")
+    @classmethod
+    def _valid_text(cls, value):
+        return valid_text(value)
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -88,8 +133,23 @@ class ContentPart(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    role: str = Field(min_length=1)
+    role: Role
     content: str | list[ContentPart] | None = None
+    name: str | None = None
+    # A tool message answers one tool call and has to say which (validated even when absent).
+    tool_call_id: str | None = Field(None, validate_default=True)
+
+    @field_validator("content", "name")
+    @classmethod
+    def _valid_text(cls, value):
+        return valid_text(value)
+
+    @field_validator("tool_call_id")
+    @classmethod
+    def _tool_messages_name_their_call(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("role") == "tool" and not value:
+            raise ValueError("a message with role 'tool' needs the tool_call_id of the call it answers")
+        return valid_text(value)
 
     def as_dict(self) -> dict[str, str]:
         """The message as the chat template takes it: content parts joined into one string."""
@@ -141,7 +201,7 @@ class CompletionRequest(SamplingRequest):
     def _not_empty(cls, value):
         if isinstance(value, list) and not value:
             raise ValueError("prompt must not be an empty list")
-        return value
+        return valid_text(value)
 
     def prompts(self) -> list[str | list[int]]:
         """One entry per prompt: a string, or token ids."""
@@ -158,8 +218,18 @@ class LoadAdapterRequest(BaseModel):
     lora_name: str = Field(min_length=1)
     lora_path: str = Field(min_length=1)
 
+    @field_validator("lora_name", "lora_path")
+    @classmethod
+    def _valid_text(cls, value: str) -> str:
+        return valid_text(value)
+
 
 class UnloadAdapterRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     lora_name: str = Field(min_length=1)
+
+    @field_validator("lora_name")
+    @classmethod
+    def _valid_text(cls, value: str) -> str:
+        return valid_text(value)
