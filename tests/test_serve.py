@@ -170,6 +170,25 @@ def test_stream_adds_up_to_the_non_streamed_text(server):
     assert chunks[-1].usage == expected.usage
 
 
+def stream_chunks(server, route: str, body: dict) -> list[dict]:
+    """The JSON of every server-sent event before [DONE], as sent."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.stream("POST", f"{server.url}{route}", json=body, headers=headers, timeout=60) as response:
+        data = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    return [json.loads(item) for item in data[:-1]]
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/completions"])
+def test_with_include_usage_every_chunk_but_the_last_has_usage_null(server, route):
+    body = {"model": "tiny", "max_tokens": 4, "stream": True, "temperature": 0}
+    body |= {"messages": MESSAGES} if "chat" in route else {"prompt": "3+4="}
+    *chunks, last = stream_chunks(server, route, {**body, "stream_options": {"include_usage": True}})
+    assert chunks and all("usage" in c and c["usage"] is None for c in chunks)
+    assert last["choices"] == [] and last["usage"]["completion_tokens"] >= 1
+    assert all("usage" not in c for c in stream_chunks(server, route, body))  # not asked: not there
+
+
 def test_stream_with_a_stop_string_never_sends_the_stop(server):
     client = server.client()
     full = greedy(client, "tuned", max_tokens=16)

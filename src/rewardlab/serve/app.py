@@ -230,23 +230,26 @@ async def stream_events(
     kind = "chat.completion.chunk" if chat else "text_completion"
     stop_ids = set(engine.sampler.stop_ids)
 
+    def send(chunk: dict) -> str:
+        if request.include_usage:
+            chunk["usage"] = None  # as OpenAI: every chunk has the field; only the last one fills it
+        return responses.sse(chunk)
+
     def piece(index: int, text: str, finish_reason: str | None = None, choice_logprobs=None) -> str:
         if chat:
             delta = {"content": text} if text or finish_reason is None else {}
-            chunk = responses.chat_chunk(
-                request_id, request.model, index, delta, finish_reason, choice_logprobs
+            return send(
+                responses.chat_chunk(request_id, request.model, index, delta, finish_reason, choice_logprobs)
             )
-        else:
-            chunk = responses.text_chunk(
-                request_id, request.model, index, text, finish_reason, choice_logprobs
-            )
-        return responses.sse(chunk)
+        return send(
+            responses.text_chunk(request_id, request.model, index, text, finish_reason, choice_logprobs)
+        )
 
     deltas = [TextDeltas(engine.models.tokenizer, stop_ids, job.stop) for _ in range(job.rows)]
     if chat:
         for index in range(job.rows):
             role = {"role": "assistant", "content": ""}
-            yield responses.sse(responses.chat_chunk(request_id, request.model, index, role))
+            yield send(responses.chat_chunk(request_id, request.model, index, role))
     while (item := await job.stream.get()) is not None:
         first_row, tokens = item
         for offset, token in enumerate(tokens):
