@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -209,3 +211,134 @@ def test_scripted_policies_bound_the_rubric(tmp_path):
     assert random_player["mean_reward"] < 0.3
     with pytest.raises(RewardlabError, match="has no scripted policy 'genius'"):
         run("scripted:genius")
+
+
+def plain_decoding(sampler, prompts, params, adjust=None):
+    """The decoding loop written out: prefill, then ``sample_next`` and one decoding step per token, finished
+    rows fed the pad id. ``adjust(logits, rows_so_far)`` may change each step's logits first."""
+    from rewardlab.sampling.local import sample_next
+
+    rows = [sampler.renderer.prompt_ids(p) for p in prompts for _ in range(params.n)]
+    generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
+    stop_ids = torch.tensor(sampler.stop_ids)
+    input_ids, attention = sampler._left_padded(rows)
+    generated = [[] for _ in rows]
+    with sampler.forward.sampling(), torch.inference_mode():
+        logits, state = sampler.forward.prefill(input_ids, attention, params.max_new_tokens)
+        finished = torch.zeros(len(rows), dtype=torch.bool)
+        for _ in range(params.max_new_tokens):
+            if adjust is not None:
+                logits = adjust(logits.float(), generated)
+            token = sample_next(logits, params.temperature, params.top_p, generator)
+            token = torch.where(finished, torch.full_like(token, sampler.pad_id), token)
+            for row, value in enumerate(token.tolist()):
+                generated[row].append(value)
+            finished |= torch.isin(token, stop_ids)
+            logits = sampler.forward.decode(state, token)
+    return generated
+
+
+def flat_ids(groups):
+    return [g.token_ids for group in groups for g in group]
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)])
+def test_default_penalties_bias_and_top_logprobs_leave_every_token_as_plain_sampling(
+    tiny, temperature, top_p
+):
+    """Requests that do not use the new parameters sample exactly as before: same logits, same random
+    stream, same tokens; asking for top log-probabilities only reads the distribution."""
+    sampler = LocalSampler(*tiny)
+    plain = SamplingParams(n=3, temperature=temperature, top_p=top_p, max_new_tokens=16, seed=11)
+    defaults = SamplingParams(
+        n=3,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=16,
+        seed=11,
+        presence_penalty=0.0,
+        frequency_penalty=0.0,
+        logit_bias={},
+        top_logprobs=0,
+    )
+    prompts = [Prompt(p) for p in PROMPTS]
+    reference = plain_decoding(sampler, PROMPTS, plain)
+    for params in (plain, defaults):
+        ids = flat_ids(sampler.generate(prompts, params))
+        assert ids == [row[: len(got)] for row, got in zip(reference, ids, strict=True)]
+    with_logprobs = sampler.generate(prompts, replace(plain, logprobs=True))
+    with_top = sampler.generate(prompts, replace(plain, logprobs=True, top_logprobs=5))
+    assert flat_ids(with_top) == flat_ids(with_logprobs) == ids
+    assert [g.logprobs for row in with_top for g in row] == [g.logprobs for row in with_logprobs for g in row]
+
+
+def test_penalties_and_bias_follow_openai(tiny):
+    """mu[j] - c[j] * frequency - (c[j] > 0) * presence + bias[j], c counting the row's own tokens."""
+    sampler = LocalSampler(*tiny)
+    vocab = tiny[0].config.vocab_size
+    bias = {10: 1.5, 40: -3.0}
+    params = SamplingParams(
+        n=2,
+        temperature=1.0,
+        max_new_tokens=16,
+        seed=4,
+        presence_penalty=0.7,
+        frequency_penalty=0.4,
+        logit_bias=bias,
+    )
+
+    def adjust(logits, generated):
+        counts = torch.zeros(len(generated), vocab)
+        for row, ids in enumerate(generated):
+            for token in ids:
+                counts[row, token] += 1
+        offset = torch.zeros(vocab)
+        for token, value in bias.items():
+            offset[token] = value
+        return logits + offset - 0.4 * counts - 0.7 * (counts > 0).float()
+
+    reference = plain_decoding(sampler, PROMPTS, params, adjust)
+    ids = flat_ids(sampler.generate([Prompt(p) for p in PROMPTS], params))
+    assert ids == [row[: len(got)] for row, got in zip(reference, ids, strict=True)]
+    unadjusted = replace(params, presence_penalty=0.0, frequency_penalty=0.0, logit_bias={})
+    assert ids != flat_ids(sampler.generate([Prompt(p) for p in PROMPTS], unadjusted))
+
+
+def test_penalties_and_bias_at_their_extremes(tiny):
+    sampler = LocalSampler(*tiny)
+    prompts = [Prompt(p) for p in PROMPTS]
+    greedy = SamplingParams(temperature=0, max_new_tokens=12)
+    for penalty in ("presence_penalty", "frequency_penalty"):
+        rows = flat_ids(sampler.generate(prompts, replace(greedy, **{penalty: 1000.0})))
+        assert all(len(set(ids)) == len(ids) for ids in rows)  # no token twice
+        alone = [flat_ids(sampler.generate([p], replace(greedy, **{penalty: 1000.0})))[0] for p in prompts]
+        assert rows == alone  # each row counts its own tokens only
+    letter = tiny[1].convert_tokens_to_ids("q")
+    forced = sampler.generate(prompts, replace(greedy, logit_bias={letter: 100.0}))
+    assert all(g.text == "q" * 12 for row in forced for g in row)
+    first = flat_ids(sampler.generate(prompts, greedy))[0][0]
+    banned = sampler.generate(prompts, replace(greedy, logit_bias={first: -100.0}))
+    assert first not in banned[0][0].token_ids
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        sampler.generate(prompts, replace(greedy, logit_bias={10**6: 1.0}))
+
+
+def test_top_logprobs_list_the_likeliest_tokens_of_each_step(tiny):
+    sampler = LocalSampler(*tiny)
+    prompts = [Prompt(p) for p in PROMPTS]
+    for temperature in (0.0, 0.8):
+        params = SamplingParams(
+            n=2, temperature=temperature, max_new_tokens=10, seed=2, logprobs=True, top_logprobs=4
+        )
+        for generation in [g for row in sampler.generate(prompts, params) for g in row]:
+            assert len(generation.top_logprobs) == len(generation.token_ids)
+            for token, logprob, top in zip(
+                generation.token_ids, generation.logprobs, generation.top_logprobs, strict=True
+            ):
+                values = [value for _, value in top]
+                assert len(top) == 4 and values == sorted(values, reverse=True)
+                assert logprob <= values[0] + 1e-6
+                if temperature == 0:
+                    assert top[0] == (token, pytest.approx(logprob))  # greedy takes the likeliest
+                elif token in dict(top):
+                    assert dict(top)[token] == pytest.approx(logprob)

@@ -19,6 +19,12 @@ class SamplingParams:
 
     ``logprobs`` asks for each sampled token's log-probability in ``Generation.logprobs``; it costs a pass
     over the vocabulary per step, so only callers that read them ask (training recomputes its own).
+    ``top_logprobs`` (with ``logprobs``) adds the most likely tokens of every step.
+
+    ``presence_penalty`` and ``frequency_penalty`` are OpenAI's: before each step, the logit of every token
+    the row has generated so far drops by ``presence_penalty`` once and by ``frequency_penalty`` per
+    occurrence; ``logit_bias`` (token id -> bias) is added to the logits. At their defaults nothing is added,
+    and the logits, the random stream and the tokens are exactly those of plain sampling.
     """
 
     n: int = 1
@@ -28,6 +34,10 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     logprobs: bool = False
+    top_logprobs: int = 0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -47,12 +57,15 @@ class Prompt:
 @dataclass
 class Generation:
     """One completion. ``token_ids`` include the stop token when generation stopped on one; ``logprobs``
-    (of each of them, under the temperature-scaled distribution) only when ``SamplingParams.logprobs``."""
+    (of each of them, under the distribution sampled from: penalties and bias applied, divided by the
+    temperature) only when ``SamplingParams.logprobs``; ``top_logprobs`` holds, for each of them, the
+    ``SamplingParams.top_logprobs`` likeliest (token id, log-prob) pairs of its step, likeliest first."""
 
     text: str
     token_ids: list[int] | None = None
     prompt_ids: list[int] | None = None
     logprobs: list[float] | None = None
+    top_logprobs: list[list[tuple[int, float]]] | None = None
     finish_reason: str = "stop"  # "stop" (EOS or stop string) or "length"
     latency_s: float = 0.0
 

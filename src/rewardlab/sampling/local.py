@@ -41,6 +41,19 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def adjusted_logits(
+    logits: torch.Tensor, bias: torch.Tensor | None, counts: torch.Tensor | None, params: SamplingParams
+) -> torch.Tensor:
+    """``logits`` (B, V) plus ``logit_bias``, less OpenAI's presence and frequency penalties on the tokens
+    each row has generated (``counts``: occurrences so far, (B, V))."""
+    logits = logits.float()
+    if bias is not None:
+        logits = logits + bias
+    if counts is not None:
+        logits = logits - params.frequency_penalty * counts - params.presence_penalty * (counts > 0).float()
+    return logits
+
+
 class LocalSampler:
     """The :class:`~rewardlab.sampling.base.Sampler` for an in-process model.
 
@@ -126,15 +139,29 @@ class LocalSampler:
         logprobs: list[torch.Tensor] = []
         string_stop_at: list[int | None] = [None] * batch  # length at which a stop string appeared
         texts_cut: list[str | None] = [None] * batch
+        top_values: list[torch.Tensor] = []
+        top_ids: list[torch.Tensor] = []
         scale = params.temperature if params.temperature > 0 else 1.0
+        # Only what a request asks for touches the logits: at the defaults they are the model's, untouched.
+        bias = self._logit_bias(params.logit_bias, logits.shape[-1]) if params.logit_bias else None
+        counts = None
+        if params.presence_penalty or params.frequency_penalty:
+            counts = torch.zeros(batch, logits.shape[-1], device=device)
         for step in range(params.max_new_tokens):
+            if bias is not None or counts is not None:
+                logits = adjusted_logits(logits, bias, counts, params)
             token = sample_next(logits, params.temperature, params.top_p, generator)
             token = torch.where(finished, torch.full_like(token, self.pad_id), token)
             if params.logprobs:  # a pass over the vocabulary per step: only for callers that read them
-                logprobs.append(
-                    torch.log_softmax(logits.float() / scale, -1).gather(-1, token[:, None])[:, 0]
-                )
+                step_logprobs = torch.log_softmax(logits.float() / scale, -1)
+                logprobs.append(step_logprobs.gather(-1, token[:, None])[:, 0])
+                if params.top_logprobs:
+                    values, ids = step_logprobs.topk(min(params.top_logprobs, step_logprobs.shape[-1]), -1)
+                    top_values.append(values)
+                    top_ids.append(ids)
             tokens.append(token)
+            if counts is not None:
+                counts.scatter_add_(1, token[:, None], torch.ones(batch, 1, device=device))
             if on_step is not None:
                 on_step(token.tolist())
             finished |= torch.isin(token, stop_ids)
@@ -147,6 +174,10 @@ class LocalSampler:
         elapsed = time.perf_counter() - started
         generated = torch.stack(tokens, 1).tolist() if tokens else [[] for _ in range(batch)]
         token_logprobs = torch.stack(logprobs, 1).tolist() if logprobs else [[] for _ in range(batch)]
+        top = None
+        if top_ids:  # per row, per step: [(token id, log-prob), ...], likeliest first
+            pairs = zip(torch.stack(top_ids, 1).tolist(), torch.stack(top_values, 1).tolist(), strict=True)
+            top = [[list(zip(i, v, strict=True)) for i, v in zip(*row, strict=True)] for row in pairs]
         stop_set = set(self.stop_ids)
         results = []
         for row in range(batch):
@@ -168,11 +199,20 @@ class LocalSampler:
                     token_ids=ids,
                     prompt_ids=list(prompts[row]),
                     logprobs=lps if params.logprobs else None,
+                    top_logprobs=top[row][: len(ids)] if top is not None else None,
                     finish_reason=reason,
                     latency_s=elapsed,
                 )
             )
         return results
+
+    def _logit_bias(self, logit_bias: dict[int, float], vocab_size: int) -> torch.Tensor:
+        bias = torch.zeros(vocab_size, device=self.device)
+        for token, value in logit_bias.items():
+            if not 0 <= token < vocab_size:
+                raise ValueError(f"logit_bias names token {token}, outside the vocabulary [0, {vocab_size})")
+            bias[token] = value
+        return bias
 
     def _check_stop_strings(
         self,
