@@ -155,6 +155,69 @@ def test_logprobs_are_computed_only_for_requests_that_ask(server, monkeypatch):
     assert asked == [False, True, True]
 
 
+def test_default_valued_parameters_change_no_token(server):
+    """Penalties, bias and alternatives at their defaults sample exactly what a request without them does."""
+    client = server.client()
+    request = {"model": "tuned", "messages": MESSAGES, "n": 3, "max_tokens": 12, "seed": 5}
+    plain = client.chat.completions.create(**request)
+    defaults = client.chat.completions.create(
+        **request, presence_penalty=0, frequency_penalty=0, logit_bias={}, logprobs=True, top_logprobs=0
+    )
+    assert [c.message.content for c in defaults.choices] == [c.message.content for c in plain.choices]
+    assert defaults.usage == plain.usage
+
+
+def test_penalties_and_logit_bias_sample_as_the_sampler_does(server):
+    from rewardlab.sampling.base import Prompt, SamplingParams
+
+    engine, client = server.engine, server.client()
+    letter = engine.models.tokenizer.convert_tokens_to_ids("q")
+    forced = client.chat.completions.create(
+        model="tuned", messages=MESSAGES, temperature=0, max_tokens=5, logit_bias={str(letter): 100}
+    )
+    assert forced.choices[0].message.content == "qqqqq"
+
+    def sampled(**penalties) -> str:
+        """The base model's completion straight from the sampler (routed as the server routes it)."""
+        params = SamplingParams(temperature=0, max_new_tokens=12, **penalties)
+        prompt = Prompt([], token_ids=engine.sampler.renderer.prompt_ids(MESSAGES))
+        return engine.router.generate(engine.models.model, [prompt], [None], params)[0][0].text
+
+    penalties = {"presence_penalty": 1.5, "frequency_penalty": 0.5}
+    reply = client.chat.completions.create(
+        model="tiny", messages=MESSAGES, temperature=0, max_tokens=12, **penalties
+    )
+    assert reply.choices[0].message.content == sampled(**penalties) != sampled()
+
+
+def test_top_logprobs_in_chat_and_legacy_shapes(server):
+    client = server.client()
+    chat = client.chat.completions.create(
+        model="tuned", messages=MESSAGES, temperature=0, max_tokens=6, logprobs=True, top_logprobs=3
+    )
+    for entry in chat.choices[0].logprobs.content:
+        assert len(entry.top_logprobs) == 3
+        assert [t.logprob for t in entry.top_logprobs] == sorted(
+            (t.logprob for t in entry.top_logprobs), reverse=True
+        )
+        assert (entry.top_logprobs[0].token, entry.top_logprobs[0].logprob) == (
+            entry.token,
+            entry.logprob,
+        )  # greedy
+        assert entry.top_logprobs[0].bytes == list(entry.token.encode())
+    text = client.completions.create(
+        model="tuned", prompt="3+4=", temperature=1, seed=1, max_tokens=6, logprobs=2
+    )
+    logprobs = text.choices[0].logprobs
+    assert len(logprobs.top_logprobs) == len(logprobs.tokens) > 0
+    for token, logprob, top in zip(
+        logprobs.tokens, logprobs.token_logprobs, logprobs.top_logprobs, strict=True
+    ):
+        assert 2 <= len(top) <= 3 and top[token] == pytest.approx(
+            logprob
+        )  # the sampled token is always there
+
+
 def test_stream_adds_up_to_the_non_streamed_text(server):
     client = server.client()
     request = {"model": "tuned", "messages": MESSAGES, "temperature": 0, "max_tokens": 16}
@@ -307,14 +370,20 @@ def test_wrong_key_and_unknown_model(server):
         {"top_p": 0},
         {"max_tokens": 0},
         {"stop": [""]},
-        {"logprobs": True, "top_logprobs": 3},
-        {"presence_penalty": 1.0},
+        {"top_logprobs": 3},  # without logprobs
+        {"top_logprobs": 21, "logprobs": True},
+        {"presence_penalty": 2.5},
+        {"frequency_penalty": -3},
+        {"logit_bias": {"5": 101}},
+        {"logit_bias": {"five": 1}},
+        {"logit_bias": {"100000": 1}},  # beyond the vocabulary
     ],
 )
 def test_invalid_parameters_are_400_in_openai_shape(server, bad):
     with pytest.raises(openai.BadRequestError) as error:
         server.client().chat.completions.create(**{"model": "tiny", "messages": MESSAGES, **bad})
     assert error.value.body["type"] == "invalid_request_error" and error.value.body["message"]
+    assert error.value.param == next(iter(bad))
 
 
 class Connection:
@@ -500,8 +569,8 @@ def test_base_and_adapter_requests_answer_as_alone_batched_apart_or_mixed(server
     assert results == [alone[model] for model in models]
 
 
-def job(temperature=1.0, seed=None, model="tiny", rows=1) -> Job:
-    return Job(model, [[1]] * rows, 1, temperature, 1.0, 8, [], seed, 0.0, None)
+def job(temperature=1.0, seed=None, model="tiny", rows=1, **extra) -> Job:
+    return Job(model, [[1]] * rows, 1, temperature, 1.0, 8, [], seed, 0.0, None, **extra)
 
 
 def test_batches_group_compatible_requests_oldest_first():
@@ -513,6 +582,8 @@ def test_batches_group_compatible_requests_oldest_first():
     assert take_batch(pending, max_rows=32, mix_adapters=True)[0].rows == 40  # too big, still served
     separate = [job(), job(model="tuned"), job()]
     assert [j.model for j in take_batch(separate, 32, mix_adapters=False)] == ["tiny", "tiny"]
+    adjusted = [job(), job(presence_penalty=1.0), job(logit_bias={3: 1.0}), job(top_logprobs=5), job()]
+    assert len(take_batch(adjusted, 32, mix_adapters=False)) == 3  # alternatives are read, not sampled
 
 
 def test_text_deltas_hold_back_what_could_start_a_stop_string(tiny):

@@ -105,7 +105,11 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
             events = stream_events(engine, job, request, [prompt], chat=True)
             return StreamingResponse(events, media_type="text/event-stream")
         generations = await completions_of(job)
-        logprobs = [_logprobs(engine, g, chat=True) for g in generations] if request.wants_logprobs else None
+        logprobs = (
+            [_logprobs(engine, g, request, chat=True) for g in generations]
+            if request.wants_logprobs
+            else None
+        )
         return responses.completion(
             responses.new_id("chatcmpl"),
             request.model,
@@ -125,7 +129,11 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
             events = stream_events(engine, job, request, prompts, chat=False)
             return StreamingResponse(events, media_type="text/event-stream")
         generations = await completions_of(job)
-        logprobs = [_logprobs(engine, g, chat=False) for g in generations] if request.wants_logprobs else None
+        logprobs = (
+            [_logprobs(engine, g, request, chat=False) for g in generations]
+            if request.wants_logprobs
+            else None
+        )
         return responses.completion(
             responses.new_id("cmpl"),
             request.model,
@@ -192,6 +200,14 @@ def token_budget(
 
 
 def submit(engine: Engine, request, prompts: list[list[int]], max_tokens: int) -> Job:
+    vocab_size = getattr(engine.models.model.config, "vocab_size", None)
+    if vocab_size is not None and any(token >= vocab_size for token in request.logit_bias):
+        raise APIError(
+            400,
+            f"logit_bias: token ids must lie in [0, {vocab_size})",
+            code="invalid_request",
+            param="logit_bias",
+        )
     return engine.submit(
         model=request.model,
         prompts=prompts,
@@ -203,6 +219,10 @@ def submit(engine: Engine, request, prompts: list[list[int]], max_tokens: int) -
         seed=request.seed,
         stream=request.stream,
         logprobs=request.wants_logprobs,
+        top_logprobs=request.alternatives if request.wants_logprobs else 0,
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
+        logit_bias=request.logit_bias,
     )
 
 
@@ -217,9 +237,11 @@ async def completions_of(job: Job) -> list[Generation]:
         ) from error
 
 
-def _logprobs(engine: Engine, generation: Generation, chat: bool) -> dict:
-    tokens = responses.listed_tokens(generation, engine.models.tokenizer, set(engine.sampler.stop_ids))
-    return responses.chat_logprobs(tokens) if chat else responses.text_logprobs(tokens)
+def _logprobs(engine: Engine, generation: Generation, request, chat: bool) -> dict:
+    tokens = responses.listed_tokens(
+        generation, engine.models.tokenizer, set(engine.sampler.stop_ids), request.alternatives
+    )
+    return responses.chat_logprobs(tokens) if chat else responses.text_logprobs(tokens, request.alternatives)
 
 
 async def stream_events(
@@ -265,7 +287,7 @@ async def stream_events(
     for index, generation in enumerate(generations):
         if rest := deltas[index].finish(generation.text):
             yield piece(index, rest)
-        choice_logprobs = _logprobs(engine, generation, chat) if request.wants_logprobs else None
+        choice_logprobs = _logprobs(engine, generation, request, chat) if request.wants_logprobs else None
         yield piece(index, "", generation.finish_reason, choice_logprobs)
     if request.include_usage:
         yield responses.sse(

@@ -1,8 +1,9 @@
 """Which waiting requests may share one ``LocalSampler.generate`` call.
 
 ``generate`` takes one ``SamplingParams`` for the whole batch, so requests are grouped by what sampling
-depends on: temperature, top_p, max_tokens and stop strings, and by default by model too (log-probs are
-computed for the whole batch when any request asks for them). A batch of one model runs the model's own
+depends on: temperature, top_p, max_tokens, stop strings, penalties and logit bias, and by default by model
+too (log-probs are computed for the whole batch when any request asks for them, with as many alternatives as
+the request that asks for most). A batch of one model runs the model's own
 forward (the fused one, with its adapter folded into the weights); a batch that mixes the base and adapters
 (``mix_adapters``: peft routes each row to its adapter, see :mod:`rewardlab.serve.routing`) needs
 transformers' forward with peft's per-row dispatch, which on the tiny models costs more than running the
@@ -14,7 +15,7 @@ completions would otherwise depend on whatever else happened to be in flight.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rewardlab.sampling.base import Generation
 
@@ -36,6 +37,10 @@ class Job:
     # Streaming jobs receive (first row, token of each row from there) after every decoding step.
     stream: asyncio.Queue | None = None
     logprobs: bool = False  # the request lists its tokens' log-probabilities
+    top_logprobs: int = 0  # ... and this many alternatives of each
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -44,6 +49,7 @@ class Job:
 
 def batch_key(job: Job, mix_adapters: bool) -> tuple:
     key = (job.temperature, job.top_p, job.max_tokens, tuple(job.stop))
+    key += (job.presence_penalty, job.frequency_penalty, tuple(sorted(job.logit_bias.items())))
     if job.seed is not None:
         key += (id(job),)  # never shared
     if not mix_adapters:

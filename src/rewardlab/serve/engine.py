@@ -88,6 +88,10 @@ class Engine:
         seed: int | None,
         stream: bool = False,
         logprobs: bool = False,
+        top_logprobs: int = 0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        logit_bias: dict[int, float] | None = None,
     ) -> Job:
         """Queue a request; its ``future`` holds the ``n`` completions of every prompt, prompt by prompt."""
         loop = asyncio.get_running_loop()
@@ -104,6 +108,10 @@ class Engine:
             future=loop.create_future(),
             stream=asyncio.Queue() if stream else None,
             logprobs=logprobs,
+            top_logprobs=top_logprobs,
+            presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty,
+            logit_bias=dict(logit_bias or {}),
         )
         self._pending.append(job)
         self.metrics.requests += 1
@@ -185,6 +193,10 @@ class Engine:
                 stop=list(first.stop),
                 seed=first.seed,
                 logprobs=any(job.logprobs for _, job, _ in live),
+                top_logprobs=max(job.top_logprobs for _, job, _ in live),
+                presence_penalty=first.presence_penalty,
+                frequency_penalty=first.frequency_penalty,
+                logit_bias=dict(first.logit_bias),
             )
             on_step = _stream_tokens([job for job, _, _ in rows], loop)
             prompts = [Prompt(messages=[], token_ids=ids) for _, ids, _ in rows]

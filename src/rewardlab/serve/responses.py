@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 
 from rewardlab.sampling.base import Generation
 
@@ -29,31 +30,63 @@ def usage(prompts: list[list[int]], generations: list[Generation]) -> dict:
     }
 
 
-def listed_tokens(generation: Generation, tokenizer, stop_ids: set[int]) -> list[tuple[str, float]]:
-    """(token text, log-prob) of the completion's tokens, without the token that ended it."""
+@dataclass
+class ListedToken:
+    """A completion token as the log-probs list it: its text, its log-prob, the likeliest alternatives."""
+
+    text: str
+    logprob: float
+    top: list[tuple[str, float]]  # (text, log-prob), likeliest first
+
+
+def listed_tokens(
+    generation: Generation, tokenizer, stop_ids: set[int], alternatives: int = 0
+) -> list[ListedToken]:
+    """The completion's tokens, without the token that ended it, each with ``alternatives`` alternatives."""
     ids, logprobs = generation.token_ids or [], generation.logprobs or []
     if ids and ids[-1] in stop_ids:
         ids, logprobs = ids[:-1], logprobs[:-1]
-    return [(tokenizer.decode([token]), logprob) for token, logprob in zip(ids, logprobs, strict=True)]
+    top = generation.top_logprobs or [[] for _ in ids]
+    return [
+        ListedToken(
+            tokenizer.decode([token]),
+            logprob,
+            [(tokenizer.decode([other]), value) for other, value in others[:alternatives]],
+        )
+        for token, logprob, others in zip(ids, logprobs, top[: len(ids)], strict=True)
+    ]
 
 
-def chat_logprobs(tokens: list[tuple[str, float]]) -> dict:
+def chat_logprobs(tokens: list[ListedToken]) -> dict:
+    def entry(text: str, logprob: float) -> dict:
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
     content = [
-        {"token": text, "logprob": logprob, "bytes": list(text.encode()), "top_logprobs": []}
-        for text, logprob in tokens
+        {**entry(t.text, t.logprob), "top_logprobs": [entry(text, value) for text, value in t.top]}
+        for t in tokens
     ]
     return {"content": content, "refusal": None}
 
 
-def text_logprobs(tokens: list[tuple[str, float]]) -> dict:
+def text_logprobs(tokens: list[ListedToken], alternatives: int = 0) -> dict:
+    """OpenAI's legacy shape. ``top_logprobs`` maps text to log-prob: the ``alternatives`` likeliest tokens
+    and the sampled one (so up to ``alternatives + 1`` entries); tokens that read alike keep the likeliest."""
     offsets, position = [], 0
-    for text, _ in tokens:
+    for token in tokens:
         offsets.append(position)
-        position += len(text)
+        position += len(token.text)
+    top = None
+    if alternatives:
+        top = []
+        for token in tokens:
+            step: dict[str, float] = {}
+            for text, value in [*token.top, (token.text, token.logprob)]:
+                step.setdefault(text, value)
+            top.append(step)
     return {
-        "tokens": [text for text, _ in tokens],
-        "token_logprobs": [logprob for _, logprob in tokens],
-        "top_logprobs": None,
+        "tokens": [token.text for token in tokens],
+        "token_logprobs": [token.logprob for token in tokens],
+        "top_logprobs": top,
         "text_offset": offsets,
     }
 

@@ -15,7 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 MAX_N = 128  # completions per prompt; a bound so one request cannot take the whole server's memory
-NO_ALTERNATIVES = "top log-probabilities are not supported: only the sampled token's log-probability is known"
+MAX_TOP_LOGPROBS = 20  # alternatives listed per token, as vLLM allows by default
+MAX_BIAS = 100  # logit_bias values lie in [-100, 100], as OpenAI's do
 # torch.Generator.manual_seed takes any integer from -2**63 to 2**64 - 1.
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 # OpenAI's roles ("function" belongs to the function calling that is refused below).
@@ -23,10 +24,7 @@ Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 # Fields that change sampling and are not implemented, with the value that means "off".
 UNSUPPORTED = {
-    "presence_penalty": 0,
-    "frequency_penalty": 0,
     "repetition_penalty": 1,
-    "logit_bias": {},
     "tools": [],
     "functions": [],
     "response_format": {"type": "text"},
@@ -73,11 +71,12 @@ class SamplingRequest(BaseModel):
     seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    # Token id -> bias; JSON keys are strings. Ids beyond the vocabulary are refused by the route.
+    logit_bias: dict[int, float] = Field(default_factory=dict)
     # Accepted only at the value that means "off" (UNSUPPORTED).
-    presence_penalty: Any = None
-    frequency_penalty: Any = None
     repetition_penalty: Any = None
-    logit_bias: Any = None
     tools: Any = None
     functions: Any = None
     response_format: Any = None
@@ -105,6 +104,24 @@ class SamplingRequest(BaseModel):
     @classmethod
     def _valid_text(cls, value):
         return valid_text(value)
+
+    @field_validator("logit_bias", mode="before")
+    @classmethod
+    def _token_biases(cls, value):
+        if not isinstance(value, dict):
+            raise ValueError("must map token ids to biases")
+        biases = {}
+        for key, bias in value.items():
+            token = key if isinstance(key, int) else None
+            if isinstance(key, str) and key.strip().isdigit():
+                token = int(key)
+            if token is None or token < 0:
+                raise ValueError(f"keys must be token ids (integers from 0), got {key!r}")
+            number = isinstance(bias, int | float) and not isinstance(bias, bool)
+            if not number or not -MAX_BIAS <= bias <= MAX_BIAS:
+                raise ValueError(f"the bias of token {token} must be a number from -100 to 100, got {bias!r}")
+            biases[token] = float(bias)
+        return biases
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -162,13 +179,14 @@ class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)  # the newer name of max_tokens
     logprobs: bool = False
-    top_logprobs: int = Field(0, ge=0)
+    # Alternatives listed for each token; needs logprobs (validated even when absent).
+    top_logprobs: int = Field(0, ge=0, le=MAX_TOP_LOGPROBS, validate_default=True)
 
     @field_validator("top_logprobs")
     @classmethod
-    def _no_alternatives(cls, value: int) -> int:
-        if value:
-            raise ValueError(NO_ALTERNATIVES)
+    def _only_with_logprobs(cls, value: int, info: ValidationInfo) -> int:
+        if value and not info.data.get("logprobs"):
+            raise ValueError("needs logprobs: true")
         return value
 
     @property
@@ -179,22 +197,23 @@ class ChatCompletionRequest(SamplingRequest):
     def wants_logprobs(self) -> bool:
         return self.logprobs
 
+    @property
+    def alternatives(self) -> int:
+        return self.top_logprobs
+
 
 class CompletionRequest(SamplingRequest):
     prompt: str | list[str] | list[int] | list[list[int]]
-    # OpenAI's completions take the number of alternatives to list: 0 asks for the sampled tokens' only.
-    logprobs: int | None = Field(None, ge=0)
-
-    @field_validator("logprobs")
-    @classmethod
-    def _no_alternatives(cls, value: int | None) -> int | None:
-        if value:
-            raise ValueError(NO_ALTERNATIVES)
-        return value
+    # The number of alternatives to list for each token: 0 lists the sampled tokens' log-probabilities only.
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
 
     @property
     def wants_logprobs(self) -> bool:
         return self.logprobs is not None
+
+    @property
+    def alternatives(self) -> int:
+        return self.logprobs or 0
 
     @field_validator("prompt")
     @classmethod
