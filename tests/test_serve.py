@@ -140,6 +140,88 @@ def test_logprobs_cover_every_listed_token(server):
     assert all(t.logprob <= 0 for t in content)
 
 
+def listed_and_text(choice, chat: bool) -> tuple[list[str], str]:
+    if chat:
+        return [t.token for t in choice.logprobs.content], choice.message.content
+    return choice.logprobs.tokens, choice.text
+
+
+@pytest.mark.parametrize("chat", [True, False])
+@pytest.mark.parametrize("model", ["tiny", "tuned"])
+def test_logprobs_and_usage_cover_exactly_the_tokens_behind_the_text(server, chat, model):
+    """With a stop string the tokens that carry it are neither listed nor counted; special tokens the content
+    skips are listed as ""; so the listed tokens join to the content, and completion_tokens counts them plus
+    the end-of-turn token of a completion that ended on one (the untrained tiny model writes role markers)."""
+    client = server.client()
+
+    def ask(**extra):
+        if chat:
+            return client.chat.completions.create(
+                model=model, messages=MESSAGES, temperature=0, max_tokens=16, logprobs=True, **extra
+            )
+        return client.completions.create(
+            model=model, prompt="12+7=", temperature=0, max_tokens=16, logprobs=0, **extra
+        )
+
+    free = ask()
+    tokens, text = listed_and_text(free.choices[0], chat)
+    assert "".join(tokens) == text and len(text) >= 5
+    ended = free.choices[0].finish_reason == "stop"
+    assert free.usage.completion_tokens == len(tokens) + ended
+    stop = text[3:5]  # two characters: the stop string spans two tokens
+    cut = ask(stop=[stop])
+    tokens, text = listed_and_text(cut.choices[0], chat)
+    full = listed_and_text(free.choices[0], chat)[1]
+    assert text == full[: full.find(stop)]
+    assert "".join(tokens) == text and cut.choices[0].finish_reason == "stop"
+    assert cut.usage.completion_tokens == len(tokens)  # the stop string's tokens are not the completion's
+    if not chat:
+        assert cut.choices[0].logprobs.text_offset == [len("".join(tokens[:i])) for i in range(len(tokens))]
+
+
+def test_special_tokens_are_listed_as_the_empty_text_they_add(server):
+    reply = server.client().chat.completions.create(
+        model="tiny", messages=MESSAGES, temperature=0, max_tokens=12, logprobs=True, top_logprobs=2
+    )
+    content = reply.choices[0].logprobs.content
+    special = [t for t in content if t.token == ""]
+    assert special and all(t.bytes == [] and t.logprob <= 0 for t in special)  # generated, priced, unseen
+    assert reply.usage.completion_tokens == len(content) == 12
+    assert "<|" not in "".join(alt.token for t in content for alt in t.top_logprobs)
+
+
+class ByteTokenizer:
+    """Token i < 256 is byte i (a character may take several), 256 is a special token."""
+
+    def decode(self, ids, skip_special_tokens=False):
+        data = bytes(i for i in ids if i < 256)
+        return data.decode("utf-8", errors="replace") + (
+            "" if skip_special_tokens else "<s>" * ids.count(256)
+        )
+
+
+def test_token_texts_join_to_the_text_when_a_character_takes_several_tokens():
+    from rewardlab.serve.responses import token_texts
+
+    ids = [*b"a", 256, *"😀".encode(), *b"b"]
+    texts = token_texts(ids, ByteTokenizer())
+    assert texts == ["a", "", "", "", "", "😀", "b"]  # the emoji's four bytes: text when the last arrives
+
+
+def test_streamed_logprobs_and_usage_match_the_non_streamed_ones(server):
+    client = server.client()
+    full = greedy(client, "tuned", max_tokens=16)
+    request = {"model": "tuned", "messages": MESSAGES, "temperature": 0, "max_tokens": 16, "logprobs": True}
+    request["stop"] = [full[4:6]]
+    expected = client.chat.completions.create(**request)
+    chunks = list(
+        client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True})
+    )
+    [final] = [c.choices[0] for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert final.logprobs.content == expected.choices[0].logprobs.content
+    assert chunks[-1].usage == expected.usage
+
+
 def test_logprobs_are_computed_only_for_requests_that_ask(server, monkeypatch):
     generate, asked = server.engine.sampler.generate, []
 

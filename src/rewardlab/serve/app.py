@@ -104,18 +104,13 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         if request.stream:
             events = stream_events(engine, job, request, [prompt], chat=True)
             return StreamingResponse(events, media_type="text/event-stream")
-        generations = await completions_of(job)
-        logprobs = (
-            [_logprobs(engine, g, request, chat=True) for g in generations]
-            if request.wants_logprobs
-            else None
-        )
+        outputs = outputs_of(engine, await completions_of(job))
         return responses.completion(
             responses.new_id("chatcmpl"),
             request.model,
-            generations,
-            responses.usage([prompt], generations),
-            logprobs,
+            outputs,
+            responses.usage([prompt], outputs),
+            _logprobs(engine, outputs, request, chat=True),
             chat=True,
         )
 
@@ -128,18 +123,13 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         if request.stream:
             events = stream_events(engine, job, request, prompts, chat=False)
             return StreamingResponse(events, media_type="text/event-stream")
-        generations = await completions_of(job)
-        logprobs = (
-            [_logprobs(engine, g, request, chat=False) for g in generations]
-            if request.wants_logprobs
-            else None
-        )
+        outputs = outputs_of(engine, await completions_of(job))
         return responses.completion(
             responses.new_id("cmpl"),
             request.model,
-            generations,
-            responses.usage(prompts, generations),
-            logprobs,
+            outputs,
+            responses.usage(prompts, outputs),
+            _logprobs(engine, outputs, request, chat=False),
             chat=False,
         )
 
@@ -237,11 +227,17 @@ async def completions_of(job: Job) -> list[Generation]:
         ) from error
 
 
-def _logprobs(engine: Engine, generation: Generation, request, chat: bool) -> dict:
-    tokens = responses.listed_tokens(
-        generation, engine.models.tokenizer, set(engine.sampler.stop_ids), request.alternatives
-    )
-    return responses.chat_logprobs(tokens) if chat else responses.text_logprobs(tokens, request.alternatives)
+def outputs_of(engine: Engine, generations: list[Generation]) -> list[responses.Output]:
+    return [responses.output(g, engine.models.tokenizer, set(engine.sampler.stop_ids)) for g in generations]
+
+
+def _logprobs(engine: Engine, outputs: list[responses.Output], request, chat: bool) -> list[dict] | None:
+    if not request.wants_logprobs:
+        return None
+    listed = [responses.listed_tokens(o, engine.models.tokenizer, request.alternatives) for o in outputs]
+    if chat:
+        return [responses.chat_logprobs(tokens) for tokens in listed]
+    return [responses.text_logprobs(tokens, request.alternatives) for tokens in listed]
 
 
 async def stream_events(
@@ -284,13 +280,14 @@ async def stream_events(
         yield responses.sse(error_body(status, f"generation failed: {error}", code))
         yield responses.sse("[DONE]")
         return
-    for index, generation in enumerate(generations):
-        if rest := deltas[index].finish(generation.text):
+    outputs = outputs_of(engine, generations)
+    logprobs = _logprobs(engine, outputs, request, chat)
+    for index, output in enumerate(outputs):
+        if rest := deltas[index].finish(output.text):
             yield piece(index, rest)
-        choice_logprobs = _logprobs(engine, generation, request, chat) if request.wants_logprobs else None
-        yield piece(index, "", generation.finish_reason, choice_logprobs)
+        yield piece(index, "", output.finish_reason, logprobs[index] if logprobs else None)
     if request.include_usage:
         yield responses.sse(
-            responses.usage_chunk(request_id, request.model, kind, responses.usage(prompts, generations))
+            responses.usage_chunk(request_id, request.model, kind, responses.usage(prompts, outputs))
         )
     yield responses.sse("[DONE]")

@@ -1,8 +1,19 @@
 """Completions in OpenAI's response shapes: chat and text completions, their stream chunks, usage, log-probs.
 
-Log-probabilities are those the sampler computed while sampling: of the sampled token under the
-temperature-scaled distribution (the policy the trainer optimises), raw at temperature 0. The token that ended
-the completion (end of turn) counts in ``completion_tokens`` but is not listed, as OpenAI does.
+The numbers describe the text returned. A completion's tokens are those behind its text: up to, and not
+including, the first token that carries any of a stop string (the stop string is not returned, so neither are
+its tokens), and without the token that ended the turn, which ``completion_tokens`` counts (the model
+generated it, as OpenAI counts it) but the log-probs do not list, as OpenAI does. So ``completion_tokens`` is
+the number of tokens listed, plus one for a completion that ended on its end-of-turn token.
+
+Each listed token's text is what it adds to the content. The content is decoded without special tokens (as
+vLLM's ``skip_special_tokens`` does), so a special token the model generated (``<pad>``, ``<unk>``, a role
+marker) is listed, with its log-probability, as the empty string, and the listed texts always join to the
+content. Alternatives (``top_logprobs``) read the same way: their text is what they would have added.
+
+Log-probabilities are those the sampler computed while sampling: of the sampled token under the distribution
+it was sampled from (penalties and bias applied, divided by the temperature: the policy the trainer
+optimises; raw at temperature 0).
 """
 
 from __future__ import annotations
@@ -19,10 +30,67 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def usage(prompts: list[list[int]], generations: list[Generation]) -> dict:
+@dataclass
+class Output:
+    """A generation as a response reports it."""
+
+    text: str
+    finish_reason: str
+    token_ids: list[int]  # the tokens behind ``text``
+    texts: list[str]  # what each of them adds to ``text``
+    logprobs: list[float] | None
+    top_logprobs: list[list[tuple[int, float]]] | None
+    ended_on_token: bool  # the end-of-turn token that ended it: counted, not listed
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids) + self.ended_on_token
+
+
+def token_texts(ids: list[int], tokenizer) -> list[str]:
+    """What each token adds to ``tokenizer.decode(ids, skip_special_tokens=True)`` ("" for special tokens)."""
+    texts = [tokenizer.decode([token], skip_special_tokens=True) for token in ids]
+    if "".join(texts) == tokenizer.decode(ids, skip_special_tokens=True):
+        return texts
+    # Tokens that decode differently alone (a piece of a multi-byte character, a word-initial space):
+    # each gets what it adds to the text decoded so far; an unfinished character waits for its last piece.
+    texts, settled = [], ""
+    for end in range(1, len(ids) + 1):
+        text = tokenizer.decode(ids[:end], skip_special_tokens=True)
+        if end < len(ids):
+            text = text.rstrip("\ufffd")
+        added = text[len(settled) :] if text.startswith(settled) else ""
+        texts.append(added)
+        settled += added
+    return texts
+
+
+def output(generation: Generation, tokenizer, stop_ids: set[int]) -> Output:
+    """``generation`` as reported: its tokens cut to those behind its text (see the module's docstring)."""
+    ids = list(generation.token_ids or [])
+    ended = bool(ids) and ids[-1] in stop_ids
+    if ended:
+        ids = ids[:-1]
+    texts = token_texts(ids, tokenizer)
+    decoded = "".join(texts)
+    if generation.text != decoded and decoded.startswith(generation.text):
+        # A stop string cut the text: keep the tokens that end before it begins.
+        kept, position = 0, 0
+        for text in texts:
+            position += len(text)
+            if position > len(generation.text):
+                break
+            kept += 1
+        ids, texts = ids[:kept], texts[:kept]
+    logprobs = generation.logprobs[: len(ids)] if generation.logprobs is not None else None
+    top = generation.top_logprobs[: len(ids)] if generation.top_logprobs is not None else None
+    return Output(generation.text, generation.finish_reason, ids, texts, logprobs, top, ended)
+
+
+def usage(prompts: list[list[int]], outputs: list[Output]) -> dict:
     """Every prompt counts once however many completions it has, as OpenAI counts it."""
     prompt_tokens = sum(len(ids) for ids in prompts)
-    completion_tokens = sum(len(g.token_ids or []) for g in generations)
+    completion_tokens = sum(o.completion_tokens for o in outputs)
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -39,21 +107,19 @@ class ListedToken:
     top: list[tuple[str, float]]  # (text, log-prob), likeliest first
 
 
-def listed_tokens(
-    generation: Generation, tokenizer, stop_ids: set[int], alternatives: int = 0
-) -> list[ListedToken]:
-    """The completion's tokens, without the token that ended it, each with ``alternatives`` alternatives."""
-    ids, logprobs = generation.token_ids or [], generation.logprobs or []
-    if ids and ids[-1] in stop_ids:
-        ids, logprobs = ids[:-1], logprobs[:-1]
-    top = generation.top_logprobs or [[] for _ in ids]
+def listed_tokens(output_: Output, tokenizer, alternatives: int = 0) -> list[ListedToken]:
+    """The tokens behind the completion's text, each with ``alternatives`` alternatives."""
+    top = output_.top_logprobs or [[] for _ in output_.token_ids]
     return [
         ListedToken(
-            tokenizer.decode([token]),
+            text,
             logprob,
-            [(tokenizer.decode([other]), value) for other, value in others[:alternatives]],
+            [
+                (tokenizer.decode([other], skip_special_tokens=True), value)
+                for other, value in others[:alternatives]
+            ],
         )
-        for token, logprob, others in zip(ids, logprobs, top[: len(ids)], strict=True)
+        for text, logprob, others in zip(output_.texts, output_.logprobs or [], top, strict=True)
     ]
 
 
@@ -94,25 +160,21 @@ def text_logprobs(tokens: list[ListedToken], alternatives: int = 0) -> dict:
 def completion(
     request_id: str,
     model: str,
-    generations: list[Generation],
+    outputs: list[Output],
     usage_: dict,
     logprobs: list[dict] | None,
     chat: bool,
 ) -> dict:
     """A chat completion (``message`` per choice) or a text completion (``text`` per choice)."""
     choices = []
-    for index, generation in enumerate(generations):
-        output = (
-            {"message": {"role": "assistant", "content": generation.text}}
-            if chat
-            else {"text": generation.text}
-        )
+    for index, output_ in enumerate(outputs):
+        text = {"message": {"role": "assistant", "content": output_.text}} if chat else {"text": output_.text}
         choices.append(
             {
                 "index": index,
-                **output,
+                **text,
                 "logprobs": logprobs[index] if logprobs else None,
-                "finish_reason": generation.finish_reason,
+                "finish_reason": output_.finish_reason,
             }
         )
     return {
