@@ -531,6 +531,11 @@ def test_bad_input_is_a_400_naming_the_field_and_the_connection_survives(server,
         assert connection.post(CHAT, GOOD)[0] == 200  # the same connection serves the next request
 
 
+def test_seeds_at_the_bounds_of_the_generator_are_accepted(server):
+    for seed in (-(2**63), 2**64 - 1):
+        assert greedy(server.client(), "tiny", max_tokens=2, seed=seed) is not None
+
+
 @pytest.mark.parametrize(
     "extra",
     [
