@@ -11,9 +11,10 @@ The tools are built so that what a model writes cannot hurt the machine it train
 * the **calculator** parses the expression with :mod:`ast` and evaluates only numbers, parentheses and
   ``+ - * / // % **`` itself, exactly (integers and fractions); a name, a call or an attribute is refused
   before anything runs, and powers whose result would be huge are refused too;
-* the **python** tool runs the code in a separate ``python -I`` process, in an empty temporary directory,
-  with no stdin, a wall-clock timeout, and on POSIX limits on memory, CPU time and file size; its output
-  goes to files (so a print loop cannot fill this process's memory) and is truncated.
+* the **python** tool runs the code through :mod:`rewardlab.sandbox`: a separate ``python -I`` process
+  with no stdin, a wall-clock timeout and limits on memory, CPU time, file size and (sandboxed) processes,
+  inside bubblewrap where it is installed (no network, no home directory or working tree, a private
+  ``/tmp``); its output goes to files (so a print loop cannot fill this process's memory) and is truncated.
 
 Problems need a tool to be answered reliably: big products and powers (levels 1-2, calculator), sums of
 series and sequences (level 3, python) and small programs such as counting primes (level 4, python).
@@ -26,20 +27,15 @@ from __future__ import annotations
 import ast
 import math
 import operator
-import os
 import random
-import signal
-import subprocess
-import sys
-import tempfile
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
+from rewardlab import sandbox
 from rewardlab.envs.base import MultiTurnEnv
 from rewardlab.envs.builtin.splits import (
     ADVERSARIAL_SEED_OFFSET,
@@ -161,26 +157,11 @@ def calculator(expression: str) -> str:
 # -- the python tool ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class PythonLimits:
-    timeout_s: float = 3.0
-    memory_mb: int = 512
-    file_mb: int = 1  # also bounds stdout and stderr, which go to files
+@dataclass(frozen=True)
+class PythonLimits(sandbox.Limits):
+    """The sandbox's limits, and how much of the output the model is shown."""
+
     max_output_chars: int = MAX_OUTPUT_CHARS
-
-
-def _limit_child(limits: PythonLimits) -> Callable[[], None]:
-    def apply() -> None:  # runs in the child between fork and exec
-        import resource
-
-        memory = limits.memory_mb * 1024 * 1024
-        cpu = math.ceil(limits.timeout_s) + 1
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-        size = limits.file_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-
-    return apply
 
 
 def _truncate(text: str, limit: int, keep: str = "head") -> str:
@@ -192,59 +173,15 @@ def _truncate(text: str, limit: int, keep: str = "head") -> str:
     return text[:limit] + f"\n[... {cut} characters cut]"
 
 
-SIGNAL_REASONS = {
-    getattr(signal, "SIGXCPU", -1): "CPU time limit reached",
-    getattr(signal, "SIGXFSZ", -1): "output or file size limit reached",
-    getattr(signal, "SIGKILL", -1): "killed (memory or time limit)",
-    getattr(signal, "SIGSEGV", -1): "crashed (segmentation fault)",
-}
-
-
 def run_python(code: str, limits: PythonLimits | None = None) -> str:
-    """Run ``code`` in a fresh isolated interpreter; its (truncated) stdout, or a ``ToolError``."""
+    """Run ``code`` in the sandbox (:mod:`rewardlab.sandbox`); its (truncated) stdout, or a ``ToolError``."""
     limits = limits or PythonLimits()
-    posix = os.name == "posix"
-    with tempfile.TemporaryDirectory(prefix="rewardlab-python-") as root:
-        workdir = Path(root) / "work"
-        workdir.mkdir()
-        (workdir / "main.py").write_text(code)
-        out_path, err_path = Path(root) / "stdout", Path(root) / "stderr"
-        with out_path.open("wb") as out, err_path.open("wb") as err:
-            process = subprocess.Popen(
-                [sys.executable, "-I", "main.py"],
-                cwd=workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env={"PATH": os.defpath, "LANG": "C.UTF-8"},
-                preexec_fn=_limit_child(limits) if posix else None,
-                start_new_session=posix,  # its own process group, so children it starts die with it
-            )
-            try:
-                code_ = process.wait(timeout=limits.timeout_s)
-            except subprocess.TimeoutExpired:
-                _kill(process, posix)
-                raise ToolError(f"timed out after {limits.timeout_s:g} s") from None
-        stdout = out_path.read_bytes()[: 4 * limits.max_output_chars].decode("utf-8", errors="replace")
-        stderr = err_path.read_bytes()[-4 * limits.max_output_chars :].decode("utf-8", errors="replace")
-        stderr = stderr.replace(f"{workdir}{os.sep}", "")  # tracebacks name main.py, not a temp path
-    if code_ != 0:
-        reason = SIGNAL_REASONS.get(-code_, f"exit code {code_}") if code_ < 0 else f"exit code {code_}"
-        detail = _truncate(stderr.strip(), limits.max_output_chars, keep="tail")
-        raise ToolError(f"{reason}\n{detail}".strip())
-    output = _truncate(stdout, limits.max_output_chars)
+    result = sandbox.run_python(code, limits)
+    if result.error is not None:
+        detail = _truncate(result.stderr.strip(), limits.max_output_chars, keep="tail")
+        raise ToolError(f"{result.error}\n{detail}".strip())
+    output = _truncate(result.stdout, limits.max_output_chars)
     return output if output.strip() else "(no output: print the values you want to see)"
-
-
-def _kill(process: subprocess.Popen, posix: bool) -> None:
-    try:
-        if posix:
-            os.killpg(process.pid, signal.SIGKILL)
-        else:
-            process.kill()
-    except ProcessLookupError:
-        pass
-    process.wait()
 
 
 # -- problems ----------------------------------------------------------------------------------------------
