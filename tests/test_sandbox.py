@@ -8,7 +8,9 @@ is tested everywhere.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import time
 import uuid
 import warnings
@@ -307,3 +309,63 @@ def test_a_bad_mode_or_limit_is_one_line_naming_it(fresh, monkeypatch):
         sandbox.run_python("print(1)")
     with pytest.raises(RewardlabError, match="^sandbox processes must be at least 1, got 0$"):
         sandbox.Limits(processes=0)
+
+
+# -- make install ----------------------------------------------------------------------------------------
+
+MAKEFILE = REPOSITORY / "Makefile"
+
+
+def fake_commands(directory: Path, uid: int, present: bool, apt: str | None, sudo: bool) -> Path:
+    """A PATH of stand-ins: ``id``, ``bwrap`` if ``present``, ``apt-get`` that records its arguments and
+    exits ``apt`` ("ok" or "fail"; None: no apt-get), and a password-less ``sudo`` if ``sudo``."""
+    log = directory / "calls"
+    scripts = {"id": f"echo {uid}"}
+    if present:
+        scripts["bwrap"] = "exit 0"
+    if apt is not None:
+        scripts["apt-get"] = f'echo "apt-get $*" >> {log}\nexit {0 if apt == "ok" else 1}'
+    if sudo:
+        scripts["sudo"] = f'[ "$1" = -n ] && shift\necho "sudo" >> {log}\n"$@"'
+    for name, body in scripts.items():
+        (directory / name).write_text(f"#!/bin/sh\n{body}\n")
+        (directory / name).chmod(0o755)
+    return log
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@pytest.mark.parametrize(
+    ("uid", "present", "apt", "sudo", "calls", "says"),
+    [
+        (0, True, "ok", False, [], ""),
+        (0, False, "ok", False, ["apt-get install -y -qq bubblewrap"], ""),
+        (1000, False, "ok", True, ["sudo", "sudo", "apt-get install -y -qq bubblewrap"], ""),
+        (1000, False, "ok", False, [], "run 'sudo apt-get install bubblewrap'"),
+        (
+            0,
+            False,
+            "fail",
+            False,
+            ["apt-get install -y -qq bubblewrap", "apt-get update -qq"],
+            "could not be",
+        ),
+        (0, False, None, False, [], "no apt-get"),
+    ],
+    ids=["present", "root", "sudo", "no-sudo", "apt-fails", "no-apt"],
+)
+def test_make_installs_bubblewrap_where_it_can_and_never_fails(
+    tmp_path, uid, present, apt, sudo, calls, says
+):
+    log = fake_commands(tmp_path, uid, present, apt, sudo)
+    make = shutil.which("make")
+    done = subprocess.run(
+        [make, "-s", "-f", str(MAKEFILE), "bubblewrap"],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(tmp_path)},
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (log.read_text().splitlines() if log.exists() else []) == calls
+    assert says in done.stdout and (says or not done.stdout)
