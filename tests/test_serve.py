@@ -684,6 +684,22 @@ def test_text_deltas_hold_back_what_could_start_a_stop_string(tiny):
     assert [plain.push(t) for t in [*ids[:2], tokenizer.eos_token_id, ids[2]]] == ["a", "b", "", ""]
 
 
+def test_the_key_is_compared_in_constant_time(server, monkeypatch):
+    import hmac
+
+    compared = []
+    original = hmac.compare_digest
+
+    def compare(a, b):
+        compared.append((a, b))
+        return original(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", compare)
+    with pytest.raises(openai.AuthenticationError):
+        server.client(api_key="wrong").models.list()
+    assert compared == [(b"wrong", KEY.encode())]
+
+
 runner = CliRunner()
 
 

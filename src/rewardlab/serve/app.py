@@ -6,7 +6,7 @@ but ``/health`` checks the API key when one is set.
 
 from __future__ import annotations
 
-import secrets
+import hmac
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -47,7 +47,7 @@ def key_checker(api_key: str | None):
             return
         scheme, _, token = (authorization or "").partition(" ")
         # compare_digest: the time taken must not tell how much of a guessed key was right.
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), api_key.encode()):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
             raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
 
     return check
