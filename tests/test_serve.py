@@ -44,16 +44,27 @@ def make_adapter(path, seed: int = 1) -> str:
 
 
 class Server:
-    def __init__(self, engine, tmp):
+    def __init__(self, engine, tmp, adapter_dirs=None):
         self.engine = engine
         self.tmp = tmp
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.uvicorn = uvicorn.Server(
-            uvicorn.Config(create_app(engine, api_key=KEY), log_level="warning", lifespan="on")
-        )
+        app = create_app(engine, api_key=KEY, adapter_dirs=adapter_dirs)
+        self.uvicorn = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.uvicorn.run, kwargs={"sockets": [sock]}, daemon=True)
+
+    def start(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.uvicorn.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.uvicorn.should_exit = True
+        self.thread.join(timeout=10)
 
     def client(self, api_key: str = KEY) -> OpenAI:
         return OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=60)
@@ -76,15 +87,10 @@ def server(tmp_path_factory):
     adapter = make_adapter(tmp / "tuned")
     # A wide batching window so the concurrency tests batch however slowly the threads start.
     engine = build_engine("tiny", {"tuned": adapter}, max_batch_size=32, batch_wait_ms=50)
-    running = Server(engine, tmp)
-    running.thread.start()
-    deadline = time.monotonic() + 30
-    while not running.uvicorn.started:
-        assert time.monotonic() < deadline and running.thread.is_alive(), "server did not start"
-        time.sleep(0.02)
+    # Runtime adapter loads may read from this module's directory only.
+    running = Server(engine, tmp, adapter_dirs=[str(tmp)]).start()
     yield running
-    running.uvicorn.should_exit = True
-    running.thread.join(timeout=10)
+    running.stop()
     torch.set_num_threads(threads)
 
 
@@ -739,3 +745,106 @@ def test_eval_and_compare_run_against_our_own_server(server, tmp_path, monkeypat
     result = CliRunner().invoke(cli_app, ["compare", "base", "tuned", *common, "--data", "held-out,fresh"])
     assert result.exit_code == 0, result.output
     assert "held-out" in result.output and "fresh" in result.output and "latency" in result.output
+
+
+# -- facing a network: runtime adapters confined, limits on what one client may ask, the key ----------------
+
+
+def forbidden(response: httpx.Response, code: str = "adapter_path_forbidden") -> str:
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == code
+    return response.json()["error"]["message"]
+
+
+def test_runtime_adapter_paths_outside_the_adapter_dirs_are_refused(server, tmp_path):
+    outside = make_adapter(tmp_path / "outside")
+    load = lambda path: server.post("/v1/load_lora_adapter", {"lora_name": "x", "lora_path": str(path)})  # noqa: E731
+    message = forbidden(load(outside))
+    assert "must lie inside the adapter directories" in message
+    # Nothing is said about paths outside: a missing one reads as an existing one.
+    assert forbidden(load(tmp_path / "missing")) == message.replace(outside, str(tmp_path / "missing"))
+    forbidden(load(server.tmp / ".." / tmp_path.name / "outside"))  # .. out of the directory
+    forbidden(load("/etc"))
+    link = server.tmp / "link-out"
+    link.symlink_to(tmp_path / "outside")  # a symlink inside, pointing out
+    try:
+        forbidden(load(link))
+        forbidden(load(f"{link}/../tuned"))  # resolved through the link: outside too
+    finally:
+        link.unlink()
+    assert [m.id for m in server.client().models.list().data] == ["tiny", "tuned"]
+
+
+def test_an_adapter_inside_whose_files_lead_outside_is_refused(server, tmp_path):
+    outside = tmp_path / "outside"
+    make_adapter(outside)
+    smuggled = server.tmp / "smuggled"  # an adapter inside whose weights are a link to a file outside
+    smuggled.mkdir()
+    for file in outside.iterdir():
+        if file.suffix == ".safetensors":
+            (smuggled / file.name).symlink_to(file)
+        else:
+            (smuggled / file.name).write_bytes(file.read_bytes())
+    run = server.tmp / "run-with-outside-final"
+    run.mkdir()
+    (run / "final").symlink_to(tmp_path / "outside")
+    for path in (smuggled, run):
+        response = server.post("/v1/load_lora_adapter", {"lora_name": "x", "lora_path": str(path)})
+        assert "leads outside the adapter directories" in forbidden(response)
+    assert [m.id for m in server.client().models.list().data] == ["tiny", "tuned"]
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    """A server with runtime adapters off, and an adapter given at startup from anywhere."""
+    tmp = tmp_path_factory.mktemp("limited")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    engine = build_engine("tiny", {"tuned": make_adapter(tmp / "tuned")}, max_batch_size=4, batch_wait_ms=0)
+    running = Server(engine, tmp).start()
+    yield running
+    running.stop()
+    torch.set_num_threads(threads)
+
+
+def test_runtime_adapters_are_off_unless_allowed_and_startup_adapters_still_serve(limited):
+    for route, body in [
+        ("/v1/load_lora_adapter", {"lora_name": "x", "lora_path": str(limited.tmp / "tuned")}),
+        ("/v1/unload_lora_adapter", {"lora_name": "tuned"}),
+    ]:
+        assert "--allow-runtime-adapters" in forbidden(limited.post(route, body), "runtime_adapters_disabled")
+    assert [m.id for m in limited.client().models.list().data] == ["tiny", "tuned"]
+    assert greedy(limited.client(), "tuned", max_tokens=4) != greedy(limited.client(), "tiny", max_tokens=4)
+
+
+def test_serve_flags_reach_the_server_and_bad_ones_are_one_line(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import rewardlab.serve.server as server_module
+
+    started = {}
+    fake = SimpleNamespace(models=SimpleNamespace(names=["tiny"], warnings=[]))
+    monkeypatch.setattr(server_module, "build_engine", lambda *args, **kwargs: fake)
+    monkeypatch.setattr(server_module, "run_server", lambda engine, **kwargs: started.update(kwargs))
+    monkeypatch.delenv("REWARDLAB_API_KEY", raising=False)
+    adapters = tmp_path / "adapters"
+    adapters.mkdir()
+    base = ["serve", "--model", "tiny", "--port", "0"]
+    result = runner.invoke(
+        cli_app,
+        [*base, "--host", "0.0.0.0", "--allow-runtime-adapters", "--adapter-dir", str(adapters)],
+    )
+    assert result.exit_code == 0, result.output
+    assert started["adapter_dirs"] == [str(adapters.resolve())]
+    assert "without an API key: anyone who can reach it can generate and load adapters from" in result.output
+    started.clear()
+    assert runner.invoke(cli_app, base).exit_code == 0 and started["adapter_dirs"] is None  # off by default
+    for flags, expected in [
+        (["--allow-runtime-adapters"], "allow_runtime_adapters needs the directories adapters may be loaded"),
+        (["--adapter-dir", str(adapters)], "adapter_dirs only matter with runtime adapters"),
+        (["--allow-runtime-adapters", "--adapter-dir", str(tmp_path / "nope")], "--adapter-dir is not a dir"),
+    ]:
+        result = runner.invoke(cli_app, [*base, *flags])
+        lines = [line for line in result.output.strip().splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert lines[0].startswith("error: ") and expected in lines[0], result.output

@@ -636,6 +636,17 @@ def serve(
     ] = False,
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = default(ServeConfig, "dtype"),
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = default(ServeConfig, "device"),
+    allow_runtime_adapters: Annotated[
+        bool,
+        typer.Option(
+            "--allow-runtime-adapters",
+            help="Let clients load and unload adapters while serving, from the --adapter-dir directories.",
+        ),
+    ] = False,
+    adapter_dir: Annotated[
+        list[str] | None,
+        typer.Option(metavar="DIR", help="A directory runtime adapter loads may read from (repeatable)."),
+    ] = None,
     runs_dir: RunsDir = "runs",
     print_config: PrintConfig = False,
     _help_config: ServeHelp = False,
@@ -644,8 +655,10 @@ def serve(
     from rewardlab.serve import serve as run_server
 
     options = typed(
-        ctx, model=model, host=host, port=port, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms,
-        mix_adapters=mix_adapters, dtype=dtype, device=device, runs_dir=runs_dir,
+        ctx, {"adapter_dir": "adapter_dirs"}, model=model, host=host, port=port,
+        max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms, mix_adapters=mix_adapters, dtype=dtype,
+        device=device, runs_dir=runs_dir, allow_runtime_adapters=allow_runtime_adapters,
+        adapter_dir=adapter_dir,
     )  # fmt: skip
     cfg = configured(ServeConfig, config, set_, options, print_config)
     run_server(cfg, adapter, api_key, say=lambda text: console.print(text, soft_wrap=True))

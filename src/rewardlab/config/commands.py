@@ -262,6 +262,29 @@ class ServeConfig(Section):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
     device: str = Field("auto", description="'auto' (CUDA if available, else CPU), 'cpu', 'cuda', ...")
     runs_dir: str = Field("runs", description="Where the run store lives (for run ids).")
+    allow_runtime_adapters: bool = Field(
+        False,
+        description="Let clients load and unload adapters while serving (/v1/load_lora_adapter), from the "
+        "adapter_dirs only.",
+    )
+    adapter_dirs: list[str] = Field(
+        default_factory=list,
+        description="Directories runtime adapter loads may read from (--adapter-dir, repeatable); a path "
+        "outside them, through .. or a symlink, is refused.",
+    )
+
+    @model_validator(mode="after")
+    def _runtime_adapters(self) -> ServeConfig:
+        if self.allow_runtime_adapters and not self.adapter_dirs:
+            raise ValueError(
+                "allow_runtime_adapters needs the directories adapters may be loaded from: --adapter-dir DIR"
+            )
+        if self.adapter_dirs and not self.allow_runtime_adapters:
+            raise ValueError(
+                "adapter_dirs only matter with runtime adapters: add --allow-runtime-adapters (adapters to "
+                "serve from the start take --adapter name=path)"
+            )
+        return self
 
 
 class AuditConfig(Section):

@@ -26,6 +26,7 @@ from rewardlab.serve.errors import (
     error_body,
     install_error_handlers,
 )
+from rewardlab.serve.registry import confined_adapter_path
 from rewardlab.serve.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -53,7 +54,10 @@ def key_checker(api_key: str | None):
     return check
 
 
-def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
+def create_app(engine: Engine, api_key: str | None = None, adapter_dirs: list[str] | None = None) -> FastAPI:
+    """The app over ``engine``. ``adapter_dirs``: the directories runtime adapter loads may read from;
+    ``None`` turns the load and unload routes off."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.start()  # the batching loop lives on the server's event loop
@@ -133,13 +137,25 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
             chat=False,
         )
 
+    def runtime_adapters_allowed() -> list[str]:
+        if adapter_dirs is None:
+            raise APIError(
+                403,
+                "loading and unloading adapters at runtime is off on this server (start it with "
+                "--allow-runtime-adapters --adapter-dir DIR)",
+                code="runtime_adapters_disabled",
+            )
+        return adapter_dirs
+
     @protected.post("/v1/load_lora_adapter")
     async def load_lora_adapter(request: LoadAdapterRequest):
-        await engine.load_adapter(request.lora_name, request.lora_path)
+        path = confined_adapter_path(request.lora_path, runtime_adapters_allowed())
+        await engine.load_adapter(request.lora_name, path)
         return PlainTextResponse(f"Success: LoRA adapter '{request.lora_name}' added successfully.")
 
     @protected.post("/v1/unload_lora_adapter")
     async def unload_lora_adapter(request: UnloadAdapterRequest):
+        runtime_adapters_allowed()
         await engine.unload_adapter(request.lora_name)
         return PlainTextResponse(f"Success: LoRA adapter '{request.lora_name}' removed successfully.")
 

@@ -43,6 +43,10 @@ class AdapterError(RewardlabError):
     """An adapter that cannot be loaded (bad name, bad path, incompatible weights)."""
 
 
+class AdapterPathForbidden(RewardlabError):
+    """A runtime adapter load naming a path outside the directories the server may load from."""
+
+
 def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict:
     # OpenAI calls every client mistake an "invalid_request_error" and tells them apart by status and code.
     kind = "server_error" if status >= 500 else "invalid_request_error"
@@ -62,7 +66,7 @@ def error_response(error: APIError) -> JSONResponse:
 
 
 # Exceptions the handlers below answer (in Starlette's exception middleware, which keeps the connection).
-HANDLED = (APIError, RequestValidationError, HTTPException, RewardlabError)
+HANDLED = (APIError, RequestValidationError, HTTPException, RewardlabError)  # subclasses included
 
 
 class GuardedRoute(APIRoute):
@@ -125,6 +129,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnknownModelError)
     async def unknown_model(request: Request, error: UnknownModelError) -> JSONResponse:
         return error_response(APIError(404, str(error), code="model_not_found"))
+
+    @app.exception_handler(AdapterPathForbidden)
+    async def forbidden_path(request: Request, error: AdapterPathForbidden) -> JSONResponse:
+        return error_response(APIError(403, str(error), code="adapter_path_forbidden", param="lora_path"))
 
     @app.exception_handler(RewardlabError)
     async def user_error(request: Request, error: RewardlabError) -> JSONResponse:

@@ -16,7 +16,7 @@ from pathlib import Path
 from rewardlab.errors import RewardlabError
 from rewardlab.models.adapters import check_base, find_adapter
 from rewardlab.models.loading import resolve
-from rewardlab.serve.errors import AdapterError, UnknownModelError
+from rewardlab.serve.errors import AdapterError, AdapterPathForbidden, UnknownModelError
 
 logger = logging.getLogger("rewardlab.serve")
 
@@ -49,6 +49,38 @@ def adapter_dir(path: str) -> str:
     except RewardlabError as error:
         raise AdapterError(str(error)) from None
     raise AdapterError(f"{path} is a full model, not a LoRA adapter (serve it with --model)")
+
+
+def confined_adapter_path(path: str, allowed: list[str]) -> str:
+    """``path`` (relative: to the working directory) resolved, if it lies inside one of the ``allowed``
+    directories and so does every file of the adapter it holds, else :class:`AdapterPathForbidden`.
+
+    Resolving follows symlinks and folds ``..``, so neither leads out; a symlinked file inside the adapter
+    (its weights, say) counts where it points. Nothing is said about paths outside, not even whether they
+    exist.
+    """
+    roots = [Path(directory).resolve() for directory in allowed]
+
+    def inside(candidate: Path) -> bool:
+        return any(candidate == root or root in candidate.parents for root in roots)
+
+    refused = AdapterPathForbidden(
+        f"lora_path must lie inside the adapter directories ({', '.join(map(str, roots))}); '{path}' does not"
+    )
+    try:
+        resolved = Path(path).resolve()
+        if not inside(resolved):
+            raise refused
+        found = find_adapter(resolved)
+        if found is not None:
+            for entry in [found, *found.iterdir()]:
+                if not inside(entry.resolve()):
+                    raise AdapterPathForbidden(
+                        f"lora_path '{path}': {entry.name} leads outside the adapter directories"
+                    )
+    except (OSError, RuntimeError):  # a symlink loop, a directory that cannot be read
+        raise refused from None
+    return str(resolved)
 
 
 def _is_peft(model) -> bool:

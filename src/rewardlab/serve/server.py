@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 from rewardlab.config import ServeConfig
 from rewardlab.errors import RewardlabError
@@ -65,10 +66,12 @@ def run_server(
     port: int = 8000,
     api_key: str | None = None,
     sock: socket.socket | None = None,
+    adapter_dirs: list[str] | None = None,
 ) -> None:
     import uvicorn
 
-    config = uvicorn.Config(create_app(engine, api_key), host=host, port=port, log_level="info")
+    app = create_app(engine, api_key, adapter_dirs=adapter_dirs)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info")
     uvicorn.Server(config).run(sockets=[sock if sock is not None else bind(host, port)])
 
 
@@ -84,6 +87,7 @@ def serve(
     if config.model is None:
         raise RewardlabError("serve needs a base model: --model NAME (or model = ... in the config)")
     specs = {**config.adapters, **parse_adapter_specs(adapter_specs or [], base_name=config.model)}
+    adapter_dirs = runtime_adapter_dirs(config)
     sock = bind(config.host, config.port)
     try:
         engine = build_engine(
@@ -99,10 +103,43 @@ def serve(
     except BaseException:
         sock.close()
         raise
-    for warning in engine.models.warnings:
+    for warning in [*engine.models.warnings, *exposure_warnings(config, api_key)]:
         say(f"[yellow]warning:[/] {warning}")
     say(
         f"serving {', '.join(engine.models.names)} at http://{config.host}:{sock.getsockname()[1]}/v1"
         + (" (API key required)" if api_key else "")
     )
-    run_server(engine, host=config.host, port=config.port, api_key=api_key or None, sock=sock)
+    run_server(
+        engine,
+        host=config.host,
+        port=config.port,
+        api_key=api_key or None,
+        sock=sock,
+        adapter_dirs=adapter_dirs,
+    )
+
+
+def runtime_adapter_dirs(config: ServeConfig) -> list[str] | None:
+    """The directories runtime loads may read from (each must exist), or ``None``: runtime loading off."""
+    if not config.allow_runtime_adapters:
+        return None
+    for directory in config.adapter_dirs:
+        if not Path(directory).is_dir():
+            raise RewardlabError(f"--adapter-dir is not a directory: {directory}")
+    return [str(Path(directory).resolve()) for directory in config.adapter_dirs]
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def exposure_warnings(config: ServeConfig, api_key: str | None) -> list[str]:
+    """What a server reachable from the network would let anyone do: said at startup."""
+    if api_key or config.host in LOOPBACK:
+        return []
+    also = (
+        f" and load adapters from {', '.join(config.adapter_dirs)}" if config.allow_runtime_adapters else ""
+    )
+    return [
+        f"listening on {config.host} without an API key: anyone who can reach it can generate{also}; "
+        "give it --api-key"
+    ]
