@@ -44,13 +44,13 @@ def make_adapter(path, seed: int = 1) -> str:
 
 
 class Server:
-    def __init__(self, engine, tmp, adapter_dirs=None):
+    def __init__(self, engine, tmp, limits=None, adapter_dirs=None):
         self.engine = engine
         self.tmp = tmp
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        app = create_app(engine, api_key=KEY, adapter_dirs=adapter_dirs)
+        app = create_app(engine, api_key=KEY, limits=limits, adapter_dirs=adapter_dirs)
         self.uvicorn = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.uvicorn.run, kwargs={"sockets": [sock]}, daemon=True)
 
@@ -690,22 +690,6 @@ def test_text_deltas_hold_back_what_could_start_a_stop_string(tiny):
     assert [plain.push(t) for t in [*ids[:2], tokenizer.eos_token_id, ids[2]]] == ["a", "b", "", ""]
 
 
-def test_the_key_is_compared_in_constant_time(server, monkeypatch):
-    import hmac
-
-    compared = []
-    original = hmac.compare_digest
-
-    def compare(a, b):
-        compared.append((a, b))
-        return original(a, b)
-
-    monkeypatch.setattr(hmac, "compare_digest", compare)
-    with pytest.raises(openai.AuthenticationError):
-        server.client(api_key="wrong").models.list()
-    assert compared == [(b"wrong", KEY.encode())]
-
-
 runner = CliRunner()
 
 
@@ -794,14 +778,37 @@ def test_an_adapter_inside_whose_files_lead_outside_is_refused(server, tmp_path)
     assert [m.id for m in server.client().models.list().data] == ["tiny", "tuned"]
 
 
+def test_the_key_is_compared_in_constant_time(server, monkeypatch):
+    import hmac
+
+    compared = []
+    original = hmac.compare_digest
+
+    def compare(a, b):
+        compared.append((a, b))
+        return original(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", compare)
+    with pytest.raises(openai.AuthenticationError):
+        server.client(api_key="wrong").models.list()
+    assert compared == [(b"wrong", KEY.encode())]
+
+
+LIMITS = dict(
+    max_request_bytes=4000, max_n=2, max_tokens=8, max_concurrent_requests=3, max_queued_completions=4
+)
+
+
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory):
-    """A server with runtime adapters off, and an adapter given at startup from anywhere."""
+    """A server with low limits, runtime adapters off, and an adapter given at startup from anywhere."""
+    from rewardlab.serve.limits import ServeLimits
+
     tmp = tmp_path_factory.mktemp("limited")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     engine = build_engine("tiny", {"tuned": make_adapter(tmp / "tuned")}, max_batch_size=4, batch_wait_ms=0)
-    running = Server(engine, tmp).start()
+    running = Server(engine, tmp, limits=ServeLimits(**LIMITS)).start()
     yield running
     running.stop()
     torch.set_num_threads(threads)
@@ -815,6 +822,98 @@ def test_runtime_adapters_are_off_unless_allowed_and_startup_adapters_still_serv
         assert "--allow-runtime-adapters" in forbidden(limited.post(route, body), "runtime_adapters_disabled")
     assert [m.id for m in limited.client().models.list().data] == ["tiny", "tuned"]
     assert greedy(limited.client(), "tuned", max_tokens=4) != greedy(limited.client(), "tiny", max_tokens=4)
+
+
+def error_of(response: httpx.Response) -> tuple[int, str | None, str | None]:
+    error = response.json()["error"]
+    return response.status_code, error["code"], error["param"]
+
+
+def test_a_body_over_the_limit_is_413_declared_or_chunked(limited):
+    def body(size: int) -> bytes:  # a short request padded with whitespace to ``size`` bytes
+        request = json.dumps({"model": "tiny", "max_tokens": 2, "messages": MESSAGES}).encode()
+        return request + b" " * (size - len(request))
+
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    url = f"{limited.url}/v1/chat/completions"
+    assert httpx.post(url, content=body(4000), headers=headers).status_code == 200  # at the limit
+    big = body(4001)
+    assert error_of(httpx.post(url, content=big, headers=headers)) == (413, "request_too_large", None)
+
+    def chunks():  # no Content-Length: the server counts as it reads
+        yield from (big[i : i + 1000] for i in range(0, len(big), 1000))
+
+    response = httpx.post(url, content=chunks(), headers=headers)
+    assert error_of(response) == (413, "request_too_large", None)
+    assert "limit of 4000 bytes" in response.json()["error"]["message"]
+
+
+def test_n_and_max_tokens_over_their_limits_are_400_naming_the_field(limited):
+    post = lambda route, **extra: limited.post(route, {"model": "tiny", **extra})  # noqa: E731
+    chat = {"messages": MESSAGES}
+    assert error_of(post("/v1/chat/completions", **chat, n=3)) == (400, "invalid_request", "n")
+    assert error_of(post("/v1/completions", prompt="1+1=", n=3)) == (400, "invalid_request", "n")
+    assert error_of(post("/v1/chat/completions", **chat, max_tokens=9)) == (
+        400,
+        "invalid_request",
+        "max_tokens",
+    )
+    response = post("/v1/chat/completions", **chat, max_completion_tokens=9)
+    assert error_of(response) == (400, "invalid_request", "max_completion_tokens")
+    assert "at most 8 tokens per completion" in response.json()["error"]["message"]
+    # One request asking for more completions than the queue holds (3 prompts x 2) can never be served.
+    assert error_of(post("/v1/completions", prompt=["1", "2", "3"], n=2)) == (400, "invalid_request", "n")
+    # Without max_tokens, chat gets the rest of the context, capped at the limit.
+    reply = limited.client().chat.completions.create(model="tiny", messages=MESSAGES, n=2, temperature=1)
+    assert reply.usage.completion_tokens <= 2 * 8
+
+
+def send_in_background(
+    server, body: dict, route: str = "/v1/chat/completions"
+) -> tuple[threading.Thread, list]:
+    answers: list = []
+    thread = threading.Thread(target=lambda: answers.append(server.post(route, body)), daemon=True)
+    thread.start()
+    return thread, answers
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_too_many_requests_in_flight_and_a_full_queue_are_429_with_retry_after(limited):
+    engine = limited.engine
+    requests = engine.metrics.requests
+    first = {"model": "tiny", "messages": MESSAGES, "max_tokens": 2, "n": 2}
+    engine._lock.acquire()  # the model is busy: a batch taken from the queue waits, requests stay in flight
+    try:
+        background = [send_in_background(limited, first)]
+        wait_for(
+            lambda: engine.metrics.requests == requests + 1 and engine.queued_completions == 0, "a batch"
+        )
+        background.append(send_in_background(limited, first))  # queued: 2 completions waiting
+        wait_for(lambda: engine.queued_completions == 2, "the queue")
+        # 2 prompts x n = 2 more would make 6 waiting, over the 4 allowed.
+        full = limited.post(
+            "/v1/completions", {"model": "tiny", "prompt": ["1", "2"], "n": 2, "max_tokens": 2}
+        )
+        assert error_of(full) == (429, "rate_limit_exceeded", None) and full.headers["retry-after"] == "1"
+        assert "queue is full" in full.json()["error"]["message"]
+        background.append(send_in_background(limited, {**first, "n": 1}))  # the third in flight
+        wait_for(lambda: engine.queued_completions == 3, "the third request")
+        busy = limited.post("/v1/chat/completions", first)
+        assert error_of(busy) == (429, "rate_limit_exceeded", None) and busy.headers["retry-after"] == "1"
+        assert "at most 3 at once" in busy.json()["error"]["message"]
+        assert httpx.get(f"{limited.url}/health").status_code == 200  # never limited
+    finally:
+        engine._lock.release()
+    for thread, answers in background:
+        thread.join(timeout=60)
+        assert answers and answers[0].status_code == 200, answers
+    assert limited.post("/v1/chat/completions", first).status_code == 200  # served again once they are done
 
 
 def test_serve_flags_reach_the_server_and_bad_ones_are_one_line(tmp_path, monkeypatch):
@@ -832,10 +931,13 @@ def test_serve_flags_reach_the_server_and_bad_ones_are_one_line(tmp_path, monkey
     base = ["serve", "--model", "tiny", "--port", "0"]
     result = runner.invoke(
         cli_app,
-        [*base, "--host", "0.0.0.0", "--allow-runtime-adapters", "--adapter-dir", str(adapters)],
+        [*base, "--host", "0.0.0.0", "--allow-runtime-adapters", "--adapter-dir", str(adapters)]
+        + ["--set", "max_n=4", "--set", "max_request_bytes=1000"],
     )
     assert result.exit_code == 0, result.output
     assert started["adapter_dirs"] == [str(adapters.resolve())]
+    assert started["limits"].max_n == 4 and started["limits"].max_request_bytes == 1000
+    assert started["limits"].max_concurrent_requests == 64  # the defaults
     assert "without an API key: anyone who can reach it can generate and load adapters from" in result.output
     started.clear()
     assert runner.invoke(cli_app, base).exit_code == 0 and started["adapter_dirs"] is None  # off by default
@@ -843,6 +945,7 @@ def test_serve_flags_reach_the_server_and_bad_ones_are_one_line(tmp_path, monkey
         (["--allow-runtime-adapters"], "allow_runtime_adapters needs the directories adapters may be loaded"),
         (["--adapter-dir", str(adapters)], "adapter_dirs only matter with runtime adapters"),
         (["--allow-runtime-adapters", "--adapter-dir", str(tmp_path / "nope")], "--adapter-dir is not a dir"),
+        (["--set", "max_n=0"], "max_n"),
     ]:
         result = runner.invoke(cli_app, [*base, *flags])
         lines = [line for line in result.output.strip().splitlines() if line.strip()]

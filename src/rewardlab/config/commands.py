@@ -272,6 +272,17 @@ class ServeConfig(Section):
         description="Directories runtime adapter loads may read from (--adapter-dir, repeatable); a path "
         "outside them, through .. or a symlink, is refused.",
     )
+    max_request_bytes: int = Field(1024 * 1024, gt=0, description="Largest request body (413 beyond).")
+    max_n: int = Field(32, gt=0, le=128, description="Most completions per prompt a request may ask for (n).")
+    max_tokens: int = Field(4096, gt=0, description="Most tokens one completion may ask for (and get).")
+    max_concurrent_requests: int = Field(
+        64, gt=0, description="Requests handled at once, streams until they end (429 beyond)."
+    )
+    max_queued_completions: int = Field(
+        1024,
+        gt=0,
+        description="Completions waiting to be generated (429 beyond; one request asking more: 400).",
+    )
 
     @model_validator(mode="after")
     def _runtime_adapters(self) -> ServeConfig:

@@ -26,6 +26,7 @@ from rewardlab.serve.errors import (
     error_body,
     install_error_handlers,
 )
+from rewardlab.serve.limits import RequestLimits, ServeLimits, too_busy
 from rewardlab.serve.registry import confined_adapter_path
 from rewardlab.serve.schemas import (
     ChatCompletionRequest,
@@ -54,9 +55,15 @@ def key_checker(api_key: str | None):
     return check
 
 
-def create_app(engine: Engine, api_key: str | None = None, adapter_dirs: list[str] | None = None) -> FastAPI:
+def create_app(
+    engine: Engine,
+    api_key: str | None = None,
+    limits: ServeLimits | None = None,
+    adapter_dirs: list[str] | None = None,
+) -> FastAPI:
     """The app over ``engine``. ``adapter_dirs``: the directories runtime adapter loads may read from;
     ``None`` turns the load and unload routes off."""
+    limits = limits or ServeLimits()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,6 +74,7 @@ def create_app(engine: Engine, api_key: str | None = None, adapter_dirs: list[st
     app = FastAPI(title="rewardlab serve", lifespan=lifespan)
     app.router.route_class = GuardedRoute
     install_error_handlers(app)
+    app.add_middleware(RequestLimits, limits=limits)
     protected = APIRouter(route_class=GuardedRoute, dependencies=[Depends(key_checker(api_key))])
     models = engine.models
     started = int(time.time())
@@ -103,8 +111,8 @@ def create_app(engine: Engine, api_key: str | None = None, adapter_dirs: list[st
             raise APIError(
                 400, f"messages: the chat template refused them: {error}", param="messages"
             ) from None
-        max_tokens = token_budget(engine, [prompt], request.token_limit, None, "messages")
-        job = submit(engine, request, [prompt], max_tokens)
+        max_tokens = token_budget(engine, [prompt], request, None, "messages", limits)
+        job = submit(engine, request, [prompt], max_tokens, limits)
         if request.stream:
             events = stream_events(engine, job, request, [prompt], chat=True)
             return StreamingResponse(events, media_type="text/event-stream")
@@ -122,8 +130,8 @@ def create_app(engine: Engine, api_key: str | None = None, adapter_dirs: list[st
     async def completions(request: CompletionRequest):
         models.adapter_of(request.model)
         prompts = [tokenize_prompt(engine, prompt) for prompt in request.prompts()]
-        max_tokens = token_budget(engine, prompts, request.max_tokens, TEXT_COMPLETION_MAX_TOKENS, "prompt")
-        job = submit(engine, request, prompts, max_tokens)
+        max_tokens = token_budget(engine, prompts, request, TEXT_COMPLETION_MAX_TOKENS, "prompt", limits)
+        job = submit(engine, request, prompts, max_tokens, limits)
         if request.stream:
             events = stream_events(engine, job, request, prompts, chat=False)
             return StreamingResponse(events, media_type="text/event-stream")
@@ -178,13 +186,23 @@ def tokenize_prompt(engine: Engine, prompt: str | list[int]) -> list[int]:
 
 
 def token_budget(
-    engine: Engine, prompts: list[list[int]], requested: int | None, default: int | None, param: str
+    engine: Engine, prompts: list[list[int]], request, default: int | None, param: str, limits: ServeLimits
 ) -> int:
-    """``max_tokens`` for the request: as requested, else ``default``, else the rest of the context.
+    """``max_tokens`` for the request: as requested (at most ``limits.max_tokens``), else ``default``, else
+    the rest of the context, at most ``limits.max_tokens``.
 
     Prompt plus completion must fit the model's context (``max_position_embeddings``): beyond it the
     position embeddings run out, so the request is refused rather than answered with nonsense.
     """
+    requested = getattr(request, "token_limit", request.max_tokens)
+    if requested is not None and requested > limits.max_tokens:
+        name = "max_tokens" if request.max_tokens is not None else "max_completion_tokens"
+        raise APIError(
+            400,
+            f"{name}: at most {limits.max_tokens} tokens per completion on this server, got {requested}",
+            code="invalid_request",
+            param=name,
+        )
     limit = engine.models.context_length
     longest = max(len(ids) for ids in prompts)
     if requested is not None:
@@ -193,6 +211,7 @@ def token_budget(
         max_tokens = default
     else:
         max_tokens = max(limit - longest, 1) if limit else 256
+    max_tokens = min(max_tokens, limits.max_tokens)
     if limit is not None and longest + max_tokens > limit:
         raise APIError(
             400,
@@ -205,7 +224,7 @@ def token_budget(
     return max_tokens
 
 
-def submit(engine: Engine, request, prompts: list[list[int]], max_tokens: int) -> Job:
+def submit(engine: Engine, request, prompts: list[list[int]], max_tokens: int, limits: ServeLimits) -> Job:
     vocab_size = getattr(engine.models.model.config, "vocab_size", None)
     if vocab_size is not None and any(token >= vocab_size for token in request.logit_bias):
         raise APIError(
@@ -213,6 +232,27 @@ def submit(engine: Engine, request, prompts: list[list[int]], max_tokens: int) -
             f"logit_bias: token ids must lie in [0, {vocab_size})",
             code="invalid_request",
             param="logit_bias",
+        )
+    if request.n > limits.max_n:
+        raise APIError(
+            400,
+            f"n: at most {limits.max_n} completions per prompt on this server, got {request.n}",
+            code="invalid_request",
+            param="n",
+        )
+    rows = len(prompts) * request.n
+    if rows > limits.max_queued_completions:
+        raise APIError(
+            400,
+            f"this request asks for {rows} completions ({len(prompts)} prompts, n = {request.n}); the server "
+            f"takes at most {limits.max_queued_completions} at once",
+            code="invalid_request",
+            param="n",
+        )
+    if engine.queued_completions + rows > limits.max_queued_completions:
+        raise too_busy(
+            f"the queue is full ({engine.queued_completions} completions waiting, at most "
+            f"{limits.max_queued_completions}); retry later"
         )
     return engine.submit(
         model=request.model,

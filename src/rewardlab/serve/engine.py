@@ -76,6 +76,11 @@ class Engine:
                 job.future.set_exception(RuntimeError("the server is shutting down"))
         self._pending.clear()
 
+    @property
+    def queued_completions(self) -> int:
+        """Completions waiting for a batch (those being generated are not counted)."""
+        return sum(job.rows for job in self._pending)
+
     def submit(
         self,
         model: str,

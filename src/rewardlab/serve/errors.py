@@ -62,7 +62,10 @@ class ASCIIJSONResponse(JSONResponse):
 
 
 def error_response(error: APIError) -> JSONResponse:
-    return ASCIIJSONResponse(error_body(error.status, error.message, error.code, error.param), error.status)
+    # A 429 says when to try again: the openai client waits that long before it retries.
+    headers = {"Retry-After": "1"} if error.status == 429 else None
+    body = error_body(error.status, error.message, error.code, error.param)
+    return ASCIIJSONResponse(body, error.status, headers=headers)
 
 
 # Exceptions the handlers below answer (in Starlette's exception middleware, which keeps the connection).

@@ -13,6 +13,7 @@ from rewardlab.models.loading import load_model, locate, resolve
 from rewardlab.serve.app import create_app
 from rewardlab.serve.engine import Engine
 from rewardlab.serve.errors import AdapterError
+from rewardlab.serve.limits import ServeLimits
 from rewardlab.serve.registry import ServedModels, adapter_dir, parse_adapter_specs
 
 
@@ -66,11 +67,12 @@ def run_server(
     port: int = 8000,
     api_key: str | None = None,
     sock: socket.socket | None = None,
+    limits: ServeLimits | None = None,
     adapter_dirs: list[str] | None = None,
 ) -> None:
     import uvicorn
 
-    app = create_app(engine, api_key, adapter_dirs=adapter_dirs)
+    app = create_app(engine, api_key, limits, adapter_dirs)
     config = uvicorn.Config(app, host=host, port=port, log_level="info")
     uvicorn.Server(config).run(sockets=[sock if sock is not None else bind(host, port)])
 
@@ -109,12 +111,20 @@ def serve(
         f"serving {', '.join(engine.models.names)} at http://{config.host}:{sock.getsockname()[1]}/v1"
         + (" (API key required)" if api_key else "")
     )
+    limits = ServeLimits(
+        max_request_bytes=config.max_request_bytes,
+        max_n=config.max_n,
+        max_tokens=config.max_tokens,
+        max_concurrent_requests=config.max_concurrent_requests,
+        max_queued_completions=config.max_queued_completions,
+    )
     run_server(
         engine,
         host=config.host,
         port=config.port,
         api_key=api_key or None,
         sock=sock,
+        limits=limits,
         adapter_dirs=adapter_dirs,
     )
 
