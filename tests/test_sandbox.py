@@ -97,6 +97,12 @@ def test_ordinary_code_runs_and_prints(env):
     assert content == "python result:\n385 10\n"
 
 
+def test_a_traceback_names_main_py_and_keeps_the_message_whole(env):
+    content, _ = tool_reply(env, "x = 1\nraise ValueError('/tmp/x')")
+    assert content.startswith("python error: exit code 1\n")
+    assert 'File "main.py", line 2' in content and content.endswith("ValueError: /tmp/x")
+
+
 @needs_bwrap
 def test_the_tool_runs_inside_the_sandbox_as_an_unprivileged_user(env):
     content, _ = tool_reply(

@@ -327,7 +327,8 @@ def _run(sandbox: _Bubblewrap | None, code: str, limits: Limits) -> Result:
             finally:
                 _kill(process, sandbox is not None)  # and whatever it left behind
         stdout = _read(out_path, limits.output_bytes, head=True)
-        stderr = _read(err_path, limits.output_bytes, head=False).replace(f"{workdir.rstrip('/')}/", "")
+        # Tracebacks name main.py, not where it was written.
+        stderr = _read(err_path, limits.output_bytes, head=False).replace(f'"{workdir}/main.py"', '"main.py"')
         out_size = out_path.stat().st_size
         reported = status_path.read_text()
     if timed_out:
