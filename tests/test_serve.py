@@ -846,6 +846,9 @@ def test_a_body_over_the_limit_is_413_declared_or_chunked(limited):
     response = httpx.post(url, content=chunks(), headers=headers)
     assert error_of(response) == (413, "request_too_large", None)
     assert "limit of 4000 bytes" in response.json()["error"]["message"]
+    with Connection(limited.url) as connection:  # refused, and the connection still serves
+        assert connection.post(CHAT, big.decode())[0] == 413
+        assert connection.post(CHAT, GOOD)[0] == 200
 
 
 def test_n_and_max_tokens_over_their_limits_are_400_naming_the_field(limited):
