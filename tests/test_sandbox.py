@@ -307,6 +307,29 @@ def test_a_bwrap_that_cannot_sandbox_here_is_a_fallback_with_its_error(fresh, mo
         assert sandbox.run_python("print(1)").stdout == "1\n"
 
 
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_lower_limits_already_in_force_are_kept_not_an_error(mode):
+    """Under a hard file-size limit below the sandbox's own (a shell's ulimit), code still runs."""
+    import resource
+    import sys
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (512 * 1024, 512 * 1024))
+
+    script = (
+        "from rewardlab.sandbox import run_python\nr = run_python('print(6 * 7)')\nprint(r.error, r.stdout)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script],
+        capture_output=True,
+        text=True,
+        preexec_fn=lower,
+        env={**os.environ, "REWARDLAB_SANDBOX": mode},
+        timeout=60,
+    )
+    assert done.stdout == "None 42\n\n", done.stderr
+
+
 def test_a_bad_mode_or_limit_is_one_line_naming_it(fresh, monkeypatch):
     monkeypatch.setenv("REWARDLAB_SANDBOX", "maybe")
     with pytest.raises(

@@ -108,7 +108,10 @@ def become_program():
     with open("main.py", "wb") as f:
         f.write(code)
     for name, value in a["limits"].items() if resource else ():
-        resource.setrlimit(getattr(resource, name), (value, value))
+        limit = getattr(resource, name)
+        hard = resource.getrlimit(limit)[1]  # a lower limit already set stays: it cannot be raised
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(limit, (value, value))
     os.execv(a["python"], [a["python"], "-I", "main.py"])
 
 
