@@ -251,7 +251,7 @@ def _bubblewrap(mode: str) -> _Bubblewrap | None:
         raise RewardlabError(f"{MODE_VARIABLE}=bwrap, but {problem}")
     _warn_once(
         f"{problem}: model-written code runs with resource limits only; {UNPROTECTED}. Install "
-        f"bubblewrap (apt-get install bubblewrap) to sandbox it, or set {MODE_VARIABLE}=off to say so."
+        "bubblewrap (apt-get install bubblewrap) to sandbox it."
     )
     return None
 

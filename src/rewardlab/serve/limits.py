@@ -43,7 +43,8 @@ class RequestLimits:
             return
         limits = self.limits
         if self.in_flight >= limits.max_concurrent_requests:
-            busy = f"too many requests: the server handles at most {self.in_flight} at once; retry later"
+            most = limits.max_concurrent_requests
+            busy = f"too many requests: the server handles at most {most} at once; retry later"
             await _answer(too_busy(busy), scope, receive, send)
             return
         self.in_flight += 1
