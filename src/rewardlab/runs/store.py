@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePath
 from typing import Any
 
+from rewardlab import atomic
 from rewardlab.errors import RewardlabError
 from rewardlab.types import ScoredRollout
 
@@ -382,8 +383,8 @@ class RunStore:
         new_id = self._insert_run(kind, config_json, manifest_json, name, parent, run_id, now)
         run_dir = self.root / new_id
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json_dumps(config, indent=2) + "\n", encoding="utf-8")
-        (run_dir / "manifest.json").write_text(json_dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        atomic.write_text(run_dir / "config.json", json_dumps(config, indent=2) + "\n")
+        atomic.write_text(run_dir / "manifest.json", json_dumps(manifest, indent=2) + "\n")
         return self.get(new_id)
 
     def _insert_run(
