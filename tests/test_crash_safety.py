@@ -3,9 +3,18 @@ checkpoint that cannot be written leaves the last good one usable."""
 
 import errno
 import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
+import rewardlab
 from rewardlab.errors import RewardlabError
 from rewardlab.runs import RunStore
 from rewardlab.train import checkpoint as ckpt
@@ -42,6 +51,118 @@ SETTINGS = {
 METRIC_TOLERANCE = {"rel": 1e-5, "abs": 1e-7}
 WEIGHT_TOLERANCE = 1e-6
 TIMEOUT_S = 300
+
+
+def child_env(**extra) -> dict:
+    source = str(Path(next(iter(rewardlab.__path__))).parent)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "REWARDLAB_QUIET": "1", **extra}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
+    return env
+
+
+def train_command(runs: Path, env_file: Path, resume: str | None = None) -> list[str]:
+    command = [sys.executable, "-m", "rewardlab.cli", "train", "--runs-dir", str(runs)]
+    if resume:
+        return [*command, "--resume", resume]
+    sets = [item for key, value in SETTINGS.items() for item in ("--set", f"{key}={value}")]
+    return [*command, "--model", "tiny", "--env", str(env_file), *sets]
+
+
+def new_run(store: RunStore, before: set[str]) -> str:
+    (run_id,) = {run.id for run in store.list()} - before
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """The environment file, the run store, and one uninterrupted run to compare against."""
+    root = tmp_path_factory.mktemp("crash")
+    env_file = root / "crash_env.py"
+    env_file.write_text(ENV_FILE)
+    runs = root / "runs"
+    store = RunStore(runs)
+    done = subprocess.run(
+        train_command(runs, env_file), env=child_env(), capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (whole,) = store.list()
+    return env_file, runs, store, whole.id
+
+
+def stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def kill_at(command: list[str], point: str, step: int) -> str:
+    """Run ``command`` until it pauses at ``point`` in ``step``, then SIGKILL it; returns its stderr."""
+    process = subprocess.Popen(
+        command, env=child_env(REWARDLAB_PAUSE_AT=f"{point}@{step}"), stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + TIMEOUT_S
+    seen = ""
+    try:
+        while "rewardlab: paused at" not in seen:
+            assert time.monotonic() < deadline, "the trainer never reached the pause point"
+            ready, _, _ = select.select([process.stderr], [], [], 1.0)
+            if ready:
+                line = process.stderr.readline()
+                assert line, f"the trainer ended before pausing:\n{seen[-3000:]}"
+                seen += line
+        while not stopped(process.pid):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    return seen
+
+
+def adapter(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "final" / "adapter_model.safetensors")
+
+
+@pytest.mark.parametrize(
+    "point, step, checkpoint_kept",
+    [("sampling", 2, 1), ("update", 3, 2), ("checkpoint", 3, 2)],
+)
+def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_run(setup, point, step, checkpoint_kept):
+    env_file, runs, store, whole = setup
+    before = {run.id for run in store.list()}
+    said = kill_at(train_command(runs, env_file), point, step)
+    assert f"paused at {point} in step {step}" in said
+    run_id = new_run(store, before)
+    run = store.get(run_id)
+    assert run.status == "running"  # a killed process records nothing more
+    assert ckpt.latest(run.dir) == ckpt.path(run.dir, checkpoint_kept)
+    leftovers = [p.name for p in (run.dir / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert bool(leftovers) == (point == "checkpoint")  # only a kill mid-write leaves a temporary
+
+    resumed = subprocess.run(
+        train_command(runs, env_file, resume=run_id),
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert store.get(run_id).status == "completed"
+    assert not [p for p in (run.dir / "checkpoints").iterdir() if p.name.startswith(".")]
+
+    expected = comparable(store.metric_table(whole))
+    got = comparable(store.metric_table(run_id))
+    assert [row["step"] for row in got] == [1, 2, 3, 4]
+    for want, have in zip(expected, got, strict=True):
+        assert have == pytest.approx(want, **METRIC_TOLERANCE), have["step"]
+    assert len(store.rollouts(run_id, phase="train")) == len(store.rollouts(whole, phase="train"))
+    want_weights, have_weights = adapter(store.get(whole).dir), adapter(run.dir)
+    assert want_weights.keys() == have_weights.keys()
+    assert any(weight.abs().max() > 0 for name, weight in want_weights.items() if "lora_B" in name)
+    for name, weight in want_weights.items():
+        assert (have_weights[name] - weight).abs().max() <= WEIGHT_TOLERANCE, name
 
 
 def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_last_good_one(tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, load_model
 
-from rewardlab import atomic
+from rewardlab import atomic, faults
 from rewardlab.errors import RewardlabError
 from rewardlab.models.adapters import write_base_record
 from rewardlab.train.common import rng_state, set_rng_state
@@ -74,6 +74,7 @@ def save(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, total
     try:
         with atomic.replacing_directory(target) as partial:
             save_weights(partial, model, tokenizer)
+            faults.pause_point("checkpoint")
             # trainer_state.pt is written last: checkpoints from before atomic writes are complete with it.
             with open(partial / "trainer_state.pt", "wb") as handle:
                 handle.write(state.getbuffer())
