@@ -191,3 +191,16 @@ def test_a_user_error_is_one_printable_line_whatever_it_quotes():
     assert user_error(parse_override, "\r=1") == "override '\\r=1' has no key"
     assert user_error(parse_override, "\x85") == "override '\\x85' must look like key=value"
     assert str(RewardlabError("a\u2028b\ud800")) == "a\\u2028b\\ud800"
+
+
+def test_an_override_nested_too_deeply_is_a_config_error():
+    message = user_error(parse_override, "max_steps=" + "[" * 5000 + "]" * 5000)
+    assert message == "override 'max_steps': its value is nested too deeply to read"
+
+
+def test_a_config_file_that_is_not_text_or_too_deep_is_a_config_error(tmp_path):
+    binary, deep = tmp_path / "binary.toml", tmp_path / "deep.toml"
+    binary.write_bytes(b"max_steps = 1\n\x80")
+    deep.write_text("v = " + "[" * 5000)
+    assert user_error(load_config, TrainConfig, binary) == f"{binary}: not UTF-8 text (byte 14)"
+    assert user_error(load_config, TrainConfig, deep) == f"{deep}: nested too deeply to read"
