@@ -210,6 +210,14 @@ def test_a_failed_write_is_named_by_what_the_file_system_said():
     assert ckpt.io_failure(RuntimeError("a bug")) is None  # not the disk's fault: the traceback stays
 
 
+def test_a_full_disk_under_torch_save_is_found_behind_its_runtime_error():
+    """torch.save into a file on a full disk raises this RuntimeError while handling the file's OSError (as
+    seen on a full tmpfs with torch 2.13)."""
+    error = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    error.__context__ = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert ckpt.io_failure(error) == "no space left on device"
+
+
 def test_a_checkpoint_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     store = RunStore(tmp_path / "runs")
     train(easy_config(tmp_path, max_steps=2, checkpoint_every=1), store, env=easy_env())

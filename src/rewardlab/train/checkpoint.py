@@ -11,7 +11,6 @@ one line saying so and naming the checkpoint kept.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
@@ -60,24 +59,21 @@ def save(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, total
     target = path(run_dir, step)
     folder = target.parent
     atomic.remove_temporaries(folder)  # what a write interrupted by a crash left behind
-    state = io.BytesIO()
-    torch.save(
-        {
-            "step": step,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": rng_state(),
-            "totals": totals,
-        },
-        state,
-    )
+    state = {
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(),
+        "totals": totals,
+    }
     try:
         with atomic.replacing_directory(target) as partial:
             save_weights(partial, model, tokenizer)
             faults.pause_point("checkpoint")
             # trainer_state.pt is written last: checkpoints from before atomic writes are complete with it.
+            # Through a Python file, so a failed write's OSError is kept (as the context of torch's error).
             with open(partial / "trainer_state.pt", "wb") as handle:
-                handle.write(state.getbuffer())
+                torch.save(state, handle)
     except Exception as error:
         reason = io_failure(error)
         if reason is None:
@@ -99,13 +95,19 @@ _OS_ERROR_CODE = re.compile(r"\(os error (\d+)\)")
 def io_failure(error: BaseException) -> str | None:
     """What the file system said when ``error`` is a failed write (a full disk, say), else ``None``.
 
-    Writers report it in their own ways: ``OSError`` from Python, ``... (os error 28)`` from safetensors.
+    Writers report it in their own ways: ``OSError`` from Python, ``... (os error 28)`` from safetensors, a
+    ``RuntimeError`` from ``torch.save`` raised while handling the file's ``OSError``.
     """
-    if isinstance(error, OSError) and error.errno is not None:
-        return os.strerror(error.errno).lower()
-    found = _OS_ERROR_CODE.search(str(error))
-    if found:
-        return os.strerror(int(found.group(1))).lower()
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            return os.strerror(current.errno).lower()
+        found = _OS_ERROR_CODE.search(str(current))
+        if found:
+            return os.strerror(int(found.group(1))).lower()
+        current = current.__cause__ or current.__context__
     return None
 
 
