@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from rewardlab.errors import RewardlabError
+
 # Where `make test` (and `rewardlab models fetch`) put real models, read before the session points the cache
 # at a private directory: the real-model smoke test looks there.
 USER_CACHE = Path(os.environ.get("REWARDLAB_CACHE", Path.home() / ".cache" / "rewardlab"))
@@ -41,3 +43,13 @@ def with_lora(model, seed=1):
             if "lora_B" in name:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
     return model
+
+
+def user_error(call, *args) -> str:
+    """The message of the user error ``call(*args)`` raises, checked to be one printable line."""
+    with pytest.raises(RewardlabError) as caught:
+        call(*args)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1, repr(message)
+    message.encode("utf-8")
+    return message

@@ -7,6 +7,7 @@ import pytest
 import tomllib
 from typer.testing import CliRunner
 
+from conftest import user_error
 from rewardlab.cli import app
 from rewardlab.config import (
     AuditConfig,
@@ -23,7 +24,8 @@ from rewardlab.config import (
     resume_config,
     to_toml,
 )
-from rewardlab.errors import ConfigError
+from rewardlab.config.files import parse_override
+from rewardlab.errors import ConfigError, RewardlabError
 from rewardlab.runs import RunStore
 
 COMMANDS = {
@@ -183,3 +185,22 @@ def test_max_new_tokens_auto_is_the_environments_budget():
     five = load_config(TrainConfig, overrides=["sampling.max_new_tokens=5"])
     assert five.sampling.max_new_tokens_for(env) == 5
     assert EvalConfig.model_validate({"sampling": {"max_new_tokens": None}}).sampling.max_new_tokens == "auto"
+
+
+def test_a_user_error_is_one_printable_line_whatever_it_quotes():
+    assert user_error(parse_override, "\r=1") == "override '\\r=1' has no key"
+    assert user_error(parse_override, "\x85") == "override '\\x85' must look like key=value"
+    assert str(RewardlabError("a\u2028b\ud800")) == "a\\u2028b\\ud800"
+
+
+def test_an_override_nested_too_deeply_is_a_config_error():
+    message = user_error(parse_override, "max_steps=" + "[" * 5000 + "]" * 5000)
+    assert message == "override 'max_steps': its value is nested too deeply to read"
+
+
+def test_a_config_file_that_is_not_text_or_too_deep_is_a_config_error(tmp_path):
+    binary, deep = tmp_path / "binary.toml", tmp_path / "deep.toml"
+    binary.write_bytes(b"max_steps = 1\n\x80")
+    deep.write_text("v = " + "[" * 5000)
+    assert user_error(load_config, TrainConfig, binary) == f"{binary}: not UTF-8 text (byte 14)"
+    assert user_error(load_config, TrainConfig, deep) == f"{deep}: nested too deeply to read"

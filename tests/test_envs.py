@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from conftest import user_error
 from rewardlab.envs import SingleTurnEnv, load_environment, load_examples
 from rewardlab.envs.builtin.arithmetic import careless, solve
 from rewardlab.errors import DatasetError, EnvironmentLoadError
@@ -131,3 +132,28 @@ def test_asking_for_more_problems_than_exist_is_a_one_line_user_error():
         env.adversarial_examples(5000, seed=0)
     with pytest.raises(RewardlabError, match="distinct eval problems exist"):
         env.fresh_examples(5000, seed=0)
+
+
+def test_dataset_rows_with_odd_values_are_dataset_errors():
+    where = "dataset row 0"
+    assert user_error(load_examples, [{"prompt": "a\ud800"}]) == (
+        f"{where}: 'prompt' holds '\\ud800', a lone surrogate: not text (UTF-8 cannot encode it)"
+    )
+    assert "'info' holds" in user_error(load_examples, [{"prompt": "x", "info": {"k": "\udfff"}}])
+    assert user_error(load_examples, [{"prompt": [{"role": [], "content": "x"}]}]) == (
+        f"{where}: prompt message 0 has unknown role [] (list) (roles: assistant, system, tool, user)"
+    )
+    assert user_error(load_examples, [{"prompt": "x", "info": "[" * 5000}]) == (
+        f"{where}: 'info' is nested too deeply to read"
+    )
+    assert "'answer' is neither text nor JSON" in user_error(load_examples, [{"prompt": "x", "answer": {1j}}])
+
+
+def test_dataset_files_that_are_not_text_or_too_deep_are_dataset_errors(tmp_path):
+    binary, deep, bom = tmp_path / "binary.jsonl", tmp_path / "deep.json", tmp_path / "bom.jsonl"
+    binary.write_bytes(b'{"prompt": "x"}\n\x80\n')
+    deep.write_text("[" * 5000 + "]" * 5000)
+    bom.write_bytes('\ufeff{"prompt": "x"}\r\n{"prompt": "y"}\r\n'.encode())
+    assert user_error(load_examples, binary) == f"{binary} line 2: not UTF-8 text (byte 16)"
+    assert user_error(load_examples, deep) == f"{deep}: nested too deeply to read"
+    assert [e.prompt[0]["content"] for e in load_examples(bom)] == ["x", "y"]  # a byte-order mark, CRLF lines

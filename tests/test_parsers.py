@@ -1,4 +1,5 @@
-from rewardlab.rubrics.parsers import Parser, XMLParser
+from conftest import user_error
+from rewardlab.rubrics.parsers import JSONParser, Parser, ToolCallParser, XMLParser
 
 
 def test_answer_is_stripped():
@@ -60,3 +61,27 @@ def test_custom_tag_and_format_answer():
 def test_identity_parser():
     assert Parser().parse_answer("  x ") == "x"
     assert Parser().parse_answer("   ") is None
+
+
+def test_parsers_read_any_list_of_messages_and_refuse_what_is_not_one():
+    assert XMLParser().format_reward_func()([]) == 0.0
+    turns = [{"role": "assistant", "content": None}]  # a turn of tool calls only
+    assert XMLParser().parse_answer(turns) is None
+    parts = [{"role": "assistant", "content": [{"type": "text", "text": "<answer>4</answer>"}]}]
+    assert XMLParser().parse_answer(parts) == "4"
+    assert XMLParser().format_reward_func()(parts) == 1.0
+    assert user_error(XMLParser().parse_answer, None) == (
+        "a completion must be text or a list of chat messages, got NoneType"
+    )
+    assert user_error(JSONParser().parse_answer, ["hi"]) == (
+        "completion message 0 must be an object with 'role' and 'content', got str"
+    )
+    assert user_error(ToolCallParser().parse_tool_calls, [{"role": "assistant", "content": 3}]) == (
+        "completion message 0: 'content' must be text, got int"
+    )
+
+
+def test_json_nested_deeper_than_the_stack_is_not_an_answer():
+    deep = '{"a": ' + "[" * 5000 + "1" + "]" * 5000 + "}"
+    assert JSONParser().parse_answer(deep) is None
+    assert JSONParser().parse_answer(deep + ' then {"b": 2}') == {"b": 2}

@@ -112,6 +112,49 @@ def test_a_misbehaving_call_errors_only_its_component_of_its_rollout(mode, reaso
     assert [s.components["misbehave"] for s in again] == [4.0] * 6
 
 
+def hog(completion: str) -> float:
+    """Allocates 2 GB, far more than its worker may, when asked to: at once, or 8 MB at a time."""
+    if completion == "at once":
+        bytearray(2 << 30)
+    if completion == "bit by bit":
+        blocks = [bytearray(8 << 20) for _ in range(256)]
+        return float(len(blocks))
+    return float(len(completion))
+
+
+def address_space_mb(completion: str) -> float:
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_AS)[0] / 2**20
+
+
+@pytest.mark.parametrize("mode", ["at once", "bit by bit"])
+def test_a_call_over_the_memory_limit_errors_and_its_worker_is_replaced(mode):
+    rubric = Rubric([hog], workers=2, memory_mb=256, timeout=10.0)
+    runner = shared_runner(2, 256)
+    rubric.score([rollout("warm")] * 4)
+    before = set(runner.worker_pids)
+    assert len(before) == 2
+
+    texts = ["a", mode, "bb", "ccc", "dddd", "eeeee"]
+    scored = rubric.score([rollout(text) for text in texts])
+    assert scored[1].errors == {"hog": "memory limit (256 MB) reached"}
+    assert [s.components["hog"] for i, s in enumerate(scored) if i != 1] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    [lost] = before - set(runner.worker_pids)
+    assert not alive(lost)
+    again = rubric.score([rollout("fine")] * 4)  # a replacement worker takes over
+    assert [s.components["hog"] for s in again] == [4.0] * 4
+
+
+def test_the_memory_limit_has_a_default_and_is_configurable():
+    assert Rubric([address_space_mb], workers=1).score([rollout("x")])[0].reward == 4096
+    assert Rubric([address_space_mb], workers=1, memory_mb=1024).score([rollout("x")])[0].reward == 1024
+    unlimited = Rubric([address_space_mb], workers=1, memory_mb=None).score([rollout("x")])[0].reward
+    assert unlimited == address_space_mb("")  # as this process has it
+    with pytest.raises(RewardlabError, match="memory_mb must be a positive integer or None"):
+        Rubric([steady], memory_mb=0)
+
+
 def test_each_function_can_have_its_own_timeout():
     rubric = Rubric([steady], timeout=30.0, workers=FAILURE_WORKERS).add(misbehave, name="quick", timeout=0.5)
     [scored] = rubric.score([rollout("hang")])

@@ -7,11 +7,14 @@ from itertools import groupby
 
 import pytest
 
+from conftest import user_error
 from rewardlab.config import EvalConfig
 from rewardlab.envs import MultiTurnEnv, load_environment
 from rewardlab.envs.builtin.maze import best_move
 from rewardlab.envs.builtin.wordle import word_list
 from rewardlab.eval.evaluate import evaluate
+from rewardlab.models.chat import ChatRenderer
+from rewardlab.models.tiny import build_tiny_tokenizer
 from rewardlab.rubrics import Rubric, XMLParser
 from rewardlab.sampling.base import Generation, SamplingParams
 from rewardlab.sampling.local import LocalSampler
@@ -193,3 +196,28 @@ def test_continuation_closes_the_turn_once(tiny, cut):
     assert tokenizer.decode(delta, skip_special_tokens=False) == (
         ("<|end|>" if cut else "") + "<|user|>ok<|end|><|assistant|>"
     )
+
+
+def test_a_conversation_the_template_cannot_take_is_one_line():
+    renderer = ChatRenderer(build_tiny_tokenizer())
+    assert user_error(renderer.prompt_ids, []) == (
+        "a conversation must be a non-empty list of chat messages, got an empty list"
+    )
+    assert user_error(renderer.prompt_ids, None) == (
+        "a conversation must be a non-empty list of chat messages, got NoneType"
+    )
+    assert user_error(renderer.prompt_ids, [None]) == (
+        "chat message 0 must be an object with 'role' and 'content', got NoneType"
+    )
+    assert (
+        user_error(renderer.prompt_ids, [{"role": "user"}])
+        == "chat message 0: 'content' must be text, got nothing"
+    )
+    assert user_error(renderer.prompt_ids, [{"role": "user", "content": 3}]) == (
+        "chat message 0: 'content' must be text, got int"
+    )
+    assert user_error(renderer.prompt_ids, [{"role": "user", "content": "a\ud800"}]) == (
+        "chat message 0: 'content' holds '\\ud800' at position 1, a lone surrogate: not text "
+        "(UTF-8 cannot encode it)"
+    )
+    assert user_error(renderer.encode, "\ud800").startswith("the text to tokenize holds '\\ud800'")

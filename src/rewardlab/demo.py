@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rewardlab import atomic
 from rewardlab.config import DemoConfig, EvalConfig, SFTConfig, TrainConfig, to_toml
 from rewardlab.console import say
 from rewardlab.envs.registry import load_environment_for
@@ -183,14 +184,14 @@ def run_demo(config: DemoConfig, store: RunStore | None = None, parent: str | No
     demo = store.create_run(
         "demo", config.model_dump(), collect_manifest(config.seed), name="demo", parent=parent
     )
-    (demo.dir / "demo.toml").write_text(to_toml(config, header="rewardlab demo --config demo.toml"))
+    atomic.write_text(demo.dir / "demo.toml", to_toml(config, header="rewardlab demo --config demo.toml"))
     with store.failure_recorded(demo.id):
         result = _stages(config, store, demo)
         result.wall_seconds = time.perf_counter() - started
         result.report_path = render(result, store)
         result.summary_path = demo.dir / "summary.json"
         summary = result.summary()
-        result.summary_path.write_text(json.dumps(to_jsonable(summary), indent=2))
+        atomic.write_text(result.summary_path, json.dumps(to_jsonable(summary), indent=2))
     store.finish(demo.id, summary={"mean_reward": result.tuned.summary["mean_reward"], **summary})
     return result
 

@@ -13,6 +13,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from rewardlab import atomic
 from rewardlab.config import DemoConfig, to_toml
 from rewardlab.console import say
 from rewardlab.demo import DemoResult, run_demo
@@ -72,7 +73,7 @@ def run_demo_seeds(config: DemoConfig, store: RunStore | None = None) -> SeedSpr
     parent = store.create_run(
         "demo", config.model_dump(), collect_manifest(config.seed), name=f"demo over {config.seeds} seeds"
     )
-    (parent.dir / "demo.toml").write_text(to_toml(config, header="rewardlab demo --config demo.toml"))
+    atomic.write_text(parent.dir / "demo.toml", to_toml(config, header="rewardlab demo --config demo.toml"))
     results = []
     with store.failure_recorded(parent.id):
         for offset in range(config.seeds):
@@ -82,9 +83,9 @@ def run_demo_seeds(config: DemoConfig, store: RunStore | None = None) -> SeedSpr
         spread = SeedSpread(parent.id, parent.dir, results)
         summary = {"per_seed": spread.rows(), "spread": spread.spread()}
         spread.summary_path = parent.dir / "seeds.json"
-        spread.summary_path.write_text(json.dumps(to_jsonable(summary), indent=2))
+        atomic.write_text(spread.summary_path, json.dumps(to_jsonable(summary), indent=2))
         spread.report_path = parent.dir / "seeds.md"
-        spread.report_path.write_text("\n".join(report_lines(spread)) + "\n")
+        atomic.write_text(spread.report_path, "\n".join(report_lines(spread)) + "\n")
     store.finish(parent.id, summary=summary)
     return spread
 

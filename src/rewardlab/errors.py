@@ -5,9 +5,25 @@ Anything the user can fix (a bad config field, a missing file, a dataset row wit
 code 2; everything else is a bug and keeps its traceback.
 """
 
+# Every character at which ``str.splitlines`` breaks a line, and the escape written in its place.
+_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_LINE_BREAKS = {ord(c): c.encode("unicode_escape").decode() for c in _BREAKS}
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks written as escapes (``\\n``), so it prints as one line, and any lone
+    surrogate (from a file's ``\\ud800`` escape) as its escape too, so it can be printed at all."""
+    return text.translate(_LINE_BREAKS).encode("utf-8", "backslashreplace").decode("utf-8")
+
 
 class RewardlabError(Exception):
-    """A problem with the user's input, described in one line."""
+    """A problem with the user's input, described in one line: a line break in a message (from a file name,
+    a config key, a dataset's text) is written as its escape, and so is a character UTF-8 cannot encode."""
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (one_line(args[0]),)
+        super().__init__(*args)
 
 
 class ConfigError(RewardlabError):

@@ -37,6 +37,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw  # not a TOML literal: a bare string
+    except RecursionError:
+        raise ConfigError(f"override '{key}': its value is nested too deeply to read") from None
     return key.split("."), value
 
 
@@ -60,9 +62,13 @@ def read_config(
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: invalid TOML ({error})") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: nested too deeply to read") from None
     for override in overrides or []:
         _set(data, *parse_override(override))
         source = f"{path}" if path else "command line"

@@ -21,6 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from rewardlab import atomic
 from rewardlab.config import EvalConfig
 from rewardlab.console import progress
 from rewardlab.envs.base import Environment
@@ -163,22 +164,23 @@ def request_summary(stats: RequestStats) -> dict:
 
 
 def write_results(path: Path, scored: list[ScoredRollout]) -> None:
-    with path.open("w") as handle:
-        for s in scored:
-            row = {
-                "example_id": s.rollout.example.id,
-                "sample_index": s.rollout.sample_index,
-                "prompt": s.rollout.example.prompt,
-                "completion": s.rollout.completion,
-                "answer": s.rollout.example.answer,
-                "reward": s.reward,
-                "components": s.components,
-                "errors": s.errors,
-                "truncated": s.rollout.truncated,
-                "completion_tokens": s.rollout.num_completion_tokens,
-                "latency_s": s.rollout.latency_s,
-            }
-            handle.write(json.dumps(to_jsonable(row)) + "\n")
+    lines = []
+    for s in scored:
+        row = {
+            "example_id": s.rollout.example.id,
+            "sample_index": s.rollout.sample_index,
+            "prompt": s.rollout.example.prompt,
+            "completion": s.rollout.completion,
+            "answer": s.rollout.example.answer,
+            "reward": s.reward,
+            "components": s.components,
+            "errors": s.errors,
+            "truncated": s.rollout.truncated,
+            "completion_tokens": s.rollout.num_completion_tokens,
+            "latency_s": s.rollout.latency_s,
+        }
+        lines.append(json.dumps(to_jsonable(row)) + "\n")
+    atomic.write_text(path, "".join(lines))
 
 
 DEFAULT_GENERATED = 200  # fresh/adversarial examples when num_examples is not given
@@ -306,7 +308,7 @@ def evaluate(
     if config.model.base_url is not None:
         summary["endpoint"] = config.model.base_url
     summary["env"] = config.env.name
-    (run.dir / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2))
+    atomic.write_text(run.dir / "summary.json", json.dumps(to_jsonable(summary), indent=2))
     store.finish(run.id, summary=summary)
     write_run_report(store, run.id)
     return EvalResult(run.id, run.dir, summary, scored)

@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from rewardlab import atomic
 from rewardlab.eval.plots import plot_eval_overview, plot_panels
 from rewardlab.eval.report import eval_table
 from rewardlab.runs.store import Run, RunStore
@@ -23,7 +24,7 @@ def write_run_report(store: RunStore, run_id: str) -> Path:
     run = store.get(run_id)
     writer = {"sft": _sft_lines, "train": _train_lines, "eval": _eval_lines}[run.kind]
     path = run.dir / "report.md"
-    path.write_text("\n".join(writer(store, run)) + "\n")
+    atomic.write_text(path, "\n".join(writer(store, run)) + "\n")
     return path
 
 

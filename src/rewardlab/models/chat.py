@@ -8,7 +8,10 @@ between the model's last token and the next assistant turn.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
+from typing import Any
 
+from rewardlab.errors import RewardlabError
 from rewardlab.types import Messages
 
 # For tokenizers without a chat template: plain "role: content" lines.
@@ -16,6 +19,37 @@ PLAIN_TEMPLATE = (
     "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant:{% endif %}"
 )
+
+
+def check_text(text: str, what: str) -> None:
+    """``text`` can be tokenized: no lone surrogate, which UTF-8 (and so every tokenizer) cannot encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        bad = error.object[error.start : error.end]
+        raise RewardlabError(
+            f"{what} holds {bad!r} at position {error.start}, a lone surrogate: not text "
+            "(UTF-8 cannot encode it)"
+        ) from None
+
+
+def check_messages(messages: Any) -> None:
+    """A conversation the renderer can take: a non-empty list of ``{"role": text, "content": text}``; anything
+    else is one line naming the first message that is not."""
+    if not isinstance(messages, list | tuple) or not messages:
+        got = "an empty list" if isinstance(messages, list | tuple) else type(messages).__name__
+        raise RewardlabError(f"a conversation must be a non-empty list of chat messages, got {got}")
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise RewardlabError(
+                f"chat message {i} must be an object with 'role' and 'content', got {type(message).__name__}"
+            )
+        for key in ("role", "content"):
+            value = message.get(key)
+            if not isinstance(value, str):
+                got = "nothing" if key not in message else type(value).__name__
+                raise RewardlabError(f"chat message {i}: '{key}' must be text, got {got}")
+            check_text(value, f"chat message {i}: '{key}'")
 
 
 class ChatRenderer:
@@ -26,12 +60,17 @@ class ChatRenderer:
         self._warned = False
 
     def render(self, messages: Messages, add_generation_prompt: bool = True) -> str:
+        check_messages(messages)
         return self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=add_generation_prompt, chat_template=self.template
         )
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        try:
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        except TypeError:  # a tokenizer takes no lone surrogate: say so, whatever else went wrong stays
+            check_text(text, "the text to tokenize")
+            raise
 
     def prompt_ids(self, messages: Messages) -> list[int]:
         return self.encode(self.render(messages, add_generation_prompt=True))

@@ -8,19 +8,47 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rewardlab.errors import RewardlabError
 from rewardlab.types import Messages
 
 
 def _as_text(completion: str | Messages) -> str:
+    """The text to read: the completion itself, or the content of its last assistant message ("" if none).
+
+    A content of ``None`` (a turn of tool calls only) is empty; a list of OpenAI content parts is the text of
+    its text parts. Anything else is a one-line error naming what was given.
+    """
     if isinstance(completion, str):
         return completion
-    for message in reversed(completion):
+    if not isinstance(completion, list | tuple):
+        raise RewardlabError(
+            f"a completion must be text or a list of chat messages, got {type(completion).__name__}"
+        )
+    for index in range(len(completion) - 1, -1, -1):
+        message = completion[index]
+        if not isinstance(message, Mapping):
+            raise RewardlabError(
+                f"completion message {index} must be an object with 'role' and 'content', "
+                f"got {type(message).__name__}"
+            )
         if message.get("role") == "assistant":
-            return message.get("content", "")
+            return _content_text(message.get("content"), index)
     return ""
+
+
+def _content_text(content: Any, index: int) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(part, Mapping) for part in content):
+        texts = [part.get("text") for part in content if part.get("type") == "text"]
+        return "".join(text for text in texts if isinstance(text, str))
+    raise RewardlabError(f"completion message {index}: 'content' must be text, got {type(content).__name__}")
 
 
 class Parser:
@@ -37,7 +65,7 @@ class Parser:
     def format_reward_func(self):
         """A reward in [0, 1] for following the expected format."""
 
-        def format_reward(completion: str) -> float:
+        def format_reward(completion: str | Messages) -> float:
             return 1.0 if self.parse_answer(completion) is not None else 0.0
 
         return format_reward
@@ -74,8 +102,8 @@ class XMLParser(Parser):
         0.5 for a parsable answer with trailing text or several answer blocks; 0 otherwise."""
         close = f"</{self.answer_tag}>"
 
-        def format_reward(completion: str) -> float:
-            text = self._outside_think(completion)
+        def format_reward(completion: str | Messages) -> float:
+            text = self._outside_think(_as_text(completion))
             matches = self._answer.findall(text)
             if not matches or not matches[-1].strip():
                 return 0.0
@@ -149,7 +177,7 @@ class JSONParser(Parser):
         for start in starts:
             try:
                 value, end = _STRICT_JSON.raw_decode(text, start)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's stack allows
                 continue
             # ends last wins; for the same end, the outer (earlier-starting) object
             if isinstance(value, dict) and (best is None or end > best[0]):

@@ -35,6 +35,7 @@ from typing import Any, Literal
 from rewardlab.errors import RewardlabError
 from rewardlab.rubrics.parsers import Parser
 from rewardlab.rubrics.runner import (
+    DEFAULT_MEMORY_MB,
     Dispatcher,
     RewardCallError,
     Shipped,
@@ -108,7 +109,9 @@ class Rubric:
     ``primary`` names the correctness component (the first function by default): pass@k and the
     comparison's "solved" counts are read from it. ``isolation`` says where synchronous functions run
     ("process": a shared pool of ``workers`` processes; "inline": here); ``timeout`` is the limit per call
-    in seconds for isolated and async functions (:meth:`add` takes one per function).
+    in seconds for isolated and async functions (:meth:`add` takes one per function); ``memory_mb`` is each
+    worker process's address space (``None``: no limit), and a call that runs out of it errors with
+    ``memory limit (N MB) reached`` and its worker is replaced.
     """
 
     def __init__(
@@ -122,11 +125,16 @@ class Rubric:
         isolation: Isolation = "process",
         timeout: float = 30.0,
         workers: int | None = None,
+        memory_mb: int | None = DEFAULT_MEMORY_MB,
     ):
         if isolation not in ISOLATIONS:
             raise RewardlabError(f"unknown reward isolation '{isolation}' (choose: {', '.join(ISOLATIONS)})")
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise RewardlabError(f"reward workers must be a positive integer, got {workers!r}")
+        if memory_mb is not None and (
+            isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or memory_mb < 1
+        ):
+            raise RewardlabError(f"reward memory_mb must be a positive integer or None, got {memory_mb!r}")
         self._warned: set[str] = set()
         if isolation == "process" and os.name != "posix":
             self._warn_once(
@@ -138,7 +146,8 @@ class Rubric:
         self.workers = workers
         self.parser = parser or Parser()
         self.functions: list[RewardFunction] = []
-        self._dispatcher = Dispatcher(workers, self._warn_once)
+        self.memory_mb = memory_mb
+        self._dispatcher = Dispatcher(workers, self._warn_once, memory_mb)
         weights = list(weights) if weights is not None else [1.0] * len(funcs)
         if len(weights) != len(funcs):
             raise RewardlabError(f"rubric has {len(funcs)} reward functions but {len(weights)} weights")

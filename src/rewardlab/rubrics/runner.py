@@ -5,7 +5,9 @@ Run in the trainer's process, any of those stops the run. Here each call runs in
 
 * a call that outlives its timeout gets its worker killed and fails with ``timed out after 2.0s``;
 * a worker that dies fails the call it was running with ``worker died (exit code -11, SIGSEGV)``;
-* either way the worker is replaced and the calls queued behind it go to a healthy worker, so the other
+* a call that allocates more than the worker's memory limit (``memory_mb``, address space, 4096 MB by
+  default) fails with ``memory limit (4096 MB) reached``;
+* in each case the worker is replaced and the calls queued behind it go to a healthy worker, so the other
   rollouts' results are unaffected.
 
 Design choices, and why:
@@ -37,6 +39,7 @@ import json
 import math
 import os
 import pickle
+import resource
 import signal
 import socket
 import subprocess
@@ -59,6 +62,8 @@ import cloudpickle
 LOAD_TIMEOUT_S = 120.0
 MAX_CHUNK = 32  # calls handed to a worker at once: large enough to amortise a message, small to balance
 DEFAULT_MAX_WORKERS = 8  # each worker holds its own imports; reward calls are rarely the bottleneck
+# Address space of each worker: room for torch and a tokenizer, not for a reward that leaks or explodes.
+DEFAULT_MEMORY_MB = 4096
 
 
 class RewardCallError(Exception):
@@ -172,7 +177,7 @@ _LOADED = b"loaded"
 # re-import the user's main script in the child, which runs a script without a ``__main__`` guard again.
 _BOOTSTRAP = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
-    "from rewardlab.rubrics.runner import worker_main; worker_main(*map(int, sys.argv[2:5]))"
+    "from rewardlab.rubrics.runner import worker_main; worker_main(*map(int, sys.argv[2:6]))"
 )
 
 
@@ -183,32 +188,54 @@ def _exit_with_parent(lifeline: int) -> None:
     os._exit(0)
 
 
+def memory_limit_reached(memory_mb: int) -> str:
+    return f"memory limit ({memory_mb} MB) reached"
+
+
+def _limit_memory(memory_mb: int) -> None:
+    """Cap this process's address space at ``memory_mb`` (0: no cap); a lower hard limit is kept."""
+    if memory_mb <= 0:
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    wanted = memory_mb * 1024 * 1024
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (wanted, hard))
+
+
 def _run_call(
     objects: dict[int, Any],
     broken: dict[int, str],
     function_key: int,
     arguments: bytes,
     injected: tuple[tuple[str, int], ...],
-) -> tuple[bool, Any]:
+    memory_mb: int = 0,
+) -> tuple[bool, Any, bool]:
+    """(ok, the reward or the reason, whether this worker must be replaced)."""
     try:
         for key in (function_key, *(key for _, key in injected)):
             if key in broken:
-                return False, f"cannot load it in a worker process: {broken[key]}"
+                return False, f"cannot load it in a worker process: {broken[key]}", False
         kwargs = pickle.loads(arguments)
         for argument, key in injected:
             kwargs[argument] = objects[key]
-        return True, as_reward(objects[function_key](**kwargs))
+        return True, as_reward(objects[function_key](**kwargs)), False
+    except MemoryError as error:  # what a function left allocated would fail the next calls: a new worker
+        reason = memory_limit_reached(memory_mb) if memory_mb > 0 else describe_error(error)
+        return False, reason, True
     except BaseException as error:  # SystemExit from a reward function is its failure, not the worker's
-        return False, describe_error(error)
+        return False, describe_error(error), False
     finally:
         if hasattr(signal, "alarm"):
             signal.alarm(0)  # an alarm a function forgot to cancel must not kill the next call
 
 
-def worker_main(commands_fd: int, results_fd: int, lifeline_fd: int) -> None:
-    """The loop of a worker process: receive a chunk of calls, answer each as it finishes."""
+def worker_main(commands_fd: int, results_fd: int, lifeline_fd: int, memory_mb: int = 0) -> None:
+    """The loop of a worker process: receive a chunk of calls, answer each as it finishes. A call that ran
+    out of memory is answered, then the worker leaves (the parent hands the rest of the chunk on)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which then stops us
     threading.Thread(target=_exit_with_parent, args=(lifeline_fd,), daemon=True).start()
+    _limit_memory(memory_mb)
     commands = Connection(commands_fd, writable=False)
     results = Connection(results_fd, readable=False)
     objects: dict[int, Any] = {}
@@ -232,7 +259,10 @@ def worker_main(commands_fd: int, results_fd: int, lifeline_fd: int) -> None:
                 broken[key] = describe_error(error)
         results.send_bytes(_LOADED)
         for function_key, arguments, injected in calls:
-            results.send_bytes(pickle.dumps(_run_call(objects, broken, function_key, arguments, injected)))
+            result = _run_call(objects, broken, function_key, arguments, injected, memory_mb)
+            results.send_bytes(pickle.dumps(result))
+            if result[2]:
+                os._exit(0)
 
 
 # -- the pool ---------------------------------------------------------------------------------------------
@@ -263,7 +293,7 @@ class _Worker:
         return self.clock + (self.tasks[0].timeout if self.loaded else LOAD_TIMEOUT_S)
 
 
-def _start_worker_process() -> _Worker:
+def _start_worker_process(memory_mb: int) -> _Worker:
     commands_read, commands_write = os.pipe()
     results_read, results_write = os.pipe()
     lifeline_read, lifeline_write = os.pipe()
@@ -271,7 +301,7 @@ def _start_worker_process() -> _Worker:
     path = [entry or os.getcwd() for entry in sys.path]
     try:
         process = subprocess.Popen(
-            [sys.executable, "-c", _BOOTSTRAP, json.dumps(path), *map(str, child_ends)],
+            [sys.executable, "-c", _BOOTSTRAP, json.dumps(path), *map(str, child_ends), str(memory_mb)],
             stdin=subprocess.DEVNULL,  # a reward function must not read the terminal
             pass_fds=child_ends,
         )
@@ -303,15 +333,17 @@ def default_workers() -> int:
 
 
 class RewardRunner:
-    """A pool of ``workers`` processes started on demand, replaced when one hangs or dies.
+    """A pool of ``workers`` processes started on demand, replaced when one hangs, dies or runs out of its
+    ``memory_mb`` of address space (``None``: no limit).
 
     :meth:`submit` is thread-safe and returns one :class:`~concurrent.futures.Future` per call: its result
     is the reward, or it raises :class:`RewardCallError` with the reason. One background thread owns the
     workers' pipes; :meth:`close` stops it and every worker. POSIX only (it passes pipes to the workers).
     """
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, memory_mb: int | None = DEFAULT_MEMORY_MB):
         self.size = workers or default_workers()
+        self.memory_mb = memory_mb or 0
         self._workers: list[_Worker] = []
         self._pending: deque[_Task] = deque()
         self._lock = threading.Lock()
@@ -407,7 +439,7 @@ class RewardRunner:
             if not worker.tasks:
                 return worker
         if len(self._workers) < self.size:
-            worker = _start_worker_process()
+            worker = _start_worker_process(self.memory_mb)
             self._workers.append(worker)
             return worker
         return None
@@ -464,12 +496,17 @@ class RewardRunner:
                 if message == _LOADED:
                     worker.loaded, worker.clock = True, now
                     continue
-                ok, value = pickle.loads(message)
+                ok, value, retire = pickle.loads(message)
                 task = worker.tasks.popleft()
                 if ok:
                     task.future.set_result(value)
                 else:
                     task.future.set_exception(RewardCallError(value))
+                if retire:  # it is leaving: what it was given next goes to another worker
+                    self._requeue(list(worker.tasks))
+                    worker.tasks.clear()
+                    self._discard(worker)
+                    return
                 worker.clock = now
                 if not worker.tasks:
                     worker.loaded = False
@@ -555,8 +592,14 @@ class Dispatcher:
     says so (the rubric says each thing once).
     """
 
-    def __init__(self, workers: int | None, warn: Callable[[str, str], None]):
+    def __init__(
+        self,
+        workers: int | None,
+        warn: Callable[[str, str], None],
+        memory_mb: int | None = DEFAULT_MEMORY_MB,
+    ):
         self.workers = workers
+        self.memory_mb = memory_mb
         self.warn = warn
         self._parser: tuple[Any, Shipped | None] | None = None
 
@@ -614,23 +657,24 @@ class Dispatcher:
             limits.append(call.timeout)
         if not packed:
             return {}
-        futures = shared_runner(self.workers).submit(packed, limits)
+        futures = shared_runner(self.workers, self.memory_mb).submit(packed, limits)
         return {key: asyncio.wrap_future(future) for key, future in zip(keys, futures, strict=True)}
 
 
-# -- one pool per worker count, shared by every rubric in the process ------------------------------------
+# -- one pool per worker count and memory limit, shared by every rubric in the process -------------------
 
-_shared: dict[int, RewardRunner] = {}
+_shared: dict[tuple[int, int], RewardRunner] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_runner(workers: int | None = None) -> RewardRunner:
-    """The process-wide pool with ``workers`` workers (the default: CPUs available, at most 8)."""
-    size = workers or default_workers()
+def shared_runner(workers: int | None = None, memory_mb: int | None = DEFAULT_MEMORY_MB) -> RewardRunner:
+    """The process-wide pool with ``workers`` workers (the default: CPUs available, at most 8), each limited
+    to ``memory_mb`` of address space (``None``: unlimited)."""
+    key = (workers or default_workers(), memory_mb or 0)
     with _shared_lock:
-        runner = _shared.get(size)
+        runner = _shared.get(key)
         if runner is None or runner.closed:
-            runner = _shared[size] = RewardRunner(size)
+            runner = _shared[key] = RewardRunner(*key)
         return runner
 
 

@@ -4,7 +4,9 @@ Every command (sft, train, eval, demo, compare) records its config, provenance m
 rollouts and final summary here, so ``rewardlab runs`` can list, inspect and compare runs without
 parsing log files. The database lives at ``<root>/rewardlab.db`` in WAL mode with a 30 s busy timeout,
 so a training process and an eval process can write at the same time, and a CLI can read while
-they do. Large artefacts (checkpoints, plots) go into ``<root>/<run_id>/``, written by the callers.
+they do. What SQLite answers "database is locked" at once instead of waiting (switching a new
+database to WAL while another process creates it, say) is retried for as long. Large artefacts
+(checkpoints, plots) go into ``<root>/<run_id>/``, written by the callers.
 """
 
 from __future__ import annotations
@@ -22,16 +24,18 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path, PurePath
 from typing import Any
 
+from rewardlab import atomic
 from rewardlab.errors import RewardlabError
 from rewardlab.types import ScoredRollout
 
 SCHEMA_VERSION = 1
 DB_NAME = "rewardlab.db"
+BUSY_TIMEOUT_S = 30.0  # how long a process waits for another's write lock, in SQLite or in our retries
 
 # Run ids and kinds become directory names: keep them to one portable path component.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -236,6 +240,34 @@ def _as_float(name: str, value: Any) -> float:
         raise TypeError(f"metric {name!r} is not a number: {value!r}") from exc
 
 
+def _is_locked(error: sqlite3.OperationalError) -> bool:
+    text = str(error)
+    return "locked" in text or "busy" in text
+
+
+def _retried(action: Callable[[], Any], db_path: Path) -> Any:
+    """``action()``, tried again with growing pauses while SQLite says the database is locked or busy.
+
+    SQLite waits out another connection's lock on its own (the busy timeout), except in a few places where
+    it answers at once: changing the journal mode of a database another process is creating is one. Those
+    are retried here for as long as the busy timeout; a lock held longer is one line naming the database.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as error:
+            if not _is_locked(error):
+                raise
+            if time.monotonic() >= deadline:
+                raise RewardlabError(
+                    f"the run store {db_path} stayed locked for {BUSY_TIMEOUT_S:g} s by another process"
+                ) from None
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
+
+
 def _nan_to_none(value: float) -> float | None:
     """SQLite stores NaN as NULL anyway; say so explicitly so the read side can map it back."""
     return None if math.isnan(value) else value
@@ -283,13 +315,16 @@ class RunStore:
         self.root.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the write lock
         # up front and waits on the busy timeout instead of failing on a read->write upgrade.
-        conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")  # durable across process crashes in WAL mode
-        conn.execute("PRAGMA foreign_keys = ON")
+        conn = sqlite3.connect(
+            self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
         try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            # Not waited for by SQLite while another process holds a lock on a database being created.
+            _retried(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone(), self.db_path)
+            conn.execute("PRAGMA synchronous = NORMAL")  # durable across process crashes in WAL mode
+            conn.execute("PRAGMA foreign_keys = ON")
             self._init_schema(conn)
         except BaseException:
             conn.close()
@@ -299,7 +334,7 @@ class RunStore:
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
         """Idempotent, so any number of processes may open the same database at once."""
-        conn.execute("BEGIN IMMEDIATE")
+        _retried(lambda: conn.execute("BEGIN IMMEDIATE"), self.db_path)
         try:
             for statement in _SCHEMA:
                 conn.execute(statement)
@@ -323,7 +358,7 @@ class RunStore:
         """One write transaction holding the database write lock from the start."""
         with self._lock:
             conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
+            _retried(lambda: conn.execute("BEGIN IMMEDIATE"), self.db_path)
             try:
                 yield conn
             except BaseException:
@@ -336,7 +371,8 @@ class RunStore:
         with self._lock:
             if self._conn is None and not self.db_path.exists():
                 return []
-            return self._connect().execute(sql, tuple(params)).fetchall()
+            conn = self._connect()
+            return _retried(lambda: conn.execute(sql, tuple(params)).fetchall(), self.db_path)
 
     # ------------------------------------------------------------------ errors
 
@@ -382,8 +418,8 @@ class RunStore:
         new_id = self._insert_run(kind, config_json, manifest_json, name, parent, run_id, now)
         run_dir = self.root / new_id
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json_dumps(config, indent=2) + "\n", encoding="utf-8")
-        (run_dir / "manifest.json").write_text(json_dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        atomic.write_text(run_dir / "config.json", json_dumps(config, indent=2) + "\n")
+        atomic.write_text(run_dir / "manifest.json", json_dumps(manifest, indent=2) + "\n")
         return self.get(new_id)
 
     def _insert_run(

@@ -16,6 +16,7 @@ from functools import partial
 
 import torch
 
+from rewardlab import faults
 from rewardlab.models.chat import ChatRenderer
 from rewardlab.models.forward import Forward, forward_for
 from rewardlab.sampling.base import Generation, Prompt, SamplingParams
@@ -170,6 +171,8 @@ class LocalSampler:
             if bool(finished.all()) or step + 1 == params.max_new_tokens:
                 break
             logits = forward.decode(state, token)
+            if step == 0:
+                faults.pause_point("sampling")  # a crash test's kill lands mid-generation
 
         elapsed = time.perf_counter() - started
         generated = torch.stack(tokens, 1).tolist() if tokens else [[] for _ in range(batch)]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from rewardlab import faults
 from rewardlab.config import TrainConfig
 from rewardlab.console import progress, say
 from rewardlab.envs.base import Environment
@@ -211,6 +212,7 @@ def train(
         advance(start_step)
         for step in range(start_step + 1, config.max_steps + 1):
             step_started = time.perf_counter()
+            faults.at_step(step)
 
             # 1. sample a group of completions for each prompt (adapters on, eval mode, KV cache)
             examples = examples_for_step(pool, step, config.prompts_per_step, config.seed)
@@ -287,6 +289,8 @@ def train(
                 )
                 stats["grad_norm"] += float(grad_norm) / config.num_iterations
                 optimizer.step()
+                if iteration == 0:
+                    faults.pause_point("update")  # a crash test's kill lands between the two
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             update_seconds = time.perf_counter() - update_started
@@ -333,6 +337,7 @@ def train(
                 ckpt.save(run.dir, step, model, tokenizer, optimizer, scheduler, totals)
             if stop_after_step is not None and step >= stop_after_step and step < config.max_steps:
                 store.set_status(run.id, "interrupted")
+                faults.at_step(None)
                 return TrainResult(
                     run.id,
                     run.dir,
@@ -342,6 +347,7 @@ def train(
                     last_reward,
                 )
 
+    faults.at_step(None)
     final_dir = ckpt.export_final(run.dir, model, tokenizer)
     wall = time.perf_counter() - started
     store.finish(
