@@ -236,8 +236,8 @@ class Constraint:
         stuck = [row for row in live if not bool(self.bitmask[row].any())]
         if stuck:
             raise ResponseFormatError(
-                "the response format needs text this tokenizer cannot write (no token can continue the "
-                "JSON; a character outside its vocabulary in an enum, a const or a pattern?)"
+                "json_schema.schema: needs text this tokenizer cannot write (no token can continue the "
+                "JSON: a character outside its vocabulary in an enum, a const or a pattern?)"
             )
         bitmask = self.bitmask if logits.device.type == "cpu" else self.bitmask.to(logits.device)
         self._xgrammar.apply_token_bitmask_inplace(logits, bitmask, vocab_size=self.vocab_size, indices=live)
