@@ -197,3 +197,67 @@ def test_text_the_tokenizer_cannot_write_is_an_error_not_a_hang(sampler):
         ResponseFormatError, match="^json_schema.schema: needs text this tokenizer cannot write"
     ):
         sampler.generate(PROMPTS, params)
+
+
+# -- rollouts: eval and train configs, endpoints ------------------------------------------------------------
+
+
+def hypothesis_format() -> dict:
+    from rewardlab.envs.builtin.hypothesis import ANSWER_SCHEMA
+
+    return as_format({**ANSWER_SCHEMA, "additionalProperties": False}, name="answer")
+
+
+def test_eval_and_train_rollouts_follow_sampling_response_format(tmp_path):
+    """With ``sampling.response_format`` every rollout is schema-valid JSON: the hypothesis environment's
+    format rewards (json_valid, json_schema_match) are 1 for the untrained model, which leaves the
+    decision to learn."""
+    from rewardlab.config import EvalConfig, TrainConfig
+    from rewardlab.eval.evaluate import evaluate
+    from rewardlab.runs.store import RunStore
+    from rewardlab.train.trainer import train
+
+    common = {
+        "model": {"name_or_path": "tiny"},
+        "env": {"name": "hypothesis", "args": {"level": 1}},
+        "runs_dir": str(tmp_path),
+        "sampling": {"max_new_tokens": 160, "response_format": hypothesis_format()},
+    }
+    summary = evaluate(
+        EvalConfig.model_validate({**common, "num_examples": 3, "rollouts_per_example": 2})
+    ).summary
+    assert summary["truncated_fraction"] == 0 and summary["errors"] == 0
+    assert summary["components"]["json_valid"]["mean"] == 1.0
+    assert summary["components"]["json_schema_match"]["mean"] == 1.0
+    config = {**common, "max_steps": 1, "prompts_per_step": 2, "group_size": 2, "checkpoint_every": 0}
+    result = train(TrainConfig.model_validate(config))
+    metrics = RunStore(tmp_path).metrics(result.run_id)
+    assert metrics["reward/json_valid"] == [(1, 1.0)] and metrics["reward/json_schema_match"] == [(1, 1.0)]
+
+
+def test_response_format_in_a_config_file_is_checked_and_written_back(tmp_path):
+    from rewardlab.config import EvalConfig, load_config, to_toml
+    from rewardlab.errors import ConfigError
+
+    path = tmp_path / "eval.toml"
+    path.write_text(
+        '[sampling.response_format]\ntype = "json_schema"\n'
+        '[sampling.response_format.json_schema]\nname = "answer"\n'
+        'schema = {type = "object", properties = {n = {type = "integer"}}, required = ["n"]}\n'
+    )
+    config = load_config(EvalConfig, path)
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    assert config.sampling.response_format == {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": schema},
+    }
+    again = tmp_path / "again.toml"
+    again.write_text(to_toml(config))
+    assert load_config(EvalConfig, again).sampling.response_format == config.sampling.response_format
+    assert (
+        load_config(EvalConfig, overrides=["sampling.response_format={type='text'}"]).sampling.response_format
+        is None
+    )
+    with pytest.raises(ConfigError) as error:
+        load_config(EvalConfig, overrides=["sampling.response_format={type='xml'}"])
+    assert "sampling.response_format" in str(error.value) and "type: must be one of" in str(error.value)
