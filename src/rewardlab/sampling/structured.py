@@ -222,19 +222,20 @@ class Constraint:
         self.matchers = [xgrammar.GrammarMatcher(compiled) for _ in range(rows)]
         self.vocab_size = vocab_size
         self.bitmask = xgrammar.allocate_token_bitmask(rows, vocab_size)
+        self._bits = self.bitmask.numpy()  # the same memory, for a cheap check of every row
         self._batch = xgrammar.BatchGrammarMatcher(max_threads=1)
 
     def mask(self, logits: torch.Tensor, finished: torch.Tensor) -> torch.Tensor:
         """``logits`` (B, V) as float32 with every token the grammar does not allow at -inf, in the rows
         not ``finished`` (finished rows are left as they are: their token is replaced by padding)."""
         logits = logits.float()
-        live = torch.nonzero(~finished.cpu()).flatten().tolist()
+        live = [row for row, done in enumerate(finished.tolist()) if not done]
         if not live:
             return logits
         matchers = [self.matchers[row] for row in live]
         self._batch.batch_fill_next_token_bitmask(matchers, self.bitmask, live)
-        stuck = [row for row in live if not bool(self.bitmask[row].any())]
-        if stuck:
+        # Rows that finished keep their last mask, which allowed their last token: an empty row is live.
+        if not self._bits.any(axis=1).all():
             raise ResponseFormatError(
                 "json_schema.schema: needs text this tokenizer cannot write (no token can continue the "
                 "JSON: a character outside its vocabulary in an enum, a const or a pattern?)"
@@ -247,6 +248,10 @@ class Constraint:
 
     def advance(self, tokens: list[int], finished: list[bool]) -> None:
         """Hand each live row's sampled token to its matcher (the mask allowed it, so it is accepted)."""
-        for row, (token, done) in enumerate(zip(tokens, finished, strict=True)):
-            if not done and not self.matchers[row].accept_token(token):
-                raise RuntimeError(f"the grammar refused token {token}, which its own mask allowed")
+        live = [row for row, done in enumerate(finished) if not done]
+        accepted = self._xgrammar.BatchGrammarMatcher.batch_accept_token(
+            [self.matchers[row] for row in live], [tokens[row] for row in live]
+        )
+        if not all(accepted):
+            token = tokens[live[accepted.index(False)]]
+            raise RuntimeError(f"the grammar refused token {token}, which its own mask allowed")
