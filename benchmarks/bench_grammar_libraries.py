@@ -10,8 +10,11 @@ per step, apart from the forward: filling the masks, applying them, and advancin
 the rows still generating, that is the overhead per generated token. Also timed: building the library's view
 of the tokenizer (once per tokenizer) and compiling each schema (once per schema). Correctness: every
 completion that ended on a stop token must parse and validate against its schema (jsonschema); completions
-cut at ``--max-tokens`` are counted apart. Every library gets the same seeds, so the random streams agree
-until the masks first differ.
+cut at ``--max-tokens`` are counted apart, and a probe (not timed) counts the steps at which a library's mask
+let a special token other than a stop token through. Every library gets the same seeds, so the random streams
+agree until the masks first differ. Last, each library replays the tokens of one document a trained model
+might write (``DOCUMENT``, under the flat schema): the mask cost on ordinary text rather than an untrained
+model's noise.
 
 The libraries use compact JSON (no free whitespace: a random model would otherwise spend its tokens on
 spaces). outlines-core takes one end-of-sequence token only, the tokenizer's ``eos_token``.
@@ -83,6 +86,7 @@ def token_bytes(tokenizer) -> dict[int, bytes]:
     byte_level = decoder.get("type") == "ByteLevel"
     unbyte = {c: b for b, c in bytes_to_unicode().items()}
     special = set(tokenizer.all_special_ids)
+    special |= {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
     out = {}
     for token, index in tokenizer.get_vocab().items():
         if index in special:
@@ -99,6 +103,7 @@ class XGrammar:
     def __init__(self, tokenizer, vocab_size: int, stop_ids: list[int]):
         import xgrammar as xg
 
+        self.vocab_size = vocab_size
         self.xg = xg
         info = self.tokenizer_info(tokenizer, vocab_size, stop_ids)
         self.compiler = xg.GrammarCompiler(info, max_threads=1, cache_enabled=False)
@@ -158,6 +163,7 @@ class LLGuidance:
         import llguidance
         import llguidance.hf
 
+        self.vocab_size = vocab_size
         self.ll = llguidance
         try:
             self.tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=stop_ids)
@@ -189,6 +195,7 @@ class OutlinesCore:
     def __init__(self, tokenizer, vocab_size: int, stop_ids: list[int]):
         import outlines_core
 
+        self.vocab_size = vocab_size
         self.oc = outlines_core
         self.eos = eos = tokenizer.eos_token_id
         mapping: dict[bytes, list[int]] = {}
@@ -274,6 +281,29 @@ def run(library, compiled, forward, prompt_ids, stop_ids, batch, max_tokens, see
     return out, finished, spent, applying, row_steps, leaks
 
 
+# A document the flat schema accepts, as a model that had learnt the format would write it.
+DOCUMENT = {"name": "John Smith", "age": 42, "member": True, "level": "mid", "tags": ["a", "b"]}
+
+
+def replay(library, compiled, tokenizer, stop_ids, batch: int, repeats: int = 5) -> float:
+    """µs per row-token to fill the masks for, and advance ``batch`` matchers through, the tokens of
+    ``DOCUMENT`` and a stop token: the library's cost on text a trained model writes, without sampling."""
+    ids = tokenizer(json.dumps(DOCUMENT, separators=(",", ":")), add_special_tokens=False)["input_ids"]
+    ids.append(stop_ids[-1])
+    bitmask = torch.full((batch, (library.vocab_size + 31) // 32), -1, dtype=torch.int32)
+    best = float("inf")
+    for _ in range(repeats):
+        matchers = [library.matcher(compiled) for _ in range(batch)]
+        started = time.perf_counter()
+        for token in ids:
+            for row, matcher in enumerate(matchers):
+                library.fill(matcher, bitmask, row)
+                if not library.accept(matcher, token):
+                    raise RuntimeError(f"{library.name} refused token {token} of the document")
+        best = min(best, time.perf_counter() - started)
+    return best / (len(ids) * batch) * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", help="tiny, smollm2-135m, ... (repeatable)")
@@ -284,7 +314,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=160)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows = []
+    rows, replays = [], []
     for model_name in args.model or ["tiny", "smollm2-135m"]:
         model, tokenizer = load_model(model_name)
         renderer = ChatRenderer(tokenizer)
@@ -337,6 +367,9 @@ def main() -> None:
                      spent / max(steps, 1) * 1e6, applying / max(steps, 1) * 1e6, statistics.mean(lengths))
                 )  # fmt: skip
                 print(rows[-1], flush=True)
+                if schema_name == "flat":
+                    replays.append((model_name, library_name, replay(library, compiled, tokenizer, stop_ids,
+                                                                     args.batch)))  # fmt: skip
     print(
         f"\n{args.samples} samples per cell, batch {args.batch}, at most {args.max_tokens} tokens, 1 thread"
     )
@@ -352,6 +385,13 @@ def main() -> None:
             f"| {model_name} | {library_name} | {schema_name} | {setup:.2f} | {compile_s * 1e3:.0f} | "
             f"{library_us:.0f} | {apply_us:.0f} | {mean_len:.0f} | {result} |"
         )
+    print(
+        f"\nreplaying {json.dumps(DOCUMENT, separators=(',', ':'))} under the flat schema, {args.batch} rows"
+    )
+    print("| model | library | library µs/token |")
+    print("|---|---|---:|")
+    for model_name, library_name, per_token_us in replays:
+        print(f"| {model_name} | {library_name} | {per_token_us:.1f} |")
 
 
 if __name__ == "__main__":
