@@ -38,7 +38,8 @@ import torch
 
 from rewardlab.errors import ResponseFormatError
 
-# Keywords xgrammar compiles without enforcing (each checked: a violating document was accepted).
+# Keywords xgrammar compiles without enforcing (checked: with each, a document violating it was accepted;
+# minContains and maxContains only qualify contains, "then" and "else" only "if").
 UNENFORCED = {
     "not": "not",
     "allOf": "allOf",
