@@ -129,6 +129,7 @@ def test_small_samples_are_warned_about_and_the_interval_method_is_named():
         ({"env": {"name": "arithmetic", "args": {"level": 2}}}, "environment arguments"),
         ({"split": "fresh"}, "split"),
         ({"sampling": {"temperature": 0.0}}, "temperature"),
+        ({"sampling": {"temperature": 1.0, "response_format": {"type": "json_object"}}}, "response format"),
         ({"rollouts_per_example": 4}, "rollouts per example"),
     ],
 )

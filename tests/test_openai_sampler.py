@@ -265,6 +265,15 @@ def test_n_choices_and_the_fallback_for_servers_that_ignore_n(stub):
         assert [r.get("n", 1) for r in stub.script.requests] == [1, 1, 1]  # remembered
 
 
+def test_the_response_format_is_sent_along(stub):
+    response_format = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
+    with sampler_for(stub) as sampler:
+        ask(sampler, response_format=response_format)
+        ask(sampler)
+    assert stub.script.requests[0]["response_format"] == response_format
+    assert "response_format" not in stub.script.requests[1]
+
+
 def test_finish_reason_length_marks_the_rollout_truncated(stub):
     stub.script.finish_length = True
     env = load_environment("arithmetic", **ARITHMETIC["args"])

@@ -119,3 +119,38 @@ def test_one_served_chat_request(smollm2):
     body = response.json()
     assert body["choices"][0]["message"]["content"].strip()
     assert 0 < body["usage"]["completion_tokens"] <= 6
+
+
+def test_structured_output_on_a_byte_level_vocabulary(smollm2):
+    """SmolLM2's byte-level BPE: the JSON follows the schema, its text is what the grammar checked (no special
+    token inside), and the grammar ends the turn with <|im_end|>."""
+    import json
+
+    import jsonschema
+
+    from rewardlab.sampling.base import Prompt, SamplingParams
+    from rewardlab.sampling.local import LocalSampler
+
+    model, tokenizer = smollm2
+    sampler = LocalSampler(model, tokenizer)
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 20},
+            "age": {"type": "integer", "maximum": 120},
+        },
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    response_format = {"type": "json_schema", "json_schema": {"name": "person", "schema": schema}}
+    prompt = Prompt([{"role": "user", "content": "Give a person's name and age as JSON."}])
+    params = SamplingParams(n=3, max_new_tokens=48, seed=0, response_format=response_format)
+    special = set(tokenizer.all_special_ids) | {
+        i for i, t in tokenizer.added_tokens_decoder.items() if t.special
+    }
+    for output in sampler.generate([prompt], params)[0]:
+        assert output.finish_reason == "stop", output.text
+        jsonschema.validate(json.loads(output.text), schema)
+        assert output.token_ids[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+        assert not special & set(output.token_ids[:-1])
+        assert output.text == tokenizer.decode(output.token_ids[:-1])

@@ -12,13 +12,16 @@ import json
 import socket
 import threading
 import time
+from typing import Literal
 
 import httpx
+import jsonschema
 import openai
 import pytest
 import torch
 import uvicorn
 from openai import OpenAI
+from pydantic import BaseModel, Field
 from typer.testing import CliRunner
 
 from rewardlab.cli import app as cli_app
@@ -542,19 +545,97 @@ def test_seeds_at_the_bounds_of_the_generator_are_accepted(server):
         assert greedy(server.client(), "tiny", max_tokens=2, seed=seed) is not None
 
 
+def test_unsupported_parameters_are_named(server):
+    with pytest.raises(openai.BadRequestError) as error:
+        greedy(server.client(), "tiny", tools=[{"type": "function", "function": {"name": "f"}}])
+    assert error.value.param == "tools" and "not supported" in error.value.message
+    greedy(server.client(), "tiny", tools=[])
+
+
+class Person(BaseModel):
+    name: str = Field(max_length=12)
+    age: int = Field(ge=0, le=120)
+    member: bool
+    level: Literal["low", "mid", "high"]
+    tags: list[Literal["a", "b"]] = Field(max_length=2)
+
+
+def test_structured_outputs_through_the_openai_parse_helper(server):
+    """client.chat.completions.parse sends the pydantic model as a strict json_schema; the untrained tiny
+    model, sampled at temperature 1, answers with instances of it every time."""
+    client = server.client()
+    completion = client.chat.completions.parse(
+        model="tiny", messages=MESSAGES, response_format=Person, n=16, temperature=1.0, max_tokens=200
+    )
+    schema = Person.model_json_schema()
+    for choice in completion.choices:
+        assert choice.finish_reason == "stop" and isinstance(choice.message.parsed, Person)
+        jsonschema.validate(json.loads(choice.message.content), schema)
+    assert len({c.message.content for c in completion.choices}) > 8
+    with pytest.raises(openai.LengthFinishReasonError):  # cut at max_tokens: said, not parsed as valid
+        client.chat.completions.parse(model="tiny", messages=MESSAGES, response_format=Person, max_tokens=6)
+
+
+def test_json_object_streams_what_it_returns_on_both_routes(server):
+    client = server.client()
+    body = dict(
+        model="tiny", messages=MESSAGES, response_format={"type": "json_object"}, seed=5, max_tokens=64
+    )
+    whole = client.chat.completions.create(**body, n=4)
+    stream = client.chat.completions.create(**body, n=4, stream=True)
+    texts, reasons = [""] * 4, [None] * 4
+    for chunk in stream:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            reasons[choice.index] = choice.finish_reason or reasons[choice.index]
+    assert texts == [c.message.content for c in whole.choices]
+    assert reasons == [c.finish_reason for c in whole.choices]
+    for choice in whole.choices:
+        if choice.finish_reason == "stop":
+            assert isinstance(json.loads(choice.message.content), dict)
+    text = server.post(TEXT, {"model": "tiny", "prompt": "{", "max_tokens": 64, "n": 4, "seed": 1,
+                              "response_format": {"type": "json_object"}}).json()  # fmt: skip
+    assert any(c["finish_reason"] == "stop" for c in text["choices"])
+    for choice in text["choices"]:
+        if choice["finish_reason"] == "stop":
+            assert isinstance(json.loads(choice["text"]), dict)
+
+
+def json_schema(schema: dict) -> dict:
+    return {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+
+
 @pytest.mark.parametrize(
-    "extra",
+    "response_format, message",
     [
-        {"tools": [{"type": "function", "function": {"name": "f"}}]},
-        {"response_format": {"type": "json_object"}},
+        ({"type": "json_schema"}, 'json_schema: must be an object with the "schema" to follow'),
+        ({"type": "yaml"}, "type: must be one of text, json_object, json_schema"),
+        (
+            json_schema({"type": "object", "properties": {"age": {"type": "int"}}}),
+            "json_schema.schema: 'int' is not valid under any of the given schemas (at properties.age.type)",
+        ),
+        (
+            json_schema({"type": "array", "uniqueItems": True}),
+            "json_schema.schema: uniqueItems cannot be enforced while decoding",
+        ),
+        (
+            json_schema({"$ref": "#/$defs/person"}),
+            "json_schema.schema: cannot be compiled to a grammar: Cannot find field '$defs'",
+        ),
+        (json_schema({"enum": ["é"]}), "json_schema.schema: needs text this tokenizer cannot write"),
     ],
 )
-def test_unsupported_parameters_are_named(server, extra):
-    [name] = extra
-    with pytest.raises(openai.BadRequestError) as error:
-        greedy(server.client(), "tiny", **extra)
-    assert error.value.param == name and "not supported" in error.value.message
-    greedy(server.client(), "tiny", **{name: {"tools": [], "response_format": {"type": "text"}}[name]})
+def test_malformed_response_formats_are_a_400_of_one_line(server, response_format, message):
+    """Malformed, unenforceable, uncompilable, and (found while decoding) unwritable with this tokenizer."""
+    body = json.dumps(
+        {"model": "tiny", "messages": MESSAGES, "max_tokens": 8, "response_format": response_format}
+    )
+    with Connection(server.url) as connection:
+        status, answer = connection.post(CHAT, body)
+        assert status == 400 and answer["error"]["param"] == "response_format", answer
+        assert answer["error"]["message"].startswith(f"response_format: {message}"), answer
+        assert "\n" not in answer["error"]["message"]
+        assert connection.post(CHAT, GOOD)[0] == 200
 
 
 def test_a_tool_message_naming_its_call_is_accepted(server):
@@ -677,6 +758,14 @@ def test_batches_group_compatible_requests_oldest_first():
     assert [j.model for j in take_batch(separate, 32, mix_adapters=False)] == ["tiny", "tiny"]
     adjusted = [job(), job(presence_penalty=1.0), job(logit_bias={3: 1.0}), job(top_logprobs=5), job()]
     assert len(take_batch(adjusted, 32, mix_adapters=False)) == 3  # alternatives are read, not sampled
+    formats = [
+        job(),
+        job(response_format={"type": "json_object"}),
+        job(),
+        job(response_format={"type": "json_object"}),
+    ]
+    assert [j.response_format for j in take_batch(formats, 32, mix_adapters=False)] == [None, None]
+    assert len(take_batch(formats, 32, mix_adapters=False)) == 2  # the same format shares a batch
 
 
 def test_text_deltas_hold_back_what_could_start_a_stop_string(tiny):

@@ -40,3 +40,7 @@ class EnvironmentLoadError(RewardlabError):
 
 class ModelLoadError(RewardlabError):
     """A model or tokenizer path that cannot be loaded."""
+
+
+class ResponseFormatError(RewardlabError, ValueError):
+    """A ``response_format`` that cannot be enforced: malformed, or a schema the grammar cannot express."""

@@ -228,8 +228,8 @@ class CompareConfig(Section):
     base_url_b: str | None = Field(None, description="B is the model of that name served at this URL.")
     force: bool = Field(
         False,
-        description="Pair two eval runs even when their environment, split, temperature or rollouts per "
-        "example differ (refused otherwise).",
+        description="Pair two eval runs even when their environment, split, temperature, response format or "
+        "rollouts per example differ (refused otherwise).",
     )
     runs_dir: str = Field("runs", description="Where the run store lives.")
 

@@ -102,6 +102,19 @@ class SamplingConfig(Section):
         "(16 for the tiny character models, more for a subword model with a chat template).",
     )
     stop: list[str] = Field(default_factory=list, description="Strings that end a turn (besides EOS).")
+    response_format: dict | None = Field(
+        None,
+        description="OpenAI's response_format for every model turn: {type = 'json_object'} or {type = "
+        "'json_schema', json_schema = {name = ..., schema = {...}}}; a local model is held to it by "
+        "grammar-constrained decoding (format rewards are then moot), an endpoint is sent it.",
+    )
+
+    @field_validator("response_format", mode="before")
+    @classmethod
+    def _response_format(cls, value: Any) -> Any:
+        from rewardlab.sampling.structured import parse_response_format
+
+        return parse_response_format(value)  # None for plain text; one line naming what is wrong
 
     @field_validator("max_new_tokens", mode="before")
     @classmethod

@@ -130,6 +130,7 @@ PAIRED_SETTINGS = {
     "environment arguments": lambda c: (c.get("env") or {}).get("args") or {},
     "split": lambda c: c.get("split"),
     "temperature": lambda c: (c.get("sampling") or {}).get("temperature"),
+    "response format": lambda c: (c.get("sampling") or {}).get("response_format"),
     "rollouts per example": lambda c: c.get("rollouts_per_example"),
 }
 
@@ -158,9 +159,10 @@ def compare_runs(
     force: bool = False,
     check_overlap: bool = True,
 ) -> Comparison:
-    """Pair eval runs ``a`` and ``b`` by example. Runs whose environment, split, temperature or rollouts per
-    example differ are refused (``force`` pairs them anyway, with a warning). Each run's records are
-    checked against its model's training data (``check_overlap``; a model comparison checks its own)."""
+    """Pair eval runs ``a`` and ``b`` by example. Runs whose environment, split, temperature, response format
+    or rollouts per example differ are refused (``force`` pairs them anyway, with a warning). Each run's
+    records are checked against its model's training data (``check_overlap``; a model comparison checks its
+    own)."""
     run_a, run_b = store.get(a), store.get(b)
     rows_a, rows_b = _eval_rows(store, run_a), _eval_rows(store, run_b)
     warnings = []

@@ -211,6 +211,7 @@ def run_rollouts(
         top_p=config.sampling.top_p,
         max_new_tokens=config.sampling.max_new_tokens_for(env),
         stop=config.sampling.stop,
+        response_format=config.sampling.response_format,
     )
     # Chunks keep the progress bar moving and memory flat; each is one batched generation.
     chunk = max(1, config.max_batch_size // config.rollouts_per_example)

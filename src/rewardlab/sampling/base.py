@@ -25,6 +25,11 @@ class SamplingParams:
     the row has generated so far drops by ``presence_penalty`` once and by ``frequency_penalty`` per
     occurrence; ``logit_bias`` (token id -> bias) is added to the logits. At their defaults nothing is added,
     and the logits, the random stream and the tokens are exactly those of plain sampling.
+
+    ``response_format`` is OpenAI's (``{"type": "json_schema", "json_schema": {"name", "schema"}}`` or
+    ``{"type": "json_object"}``): the local sampler enforces it by grammar-constrained decoding (see
+    :mod:`rewardlab.sampling.structured`), an endpoint sampler sends it along. ``None`` (or ``{"type":
+    "text"}``) samples freely, exactly as without the field.
     """
 
     n: int = 1
@@ -38,6 +43,7 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] = field(default_factory=dict)
+    response_format: dict | None = None
 
 
 @dataclass

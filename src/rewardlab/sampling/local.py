@@ -20,6 +20,7 @@ from rewardlab import faults
 from rewardlab.models.chat import ChatRenderer
 from rewardlab.models.forward import Forward, forward_for
 from rewardlab.sampling.base import Generation, Prompt, SamplingParams
+from rewardlab.sampling.structured import Grammars, parse_response_format
 
 # Called after every decoding step with (first flat row of the chunk, the new token of each row in it).
 StepCallback = Callable[[int, list[int]], None]
@@ -80,6 +81,15 @@ class LocalSampler:
         self.max_batch_size = max_batch_size
         self.stop_ids = sorted(self.renderer.stop_token_ids)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+        self._grammars: Grammars | None = None
+
+    @property
+    def grammars(self) -> Grammars:
+        """Response formats compiled for this tokenizer (built on first use; plain sampling never is)."""
+        if self._grammars is None:
+            vocab_size = getattr(self.model.config, "vocab_size", None) or len(self.tokenizer)
+            self._grammars = Grammars(self.tokenizer, vocab_size, self.stop_ids)
+        return self._grammars
 
     @property
     def device(self) -> torch.device:
@@ -96,6 +106,9 @@ class LocalSampler:
         ``i * n + j`` is sample ``j`` of prompt ``i``. Finished rows keep receiving the pad id.
         ``forward`` replaces the sampler's own for this call (a server routing rows to adapters)."""
         forward = forward or self.forward
+        response_format = parse_response_format(params.response_format)
+        if response_format is not None:
+            self.grammars.compile(response_format)  # a schema it cannot compile fails before any work
         prompt_ids = [
             p.token_ids if p.token_ids is not None else self.renderer.prompt_ids(p.messages) for p in prompts
         ]
@@ -108,7 +121,9 @@ class LocalSampler:
             for start in range(0, len(flat), self.max_batch_size):
                 step_callback = None if on_step is None else partial(on_step, start)
                 chunk = flat[start : start + self.max_batch_size]
-                results.extend(self._generate_batch(forward, chunk, params, generator, step_callback))
+                results.extend(
+                    self._generate_batch(forward, chunk, params, generator, step_callback, response_format)
+                )
         return [results[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
 
     def _left_padded(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,6 +143,7 @@ class LocalSampler:
         params: SamplingParams,
         generator: torch.Generator | None,
         on_step: Callable[[list[int]], None] | None = None,
+        response_format: dict | None = None,
     ) -> list[Generation]:
         started = time.perf_counter()
         device = self.device
@@ -148,11 +164,17 @@ class LocalSampler:
         counts = None
         if params.presence_penalty or params.frequency_penalty:
             counts = torch.zeros(batch, logits.shape[-1], device=device)
+        # A response format masks, before each step, every token that cannot continue the row's JSON.
+        constraint = None if response_format is None else self.grammars.constraint(response_format, batch)
         for step in range(params.max_new_tokens):
             if bias is not None or counts is not None:
                 logits = adjusted_logits(logits, bias, counts, params)
+            if constraint is not None:
+                logits = constraint.mask(logits, finished)
             token = sample_next(logits, params.temperature, params.top_p, generator)
             token = torch.where(finished, torch.full_like(token, self.pad_id), token)
+            if constraint is not None:
+                constraint.advance(token.tolist(), finished.tolist())
             if params.logprobs:  # a pass over the vocabulary per step: only for callers that read them
                 step_logprobs = torch.log_softmax(logits.float() / scale, -1)
                 logprobs.append(step_logprobs.gather(-1, token[:, None])[:, 0])
@@ -181,6 +203,8 @@ class LocalSampler:
         if top_ids:  # per row, per step: [(token id, log-prob), ...], likeliest first
             pairs = zip(torch.stack(top_ids, 1).tolist(), torch.stack(top_values, 1).tolist(), strict=True)
             top = [[list(zip(i, v, strict=True)) for i, v in zip(*row, strict=True)] for row in pairs]
+            if constraint is not None:  # tokens the grammar ruled out are no alternatives (log-prob -inf)
+                top = [[[(i, v) for i, v in step if v != float("-inf")] for step in row] for row in top]
         stop_set = set(self.stop_ids)
         results = []
         for row in range(batch):

@@ -231,6 +231,8 @@ class OpenAISampler:
             arguments["stop"] = params.stop
         if seed is not None:
             arguments["seed"] = seed
+        if params.response_format is not None:
+            arguments["response_format"] = params.response_format
         # A request keeps its slot while it backs off, so a rate-limited server sees fewer requests, not
         # the same number from fresh ones.
         async with self._slots:

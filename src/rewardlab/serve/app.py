@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from jinja2 import TemplateError
 
+from rewardlab.errors import ResponseFormatError
 from rewardlab.sampling.base import Generation
 from rewardlab.serve import responses
 from rewardlab.serve.batching import Job
@@ -112,6 +113,7 @@ def create_app(
                 400, f"messages: the chat template refused them: {error}", param="messages"
             ) from None
         max_tokens = token_budget(engine, [prompt], request, None, "messages", limits)
+        await check_response_format(engine, request)
         job = submit(engine, request, [prompt], max_tokens, limits)
         if request.stream:
             events = stream_events(engine, job, request, [prompt], chat=True)
@@ -131,6 +133,7 @@ def create_app(
         models.adapter_of(request.model)
         prompts = [tokenize_prompt(engine, prompt) for prompt in request.prompts()]
         max_tokens = token_budget(engine, prompts, request, TEXT_COMPLETION_MAX_TOKENS, "prompt", limits)
+        await check_response_format(engine, request)
         job = submit(engine, request, prompts, max_tokens, limits)
         if request.stream:
             events = stream_events(engine, job, request, prompts, chat=False)
@@ -224,6 +227,17 @@ def token_budget(
     return max_tokens
 
 
+def format_error(error: ResponseFormatError) -> APIError:
+    return APIError(400, f"response_format: {error}", code="invalid_request", param="response_format")
+
+
+async def check_response_format(engine: Engine, request) -> None:
+    try:
+        await engine.check_response_format(request.response_format)
+    except ResponseFormatError as error:
+        raise format_error(error) from None
+
+
 def submit(engine: Engine, request, prompts: list[list[int]], max_tokens: int, limits: ServeLimits) -> Job:
     vocab_size = getattr(engine.models.model.config, "vocab_size", None)
     if vocab_size is not None and any(token >= vocab_size for token in request.logit_bias):
@@ -269,6 +283,7 @@ def submit(engine: Engine, request, prompts: list[list[int]], max_tokens: int, l
         presence_penalty=request.presence_penalty,
         frequency_penalty=request.frequency_penalty,
         logit_bias=request.logit_bias,
+        response_format=request.response_format,
     )
 
 
@@ -277,6 +292,8 @@ async def completions_of(job: Job) -> list[Generation]:
         return await job.future
     except UnknownModelError:
         raise  # unloaded while the request waited: still a 404
+    except ResponseFormatError as error:  # found while decoding: text the tokenizer cannot write
+        raise format_error(error) from None
     except Exception as error:
         raise APIError(
             500, f"generation failed: {type(error).__name__}: {error}", code="generation_failed"
@@ -331,6 +348,11 @@ async def stream_events(
                 yield piece(first_row + offset, text)
     try:
         generations = await job.future
+    except ResponseFormatError as error:
+        failed = format_error(error)
+        yield responses.sse(error_body(400, failed.message, failed.code, failed.param))
+        yield responses.sse("[DONE]")
+        return
     except Exception as error:
         status, code = (404, "model_not_found") if isinstance(error, UnknownModelError) else (500, None)
         yield responses.sse(error_body(status, f"generation failed: {error}", code))

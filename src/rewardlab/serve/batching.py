@@ -1,9 +1,9 @@
 """Which waiting requests may share one ``LocalSampler.generate`` call.
 
 ``generate`` takes one ``SamplingParams`` for the whole batch, so requests are grouped by what sampling
-depends on: temperature, top_p, max_tokens, stop strings, penalties and logit bias, and by default by model
-too (log-probs are computed for the whole batch when any request asks for them, with as many alternatives as
-the request that asks for most). A batch of one model runs the model's own
+depends on: temperature, top_p, max_tokens, stop strings, penalties, logit bias and response format, and by
+default by model too (log-probs are computed for the whole batch when any request asks for them, with as many
+alternatives as the request that asks for most). A batch of one model runs the model's own
 forward (the fused one, with its adapter folded into the weights); a batch that mixes the base and adapters
 (``mix_adapters``: peft routes each row to its adapter, see :mod:`rewardlab.serve.routing`) needs
 transformers' forward with peft's per-row dispatch, which on the tiny models costs more than running the
@@ -15,6 +15,7 @@ completions would otherwise depend on whatever else happened to be in flight.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 
 from rewardlab.sampling.base import Generation
@@ -41,6 +42,7 @@ class Job:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] = field(default_factory=dict)
+    response_format: dict | None = None  # parsed (None: plain text)
 
     @property
     def rows(self) -> int:
@@ -50,6 +52,7 @@ class Job:
 def batch_key(job: Job, mix_adapters: bool) -> tuple:
     key = (job.temperature, job.top_p, job.max_tokens, tuple(job.stop))
     key += (job.presence_penalty, job.frequency_penalty, tuple(sorted(job.logit_bias.items())))
+    key += (json.dumps(job.response_format, sort_keys=True),)
     if job.seed is not None:
         key += (id(job),)  # never shared
     if not mix_adapters:

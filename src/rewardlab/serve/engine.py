@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
+from rewardlab.errors import ResponseFormatError
 from rewardlab.sampling.base import Generation, Prompt, SamplingParams
 from rewardlab.sampling.local import LocalSampler
 from rewardlab.serve.batching import Job, compatible_rows, take_batch
@@ -97,6 +98,7 @@ class Engine:
         presence_penalty: float = 0.0,
         frequency_penalty: float = 0.0,
         logit_bias: dict[int, float] | None = None,
+        response_format: dict | None = None,
     ) -> Job:
         """Queue a request; its ``future`` holds the ``n`` completions of every prompt, prompt by prompt."""
         loop = asyncio.get_running_loop()
@@ -117,11 +119,18 @@ class Engine:
             presence_penalty=presence_penalty,
             frequency_penalty=frequency_penalty,
             logit_bias=dict(logit_bias or {}),
+            response_format=response_format,
         )
         self._pending.append(job)
         self.metrics.requests += 1
         self._arrived.set()
         return job
+
+    async def check_response_format(self, response_format: dict | None) -> None:
+        """Compile a request's response format before it is queued (cached: later requests find it), so a
+        schema the grammar cannot express is refused with the request, not failed with its batch."""
+        if response_format is not None:
+            await asyncio.to_thread(self.sampler.grammars.compile, response_format)
 
     async def load_adapter(self, name: str, path: str) -> None:
         await asyncio.to_thread(self._locked, self.models.load, name, path)
@@ -155,6 +164,9 @@ class Engine:
     async def _generate(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> None:
         try:
             outcomes = await asyncio.to_thread(self._generate_locked, jobs, loop)
+        except ResponseFormatError as error:
+            # The batch's response format cannot be written with this tokenizer: the requests' mistake.
+            outcomes = [error] * len(jobs)
         except Exception as error:
             # The batch fails, the server does not: every request in it gets a 500 and the loop goes on.
             logger.exception("generation failed for a batch of %d requests", len(jobs))
@@ -202,6 +214,7 @@ class Engine:
                 presence_penalty=first.presence_penalty,
                 frequency_penalty=first.frequency_penalty,
                 logit_bias=dict(first.logit_bias),
+                response_format=first.response_format,
             )
             on_step = _stream_tokens([job for job, _, _ in rows], loop)
             prompts = [Prompt(messages=[], token_ids=ids) for _, ids, _ in rows]

@@ -1,10 +1,11 @@
 """Request bodies of the OpenAI-compatible routes, validated by pydantic.
 
-Anything out of range (temperature < 0, n < 1, no messages, an empty stop string, a seed beyond 64 bits, text
-that is not valid Unicode, a role OpenAI does not know) fails validation and is answered 400 in OpenAI's error
-shape, naming the field. Unknown fields (``user``, ``metadata``) are ignored, as vLLM does, except the few
-that would change what is sampled and are not implemented (tools, a response format, ...): silently dropping
-those would hand back completions the client did not ask for, so a value other than "off" is refused.
+Anything out of range (temperature < 0, n < 1, no messages, an empty stop string, a seed beyond 64 bits,
+text that is not valid Unicode, a role OpenAI does not know, a malformed ``response_format``) fails
+validation and is answered 400 in OpenAI's error shape, naming the field. Unknown fields (``user``,
+``metadata``) are ignored, as vLLM does, except the few that would change what is sampled and are not
+implemented (tools, ...): silently dropping those would hand back completions the client did not ask for, so
+a value other than "off" is refused.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from rewardlab.sampling.structured import parse_response_format
 
 MAX_N = 128  # completions per prompt; a bound so one request cannot take the whole server's memory
 MAX_TOP_LOGPROBS = 20  # alternatives listed per token, as vLLM allows by default
@@ -27,7 +30,6 @@ UNSUPPORTED = {
     "repetition_penalty": 1,
     "tools": [],
     "functions": [],
-    "response_format": {"type": "text"},
     "best_of": 1,
     "echo": False,
     "suffix": "",
@@ -75,11 +77,12 @@ class SamplingRequest(BaseModel):
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     # Token id -> bias; JSON keys are strings. Ids beyond the vocabulary are refused by the route.
     logit_bias: dict[int, float] = Field(default_factory=dict)
+    # OpenAI's response_format, checked and normalised (None: plain text); enforced while decoding.
+    response_format: dict | None = None
     # Accepted only at the value that means "off" (UNSUPPORTED).
     repetition_penalty: Any = None
     tools: Any = None
     functions: Any = None
-    response_format: Any = None
     best_of: Any = None
     echo: Any = None
     suffix: Any = None
@@ -104,6 +107,11 @@ class SamplingRequest(BaseModel):
     @classmethod
     def _valid_text(cls, value):
         return valid_text(value)
+
+    @field_validator("response_format", mode="before")
+    @classmethod
+    def _response_format(cls, value):
+        return parse_response_format(value)  # a ResponseFormatError is a ValueError: 400 naming the field
 
     @field_validator("logit_bias", mode="before")
     @classmethod

@@ -186,6 +186,7 @@ def train(
         top_p=config.sampling.top_p,
         max_new_tokens=config.sampling.max_new_tokens_for(env),
         stop=config.sampling.stop,
+        response_format=config.sampling.response_format,
     )
     temperature = config.sampling.temperature  # above 0: the config refuses greedy training
     micro = config.micro_batches
