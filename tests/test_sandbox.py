@@ -105,10 +105,14 @@ def test_a_traceback_names_main_py_and_keeps_the_message_whole(env):
 
 @needs_bwrap
 def test_the_tool_runs_inside_the_sandbox_as_an_unprivileged_user(env):
+    from rewardlab.sandbox import _python_dirs
+
     content, _ = tool_reply(
         env, "import os\nprint(os.getcwd(), os.getuid() != 0, sorted(os.listdir('/tmp')))"
     )
-    assert content == "python result:\n/tmp True ['main.py']\n"
+    # Its private tmp holds the program, and the way to an interpreter installed under /tmp (a clone there).
+    under_tmp = sorted({Path(d).parts[2] for d in _python_dirs() if d.startswith("/tmp/")})
+    assert content == f"python result:\n/tmp True {sorted(['main.py', *under_tmp])}\n"
 
 
 @needs_bwrap

@@ -211,6 +211,12 @@ class _Bubblewrap:
                 args += ["--symlink", os.readlink(path), path]
             elif os.path.isdir(path):
                 args += ["--ro-bind", path, path]
+        args += ["--dev", "/dev", "--proc", "/proc"]
+        if "--size" in self.options:
+            args += ["--size", str(limits.tmp_mb * 1024 * 1024)]
+        # The private tmp comes before the interpreter's directories: a virtual environment under /tmp (a
+        # clone there) is then bound on top of it instead of hidden by it.
+        args += ["--tmpfs", SANDBOX_TMP]
         made: set[str] = set()
         for path in _python_dirs():
             parents = list(Path(path).parents)[::-1][1:]  # "/" exists; the rest are made, world-readable
@@ -219,10 +225,7 @@ class _Bubblewrap:
                     made.add(parent)
                     args += (["--perms", "0755"] if "--perms" in self.options else []) + ["--dir", parent]
             args += ["--ro-bind", os.path.realpath(path), path]
-        args += ["--dev", "/dev", "--proc", "/proc"]
-        if "--size" in self.options:
-            args += ["--size", str(limits.tmp_mb * 1024 * 1024)]
-        return [*args, "--tmpfs", SANDBOX_TMP, "--chdir", SANDBOX_TMP]
+        return [*args, "--chdir", SANDBOX_TMP]
 
 
 _lock = threading.Lock()
