@@ -53,3 +53,16 @@ def user_error(call, *args) -> str:
     assert len(message.splitlines()) == 1, repr(message)
     message.encode("utf-8")
     return message
+
+
+def record_fsyncs(monkeypatch) -> list[str]:
+    """Patch ``os.fsync`` to note the path behind every descriptor it flushes, in order, and still flush."""
+    paths: list[str] = []
+    real_fsync = os.fsync
+
+    def recorded_fsync(fd):
+        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    return paths

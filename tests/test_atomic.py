@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from conftest import record_fsyncs
 from rewardlab import atomic
 from rewardlab.runs import RunStore
 
@@ -16,14 +17,7 @@ def no_space(*args, **kwargs):
 def test_a_file_is_replaced_whole_and_flushed(tmp_path, monkeypatch):
     target = tmp_path / "summary.json"
     target.write_text("old")
-    flushed = []
-    real_fsync = os.fsync
-
-    def recorded_fsync(fd):
-        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    flushed = record_fsyncs(monkeypatch)
     atomic.write_text(target, "new ✓")
     assert target.read_text(encoding="utf-8") == "new ✓"
     assert flushed[0].startswith(str(tmp_path / ".summary.json.tmp-"))  # the data, before the rename

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import rewardlab
+from conftest import record_fsyncs
 from rewardlab.errors import RewardlabError
 from rewardlab.runs import RunStore
 from rewardlab.train import checkpoint as ckpt
@@ -250,14 +251,7 @@ def test_a_checkpoint_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert ckpt.latest(run.dir) == ckpt.path(run.dir, 2)
 
     monkeypatch.undo()
-    fsynced = []
-    real_fsync = os.fsync
-
-    def recorded_fsync(fd):
-        fsynced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    fsynced = record_fsyncs(monkeypatch)
     written = ckpt.save(run.dir, 3, model, tokenizer, optimizer, scheduler, {})
     assert written == ckpt.path(run.dir, 3) and (written / "trainer_state.pt").exists()
     assert sorted(p.name for p in (run.dir / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
