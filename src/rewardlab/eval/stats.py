@@ -57,11 +57,12 @@ def _as_array(values: Sequence[float] | np.ndarray) -> np.ndarray:
 
 
 def _bootstrap_means(values: np.ndarray, num_resamples: int, seed: int) -> np.ndarray:
-    """Means of ``num_resamples`` resamples with replacement, drawn in chunks to bound memory."""
+    """Means of ``num_resamples`` resamples of the rows of ``values`` with replacement, drawn in chunks to
+    bound memory. Columns (paired scores, one per system) are resampled together, row by row."""
     rng = np.random.default_rng(seed)
-    size = values.size
+    size = values.shape[0]
     chunk = max(1, _MAX_CHUNK_ELEMENTS // size)
-    means = np.empty(num_resamples, dtype=np.float64)
+    means = np.empty((num_resamples, *values.shape[1:]), dtype=np.float64)
     for start in range(0, num_resamples, chunk):
         stop = min(start + chunk, num_resamples)
         indices = rng.integers(0, size, size=(stop - start, size))
@@ -202,19 +203,13 @@ def relative_gain(
     if base <= 0:
         return RelativeGain(None, None, component, f"n/a: the base mean is {base:.3g}, not positive")
     value = float(b_values.mean()) / base - 1.0
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _MAX_CHUNK_ELEMENTS // len(shared))
-    ratios = []
-    for start in range(0, num_resamples, chunk):
-        indices = rng.integers(0, len(shared), size=(min(chunk, num_resamples - start), len(shared)))
-        means_a, means_b = a_values[indices].mean(axis=1), b_values[indices].mean(axis=1)
-        positive = means_a > 0
-        ratios.append(np.where(positive, means_b / np.where(positive, means_a, 1.0) - 1.0, np.nan))
-    ratios_all = np.concatenate(ratios)
-    if np.isnan(ratios_all).mean() > 0.01:
+    means = _bootstrap_means(np.stack([a_values, b_values], axis=1), num_resamples, seed)
+    means_a, means_b = means[:, 0], means[:, 1]
+    positive = means_a > 0
+    if 1.0 - positive.mean() > 0.01:
         return RelativeGain(value, None, component, "no interval: the base mean is 0 in too many resamples")
-    ratios_all = np.where(np.isnan(ratios_all), np.inf, ratios_all)
-    low, high = np.quantile(ratios_all, [0.025, 0.975])
+    ratios = np.where(positive, means_b / np.where(positive, means_a, 1.0) - 1.0, np.inf)
+    low, high = np.quantile(ratios, [0.025, 0.975])
     return RelativeGain(value, (float(low), float(high)), component)
 
 
