@@ -33,7 +33,8 @@ class SeedSpread:
         """One row per seed: the held-out (and fresh) difference, its interval, the relative gain."""
         rows = []
         for result in self.results:
-            held = result.summary()["difference"]
+            summary = result.summary()
+            held = summary["difference"]
             row = {
                 "seed": result.config.seed,
                 "run": result.run_id,
@@ -44,7 +45,7 @@ class SeedSpread:
                 "relative": held["relative"],
                 "relative_component": held["relative_component"],
             }
-            fresh = result.summary().get("fresh")
+            fresh = summary.get("fresh")
             if fresh and "mean" in fresh:
                 row["fresh_difference"] = fresh["mean"]
                 row["fresh_ci95"] = fresh["ci95"]

@@ -147,19 +147,18 @@ def audit_series(
     if primary not in series or not series[primary]:
         raise ValueError(f"no values for the primary component '{primary}'")
     primary_points = series[primary]
-    primary_trend = trend(np.array(list(primary_points.values())))
+    trends = {name: trend(np.array(list(points.values()))) for name, points in series.items() if points}
+    primary_trend = trends[primary]
     notes = []
     if primary_trend.se is None:
         notes.append(f"only {len(primary_points)} logged steps: trends are shown, not judged")
-    ends = {name: trend(np.array(list(points.values()))).end for name, points in series.items() if points}
-    end_total = sum(weights.get(name, 0.0) * end for name, end in ends.items() if weights.get(name, 0.0) > 0)
+    end_total = sum(
+        weights.get(name, 0.0) * t.end for name, t in trends.items() if weights.get(name, 0.0) > 0
+    )
     components = []
-    for name, points in series.items():
-        if not points:
-            continue
+    for name, own in trends.items():
+        points = series[name]
         weight = weights.get(name, 0.0)
-        values = np.array(list(points.values()))
-        own = trend(values)
         shared = sorted(points.keys() & primary_points.keys())
         share = (
             weight * own.end / end_total

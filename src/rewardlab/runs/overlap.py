@@ -59,8 +59,12 @@ def record_text(prompt: Messages | str, answer: str | None) -> str:
     return question_text(prompt) + "\n" + _normalised(answer or "")
 
 
+def _text_hash(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
 def content_hash(prompt: Messages | str, answer: str | None) -> str:
-    return hashlib.sha1(record_text(prompt, answer).encode()).hexdigest()[:16]
+    return _text_hash(record_text(prompt, answer))
 
 
 def signature(text: str) -> np.ndarray:
@@ -91,7 +95,7 @@ def record_training_data(run_dir: Path, records: Iterable[tuple[Messages | str, 
     (``answer`` None when the data has none, as a JSONL of prompts and completions)."""
     unique = {record_text(prompt, answer): (question_text(prompt), answer) for prompt, answer in records}
     path = Path(run_dir) / HASHES_FILE
-    hashes = sorted({hashlib.sha1(text.encode()).hexdigest()[:16] for text in unique})
+    hashes = sorted({_text_hash(text) for text in unique})
     path.write_text(HASHES_HEADER + "\n".join(hashes) + "\n")
     np.savez_compressed(
         Path(run_dir) / SIGNATURES_FILE,
