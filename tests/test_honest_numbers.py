@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import user_error
 from rewardlab.errors import RewardlabError
 from rewardlab.eval.compare import compare_runs
 from rewardlab.eval.evaluate import summarize
@@ -205,3 +206,14 @@ def test_the_same_question_with_another_answer_is_not_a_near_duplicate(tmp_path)
     assert trained.check([(question, "crane")]).exact == 1
     other = trained.check([(question, "ghost")])
     assert other.exact == 0 and other.near == 0
+
+
+def test_asking_for_more_fresh_examples_than_exist_is_one_line():
+    from rewardlab.envs.builtin.arithmetic import load_environment as arithmetic
+
+    env = arithmetic(level=1, num_train=60, num_eval=6)  # 7 held-out-side problems, 6 of them held out
+    message = user_error(env.fresh_examples, 6, 3)
+    assert message == (
+        "fewer than 6 fresh examples exist beside the 6 held-out ones at levels [1]; "
+        "ask for fewer, or add a level"
+    )

@@ -71,25 +71,17 @@ class Procedural:
         from rewardlab.runs.overlap import content_hash
 
         held = {content_hash(e.prompt, e.answer) for e in self.eval_examples}
-        asked = n
-        new: list[Example] = []
-        while True:
-            try:
-                candidates = self.fresh_candidates(asked, seed)
-            except RewardlabError:  # the held-out side has fewer examples than that
-                if asked == n:
-                    raise
-                candidates = []
-            if candidates or asked == n:
-                new = [e for e in candidates if content_hash(e.prompt, e.answer) not in held]
-            if len(new) >= n:
-                return new[:n]
-            if not candidates or asked >= n + len(held):  # no more to draw
-                raise RewardlabError(
-                    f"only {len(new)} fresh examples exist beside the {len(held)} held-out ones at levels "
-                    f"{self.levels}; ask for fewer, or add a level"
-                )
-            asked = min(n + len(held), asked + 2 * (n - len(new)))
+        try:  # at most every held-out example is drawn again: this many always leave n, if they exist
+            candidates = self.fresh_candidates(n + len(held), seed)
+        except RewardlabError:  # the held-out side has fewer examples than that; draws are prefix-stable
+            candidates = self.fresh_candidates(n, seed)
+        fresh = [e for e in candidates if content_hash(e.prompt, e.answer) not in held]
+        if len(fresh) < n:
+            raise RewardlabError(
+                f"fewer than {n} fresh examples exist beside the {len(held)} held-out ones at levels "
+                f"{self.levels}; ask for fewer, or add a level"
+            )
+        return fresh[:n]
 
 
 def split_draws(
