@@ -39,12 +39,15 @@ def test_demo_writes_summary_report_and_prints_the_summary_path_last(tmp_path):
     fresh = summary["fresh"]  # the same two models, paired on newly generated examples too
     assert fresh["n"] == 6 and fresh["ci95"][0] <= fresh["mean"] <= fresh["ci95"][1]
     assert {"base", "tuned"} == set(fresh["runs"]) and "relative" in fresh
+    verdict = summary["verdict"]  # judged on held-out and fresh; priced on the GRPO run alone
+    assert verdict["outcome"] in ("pass", "fail") and verdict["cost"]["runs"] == [summary["runs"]["train"]]
 
     report = Path(summary["report"])
     text = report.read_text()
     for heading in (
         "## Held-out results",
         "## Fresh data",
+        "## Verdict",
         "## How we know RL, not more SFT, moved the number",
         "## By `needs_carry`",
         "## Training curves",

@@ -31,6 +31,7 @@ from rewardlab.console import say
 from rewardlab.envs.registry import load_environment_for
 from rewardlab.eval.compare import Comparison, ModeComparison, breakdown, compare_models, compare_runs
 from rewardlab.eval.evaluate import evaluate
+from rewardlab.eval.verdict import DEFAULT_BAR, Verdict, judge, training_cost
 from rewardlab.models.adapters import is_adapter_dir
 from rewardlab.runs import RunStore, collect_manifest
 from rewardlab.runs.store import to_jsonable
@@ -74,6 +75,7 @@ class DemoResult:
     wall_seconds: float = 0.0
     report_path: Path | None = None
     summary_path: Path | None = None
+    verdict: Verdict | None = None  # tuned against the bar on held-out and fresh, and its cost per point
 
     @property
     def primary(self) -> str | None:
@@ -109,6 +111,8 @@ class DemoResult:
                     **paired(self.fresh.comparison),
                 }
             )
+        if self.verdict is not None:
+            out["verdict"] = self.verdict.to_dict()
         if self.report_path is not None:
             out["report"] = str(self.report_path)
         return out
@@ -188,6 +192,7 @@ def run_demo(config: DemoConfig, store: RunStore | None = None, parent: str | No
     with store.failure_recorded(demo.id):
         result = _stages(config, store, demo)
         result.wall_seconds = time.perf_counter() - started
+        result.verdict = _verdict(store, result)
         result.report_path = render(result, store)
         result.summary_path = demo.dir / "summary.json"
         summary = result.summary()
@@ -276,6 +281,13 @@ def _stages(config: DemoConfig, store: RunStore, demo) -> DemoResult:
         breakdowns={key: table for key, table in breakdowns.items() if table},  # a key no example has: none
         timings=timings,
     )
+
+
+def _verdict(store: RunStore, result: DemoResult) -> Verdict:
+    """Tuned against base at compare's default bar: held-out, fresh (when asked for), the GRPO run priced."""
+    modes = [ModeComparison("held-out", result.held_out), *([result.fresh] if result.fresh else [])]
+    cost = training_cost(store, result.tuned.model, result.base.model, "base", "tuned")
+    return judge(modes, DEFAULT_BAR, "add it with --set eval.fresh=true", cost)
 
 
 def _eval_config(config: DemoConfig, label: str, model: str, greedy: bool = False) -> EvalConfig:

@@ -20,6 +20,7 @@ from rewardlab.eval.report import (
     samples_lines,
     training_figures,
 )
+from rewardlab.eval.verdict import render as render_verdict
 from rewardlab.runs import RunStore
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ def render(result: DemoResult, store: RunStore | None = None) -> Path:
         image(difference, out, "per-example difference"),
         "",
         *_fresh(result),
+        *_verdict_section(result),
         *_control(result),
         *_breakdowns(result),
         "## Training curves",
@@ -88,6 +90,8 @@ def closing_lines(result: DemoResult) -> list[str]:
             f"control (more SFT): {c.mean_b:.3f}, difference vs base {c.mean_diff:+.3f} "
             f"[{c.ci95[0]:+.3f}, {c.ci95[1]:+.3f}]"
         )
+    if result.verdict is not None:
+        lines += render_verdict(result.verdict, "tuned")
     lines += [f"report: {result.report_path}", f"wall time: {result.wall_seconds:.0f}s"]
     return lines
 
@@ -201,6 +205,24 @@ def _fresh(result: DemoResult) -> list[str]:
         *comparison_lines(comparison, "base", "tuned", "fresh"),
         "",
         *_verdict(comparison, "fresh"),
+        "",
+    ]
+
+
+def _verdict_section(result: DemoResult) -> list[str]:
+    """The pass/fail verdict on held-out and fresh, and what the tuning cost per point."""
+    if result.verdict is None:
+        return []
+    headline, *checks, cost = render_verdict(result.verdict, "tuned")
+    return [
+        "## Verdict",
+        "",
+        f"**{headline}**",
+        "",
+        *(f"- {check.strip()}" for check in checks),
+        "",
+        f"{cost[0].upper()}{cost[1:]}. It counts the training runs tuned descends from and base does not: "
+        "the GRPO run, not the SFT priming both share.",
         "",
     ]
 

@@ -231,6 +231,12 @@ class CompareConfig(Section):
         description="Pair two eval runs even when their environment, split, temperature, response format or "
         "rollouts per example differ (refused otherwise).",
     )
+    verdict_min_relative_gain: float = Field(
+        0.10,
+        ge=0,
+        description="The verdict's bar: B passes when its relative gain over A on the primary component is "
+        "at least this (0.10: 10%) and the 95% CI's lower bound is above 0, on held-out and on fresh data.",
+    )
     runs_dir: str = Field("runs", description="Where the run store lives.")
 
 

@@ -14,11 +14,15 @@ import json
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rewardlab.errors import RewardlabError
 from rewardlab.eval.stats import PairedComparison, RelativeGain, paired_comparison, relative_gain
 from rewardlab.runs import Run, RunStore
 from rewardlab.runs.overlap import Overlap
+
+if TYPE_CHECKING:
+    from rewardlab.eval.verdict import Verdict
 
 
 @dataclass
@@ -475,6 +479,7 @@ class CompareResult:
     runs: Comparison | None = None
     modes: list[ModeComparison] = field(default_factory=list)
     run_id: str | None = None
+    verdict: Verdict | None = None  # B against the bar on held-out and fresh, and what B cost per point
 
 
 def run_compare(store: RunStore, config) -> CompareResult:
@@ -486,6 +491,7 @@ def run_compare(store: RunStore, config) -> CompareResult:
     in every data mode of ``config.data``, recorded as one compare run.
     """
     from rewardlab.config import EvalConfig, load_endpoints, served_model
+    from rewardlab.eval.verdict import verdict_of_models, verdict_of_runs
     from rewardlab.models.loading import locate
 
     if config.a is None or config.b is None:
@@ -499,9 +505,8 @@ def run_compare(store: RunStore, config) -> CompareResult:
         )
     both_local = served_a is None and served_b is None
     if both_local and _is_eval_run(store, config.a) and _is_eval_run(store, config.b):
-        return CompareResult(
-            runs=compare_runs(store, config.a, config.b, num_samples=config.samples, force=config.force)
-        )
+        runs = compare_runs(store, config.a, config.b, num_samples=config.samples, force=config.force)
+        return CompareResult(runs=runs, verdict=verdict_of_runs(store, runs, config))
     side_a = served_a or {"name_or_path": locate(config.a, store.root), "dtype": config.dtype}
     side_b = served_b or {"name_or_path": locate(config.b, store.root), "dtype": config.dtype}
     common = {
@@ -532,8 +537,10 @@ def run_compare(store: RunStore, config) -> CompareResult:
             num_samples=config.samples,
             parent=run.id,
         )
-    store.finish(run.id, summary={result.mode: _mode_summary(result) for result in results})
-    return CompareResult(modes=results, run_id=run.id)
+    verdict = verdict_of_models(store, results, config, side_a, side_b)
+    summary = {result.mode: _mode_summary(result) for result in results}
+    store.finish(run.id, summary={**summary, "verdict": verdict.to_dict()})
+    return CompareResult(modes=results, run_id=run.id, verdict=verdict)
 
 
 def _is_eval_run(store: RunStore, ref: str) -> bool:

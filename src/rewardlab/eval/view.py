@@ -226,7 +226,21 @@ def model_comparison_view(results, label_a: str, label_b: str) -> Group:
 
 
 def compare_view(result, label_a: str, label_b: str) -> Group:
-    """What ``rewardlab compare`` prints: two eval runs side by side, or two models in every data mode."""
+    """What ``rewardlab compare`` prints: two eval runs side by side, or two models in every data mode, then
+    the verdict."""
     if result.runs is not None:
-        return comparison_view(result.runs)
-    return model_comparison_view(result.modes, label_a, label_b)
+        body = comparison_view(result.runs)
+    else:
+        body = model_comparison_view(result.modes, label_a, label_b)
+    return Group(body, *verdict_view(result.verdict, label_b)) if result.verdict else body
+
+
+VERDICT_STYLES = {"pass": "bold green", "fail": "bold red", "none": "bold yellow"}
+
+
+def verdict_view(verdict, label_b: str) -> list[Text]:
+    """The verdict's headline in its colour, each mode against the bar, the cost line."""
+    from rewardlab.eval.verdict import render
+
+    headline, *rest = render(verdict, label_b)
+    return [Text(headline, style=VERDICT_STYLES[verdict.outcome]), *(Text(line) for line in rest)]
