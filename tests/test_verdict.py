@@ -10,6 +10,7 @@ from rewardlab.eval.compare import Comparison, ModeComparison, run_compare
 from rewardlab.eval.stats import paired_comparison, relative_gain
 from rewardlab.eval.verdict import (
     DEFAULT_BAR,
+    check_mode,
     data_flag,
     judge,
     render,
@@ -117,6 +118,9 @@ def test_the_bar_is_a_config_field():
     assert lower.outcome == "pass" and lower.bar == 0.05
     assert "5% relative gain" in render(lower)[0] and render(lower)[1].endswith("at least 5%, CI above 0")
     assert judge(modes, bar=0.125).checks[0].failed == ["below the 12.5% bar"]
+    at_the_bar = mode("held-out", [1.0] * 40 + [0.0] * 60, [1.0] * 44 + [0.0] * 56)  # 0.4 -> 0.44
+    assert at_the_bar.comparison.relative.value < 0.10  # 0.0999...: floating point, not a miss
+    assert check_mode("held-out", at_the_bar.comparison, 0.10).failed == []
     result = CliRunner().invoke(
         app, ["compare", "a", "b", "--env", "arithmetic", "--set", "verdict_min_relative_gain=-0.1"]
     )

@@ -3,8 +3,8 @@
 PASS when, on held-out data and on fresh data, the relative gain of B over A on the rubric's primary
 component reaches the bar (``CompareConfig.verdict_min_relative_gain``, 10% by default) and the lower bound
 of its paired 95% interval is above 0. Any condition missed is a FAIL that names it, with its numbers. A
-comparison without both modes gets no verdict: one mode alone could be luck of the draw (held-out) or a
-split the model was tuned against (held-out chosen while picking settings), and fresh data answers that.
+comparison without both modes gets no verdict: the held-out split is the one settings get chosen on, and
+fresh data, generated for the comparison, is the one nothing could have been tuned to.
 
 Beside the verdict, what producing B cost per point of improvement: the training runs B descends from that
 A does not (:func:`rewardlab.runs.lineage.lineage`), their recorded ``cost`` (dollars, when priced) or
@@ -24,7 +24,7 @@ from rewardlab.runs import Run, RunStore
 VERDICT_MODES = ("held-out", "fresh")
 DEFAULT_BAR = CompareConfig.model_fields["verdict_min_relative_gain"].default  # the demo's bar too
 TRAINING_KINDS = ("sft", "train")  # the runs whose cost produced a model
-# A gain computed as 0.1 from means 0.55 and 0.5 comes out as 0.0999...: not a miss of a 10% bar.
+# From means 0.4 to 0.44 the gain computes as 0.09999999999999987: exactly at a 10% bar, not below it.
 _ROUNDING = 1e-12
 
 
