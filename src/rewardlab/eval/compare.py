@@ -537,7 +537,7 @@ def run_compare(store: RunStore, config) -> CompareResult:
             num_samples=config.samples,
             parent=run.id,
         )
-    verdict = verdict_of_models(store, results, config, side_a, side_b)
+        verdict = verdict_of_models(store, results, config, side_a, side_b)
     summary = {result.mode: _mode_summary(result) for result in results}
     store.finish(run.id, summary={**summary, "verdict": verdict.to_dict()})
     return CompareResult(modes=results, run_id=run.id, verdict=verdict)
