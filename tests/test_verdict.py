@@ -171,6 +171,15 @@ def test_cost_per_point_sums_the_runs_behind_b(lineage_store):
     assert training_cost(store, train.id, str(sft.dir / "model")).runs == [train.id]
 
 
+def test_cost_follows_a_model_into_another_run_store(lineage_store, tmp_path):
+    store, sft, _ = lineage_store
+    elsewhere = RunStore(tmp_path / "other-runs")  # GRPO run under another --runs-dir, on the SFT model
+    train = _training_run(elsewhere, "train", str(sft.dir / "model"), {"wall_seconds": 60.0})
+    cost = training_cost(elsewhere, train.id, "tiny")
+    assert cost.runs == [train.id, sft.id] and cost.wall_seconds == pytest.approx(198.0)
+    assert cost.usd is None  # the GRPO run was not priced
+
+
 def test_unpriced_runs_are_priced_in_minutes(lineage_store):
     store, sft, train = lineage_store
     store.update_summary(sft.id, {"cost": {"usd": None, "wall_seconds": 138.0}})  # not priced: no rate known

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from rewardlab.config import CompareConfig
 from rewardlab.errors import RewardlabError
 from rewardlab.eval.compare import DATA_MODES, Comparison, ModeComparison
 from rewardlab.runs import Run, RunStore
+from rewardlab.runs.store import DB_NAME
 
 VERDICT_MODES = ("held-out", "fresh")
 DEFAULT_BAR = CompareConfig.model_fields["verdict_min_relative_gain"].default  # the demo's bar too
@@ -240,16 +242,19 @@ def _recorded(run: Run) -> dict:
     return {**cost, "wall_seconds": run.summary.get("wall_seconds", cost.get("wall_seconds"))}
 
 
-def _run_of(store: RunStore, path) -> Run | None:
-    """The run recorded for a run directory: in this store, or in the store the directory lives in."""
-    for candidate in (store, RunStore(path.parent) if (path.parent / "rewardlab.db").exists() else None):
-        if candidate is None:
-            continue
+def _run_of(store: RunStore, path: Path) -> Run | None:
+    """The run recorded for a run directory: in this store, or in the store the directory lives in (a model
+    trained under another ``--runs-dir``)."""
+    try:
+        return store.get(path)
+    except RewardlabError:
+        if not (path.parent / DB_NAME).exists():
+            return None
+    with RunStore(path.parent) as own:
         try:
-            return candidate.get(path)
-        except RewardlabError:  # not this store's run
-            continue
-    return None
+            return own.get(path)
+        except RewardlabError:
+            return None
 
 
 def _total(values: list) -> float | int | None:
