@@ -17,12 +17,12 @@ from pydantic import Field, field_validator, model_validator
 from rewardlab.config.base import RenamedField, Section, preset
 from rewardlab.config.sections import (
     OPTIMIZER_FIELDS,
+    DynamicSamplingConfig,
+    EntropyControlConfig,
     EnvConfig,
     EvalModelConfig,
     LoraConfig,
     ModelConfig,
-    DynamicSamplingConfig,
-    EntropyControlConfig,
     OptimizerConfig,
     SamplingConfig,
     check_precision,
