@@ -5,12 +5,12 @@ A reward function names what it needs and gets exactly that::
     def correct(completion, answer, parser):
         return 1.0 if parser.parse_answer(completion) == answer else 0.0
 
-Available names: ``completion`` (the model's last reply, a string), ``completion_messages`` (every
-message after the prompt), ``prompt`` (the prompt messages), ``answer``, ``info``, ``state``, ``parser``,
-``example``, ``completion_tokens`` (how many tokens the model generated, ``None`` when the sampler did
-not report token ids) and ``turn_tokens`` (the same, one count per model turn); a function taking
-``**kwargs`` receives them all. The total reward is the weighted sum; every component is kept, and a function that raises marks its component as errored on that rollout
-instead of scoring it 0.
+Available names: ``completion`` (the model's last reply, a string), ``completion_messages`` (every message
+after the prompt), ``prompt`` (the prompt messages), ``answer``, ``info``, ``state``, ``parser``, ``example``,
+``completion_tokens`` (how many tokens the model generated, ``None`` when the sampler did not report token
+ids) and ``turn_tokens`` (the same, one count per model turn); a function taking ``**kwargs`` receives them
+all. The total reward is the weighted sum; every component is kept, and a function that raises marks its
+component as errored on that rollout instead of scoring it 0.
 
 Where functions run (``isolation``): by default a synchronous function runs in a pool of worker processes
 (:mod:`rewardlab.rubrics.runner`) with a time limit per call, so one that hangs or crashes errors its
