@@ -199,7 +199,7 @@ def test_adaptive_bonus_follows_skywork_or1():
     assert (restored.coef, restored.last_entropy) == (bonus.coef, bonus.last_entropy)
 
 
-# -- top-k ----------------------------------------------------------------------------------------------------
+# -- top-k ------------------------------------------------------------------------------------------------
 
 
 def test_top_k_keeps_the_k_likeliest_and_zero_changes_nothing():
@@ -212,7 +212,7 @@ def test_top_k_keeps_the_k_likeliest_and_zero_changes_nothing():
     assert torch.equal(plain, off)
 
 
-# -- the trainer's controls, on the tiny model ------------------------------------------------------------------
+# -- the trainer's controls, on the tiny model ------------------------------------------------------------
 
 
 def digit_fraction(completion: str) -> float:
