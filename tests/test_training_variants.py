@@ -51,7 +51,7 @@ def test_gspo_notes_say_when_its_clipping_cannot_act():
     single = TrainConfig.model_validate({"loss_type": "gspo"})
     assert any("never acts" in note for note in setting_notes(single, 0.0))
     token_eps = TrainConfig.model_validate({"loss_type": "gspo", "num_iterations": 2, "epsilon_low": 0.2})
-    assert any("hardly act" in note for note in setting_notes(token_eps, 0.0))
+    assert any("far less than GSPO intends" in note for note in setting_notes(token_eps, 0.0))
     paper = TrainConfig.model_validate({"loss_type": "gspo", "num_iterations": 2})
     assert setting_notes(paper, 0.0) == []
     assert setting_notes(TrainConfig.model_validate({}), 0.0) == []  # dapo, defaults: nothing to say

@@ -464,8 +464,8 @@ def setting_notes(config: TrainConfig, dropout: float) -> list[str]:
     if config.loss_type == "gspo" and max(config.epsilon_low, config.epsilon_high) > 0.01:
         notes.append(
             f"gspo with epsilon {config.epsilon_low:g}/{config.epsilon_high:g}: a sequence ratio (the mean "
-            "of its token log-ratios) rarely moves that far, so the clip will hardly act; the GSPO paper "
-            "uses 3e-4/4e-4 (the default when epsilon is not set)"
+            "of its token log-ratios) moves far less than a token's, so the clip acts far less than GSPO "
+            "intends; the GSPO paper uses 3e-4/4e-4 (the default when epsilon is not set)"
         )
     if config.entropy.kl_cov_fraction and config.num_iterations == 1:
         notes.append(
