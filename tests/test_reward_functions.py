@@ -55,9 +55,15 @@ def test_length_penalty_in_chars_and_tokens():
 
 
 def test_overlong_shaping_follows_dapo():
-    shaping = overlong_shaping(max_length=100, buffer=20)
+    shaping = overlong_shaping(max_length=100, buffer=20, per="episode")
     lengths = [0, 80, 85, 90, 100, 101, 500]
     assert [shaping(n) for n in lengths] == pytest.approx([0.0, 0.0, -0.25, -0.5, -1.0, -1.0, -1.0])
+    per_turn = overlong_shaping(max_length=100, buffer=20)  # the default: the longest turn is measured
+    assert [per_turn([n]) for n in lengths] == pytest.approx([0.0, 0.0, -0.25, -0.5, -1.0, -1.0, -1.0])
+    assert per_turn([60, 60, 60]) == 0.0  # 180 tokens in three turns, none near the per-turn limit
+    assert shaping(180) == -1.0  # ... which the episode-wide measure would punish fully
+    with pytest.raises(RewardlabError, match="unknown per"):
+        overlong_shaping(100, 10, per="step")
     with pytest.raises(RewardlabError, match="must not exceed"):
         overlong_shaping(max_length=10, buffer=20)
     with pytest.raises(RewardlabError, match="unknown unit"):
@@ -72,6 +78,25 @@ def test_length_rewards_read_the_rollout_through_the_rubric():
     assert with_ids.components == {"tokens": pytest.approx(-0.5), "chars": 0.0}
     assert without_ids.components["chars"] == pytest.approx(-0.75)
     assert "no token ids" in without_ids.errors["tokens"]  # never a length in the wrong unit
+
+
+def test_overlong_shaping_measures_each_turn_of_a_multi_turn_episode():
+    """A limit on each turn (max_new_tokens) is checked against each turn, not the episode's sum."""
+    example = Example("e1", [{"role": "user", "content": "q"}])
+    turns = [{"role": "assistant", "content": "x" * 6}, {"role": "user", "content": "ok"}] * 2
+    # two model turns of 6 tokens, environment tokens (mask 0) between them: 12 model tokens in all
+    mask = [1] * 6 + [0] * 3 + [1] * 6
+    episode = Rollout(example, 0, turns, completion_mask=mask)
+    rubric = Rubric(
+        [overlong_shaping(10, 4), overlong_shaping(10, 4, per="episode"), overlong_shaping(10, 4, "chars")],
+        names=["turn", "episode", "turn_chars"],
+        isolation="inline",
+    )
+    [scored] = rubric.score([episode])
+    assert scored.components == {"turn": 0.0, "episode": -1.0, "turn_chars": 0.0}
+    episode.turn_tokens = [6, 9]  # as the environment records them while sampling
+    [scored] = rubric.score([episode])
+    assert scored.components["turn"] == pytest.approx(-0.75)
 
 
 @pytest.fixture(scope="module")

@@ -281,6 +281,15 @@ def test_penalties_and_logit_bias_sample_as_the_sampler_does(server):
     assert reply.choices[0].message.content == sampled(**penalties) != sampled()
 
 
+def test_top_k_one_is_greedy_whatever_the_temperature(server):
+    """vLLM's top_k extension: the k likeliest tokens only, sent by the openai client in the body."""
+    client = server.client()
+    request = {"model": "tuned", "messages": MESSAGES, "max_tokens": 8}
+    greedy_reply = client.chat.completions.create(**request, temperature=0)
+    hot = client.chat.completions.create(**request, n=3, temperature=1.5, extra_body={"top_k": 1})
+    assert {c.message.content for c in hot.choices} == {greedy_reply.choices[0].message.content}
+
+
 def test_top_logprobs_in_chat_and_legacy_shapes(server):
     client = server.client()
     chat = client.chat.completions.create(

@@ -47,6 +47,7 @@ class Rollout:
     prompt_ids: list[int] | None = None
     completion_ids: list[int] | None = None
     completion_mask: list[int] | None = None
+    turn_tokens: list[int] = field(default_factory=list)  # tokens the model generated in each of its turns
     truncated: bool = False
     num_turns: int = 0
     latency_s: float = 0.0

@@ -17,6 +17,8 @@ from pydantic import Field, field_validator, model_validator
 from rewardlab.config.base import RenamedField, Section, preset
 from rewardlab.config.sections import (
     OPTIMIZER_FIELDS,
+    DynamicSamplingConfig,
+    EntropyControlConfig,
     EnvConfig,
     EvalModelConfig,
     LoraConfig,
@@ -74,6 +76,18 @@ class SFTConfig(SFTSettings):
 
 # -- train ---------------------------------------------------------------------------------------------
 
+# Each loss type's paper settings, used for the fields a config leaves out (a saved config then holds
+# them explicitly, so it says what the run did). DeepSeekMath's GRPO clips at 0.2 both ways and divides by
+# the group std; DAPO raises the upper clip to 0.28; Dr. GRPO removes the std division (it weighs easy and
+# hard prompts unevenly); GSPO clips its sequence-level ratio at 3e-4 / 4e-4, as a sequence ratio (a mean
+# of token log-ratios) moves far less than a token's.
+LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
+    "grpo": {"scale_rewards": True, "epsilon_low": 0.2, "epsilon_high": 0.2},
+    "dapo": {"scale_rewards": True, "epsilon_low": 0.2, "epsilon_high": 0.28},
+    "dr_grpo": {"scale_rewards": False, "epsilon_low": 0.2, "epsilon_high": 0.2},
+    "gspo": {"scale_rewards": True, "epsilon_low": 3e-4, "epsilon_high": 4e-4},
+}
+
 
 class TrainSettings(Section):
     """How GRPO trains: the batch of rollouts, the loss, the optimizer, the adapter, sampling."""
@@ -82,6 +96,11 @@ class TrainSettings(Section):
         **{name: f"optimizer.{name}" for name in OPTIMIZER_FIELDS},
         "gradient_accumulation_steps": "micro_batches",
     }
+    # A parent's preset clip range and std scaling belong to its loss type: naming another one starts
+    # from that loss type's paper settings.
+    default_follows: ClassVar[dict[str, str]] = dict.fromkeys(
+        ("scale_rewards", "epsilon_low", "epsilon_high"), "loss_type"
+    )
 
     max_steps: int = Field(
         100,
@@ -105,13 +124,41 @@ class TrainSettings(Section):
         description="Aggregation: grpo = per-sequence mean; dapo = token-level mean; dr_grpo = constant "
         "length normaliser; gspo = sequence-level importance ratio.",
     )
-    scale_rewards: bool = Field(True, description="Divide advantages by the group's reward std.")
-    epsilon_low: float = Field(0.2, ge=0, description="Lower clip: ratio >= 1 - epsilon_low.")
+    scale_rewards: bool = Field(
+        True,
+        description="Divide advantages by the group's reward std (default by loss_type: false for dr_grpo, "
+        "true for the others).",
+    )
+    epsilon_low: float = Field(
+        0.2,
+        ge=0,
+        description="Lower clip: ratio >= 1 - epsilon_low (default by loss_type: 0.2; 3e-4 for gspo).",
+    )
     epsilon_high: float = Field(
-        0.28, ge=0, description="Upper clip: ratio <= 1 + epsilon_high (DAPO clip-higher)."
+        0.28,
+        ge=0,
+        description="Upper clip: ratio <= 1 + epsilon_high (default by loss_type: 0.28 for dapo's "
+        "clip-higher, 0.2 for grpo and dr_grpo, 4e-4 for gspo).",
     )
     beta: float = Field(
-        0.0, ge=0, description="KL penalty to the reference (the base model, adapters off); needs LoRA."
+        0.0, ge=0, description="KL penalty to the reference policy (see reference); needs LoRA."
+    )
+    reference: Literal["initial", "base"] = Field(
+        "initial",
+        description="The KL reference: 'initial' is the policy training started from, frozen (a starting "
+        "adapter included), so the KL is 0 at step 1; 'base' is the base model with every adapter off.",
+    )
+    disable_dropout: bool = Field(
+        True,
+        description="Turn dropout off while training (the LoRA branch's too): the sampling pass runs without "
+        "it, so with it the first pass's ratio pi/pi_old would not be 1.",
+    )
+    dynamic_sampling: DynamicSamplingConfig = Field(
+        default_factory=DynamicSamplingConfig, description="DAPO's dynamic sampling (off by default)."
+    )
+    entropy: EntropyControlConfig = Field(
+        default_factory=EntropyControlConfig,
+        description="Entropy control: adaptive bonus, Clip-Cov, KL-Cov, advantage clipping (all off).",
     )
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="AdamW and its schedule.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="Adapter settings.")
@@ -126,6 +173,14 @@ class TrainSettings(Section):
     )
     max_batch_size: int = Field(256, gt=0, description="Most sequences per forward pass when sampling.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _paper_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        loss_type = data.get("loss_type", cls.model_fields["loss_type"].default)
+        return {**LOSS_DEFAULTS.get(loss_type, {}), **data}
+
     @model_validator(mode="after")
     def _combinations(self) -> TrainSettings:
         """Settings that validate one by one but cannot work together, refused before any model loads."""
@@ -138,6 +193,11 @@ class TrainSettings(Section):
             raise ValueError(
                 "sampling.temperature = 0 (greedy) gives every completion of a group the same text, so GRPO "
                 "has nothing to compare: use a temperature above 0 (1.0 samples the model as it is)"
+            )
+        if self.loss_type == "gspo" and (self.entropy.clip_cov_fraction or self.entropy.kl_cov_fraction):
+            raise ValueError(
+                "entropy.clip_cov_fraction and entropy.kl_cov_fraction act on single tokens' ratios and "
+                "gradients, and gspo's ratio is per sequence: use them with grpo, dapo or dr_grpo"
             )
         rollouts = self.prompts_per_step * self.group_size
         if self.micro_batches > rollouts:

@@ -95,6 +95,9 @@ class EnvConfig(Section):
 class SamplingConfig(Section):
     temperature: float = Field(1.0, ge=0, description="Sampling temperature; 0 is greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int = Field(
+        0, ge=0, description="Sample among the k likeliest tokens only (before top_p); 0 keeps all of them."
+    )
     # "auto" rather than None: a TOML file can write it, so a saved config says what the run did.
     max_new_tokens: int | Literal["auto"] = Field(
         "auto",
@@ -162,3 +165,64 @@ def check_precision(lora: LoraConfig, dtype: str, where: str = "") -> None:
             f"full fine-tuning in {dtype} would round small updates away (there is no float32 master copy): "
             f'set model.dtype = "float32" or {where}lora.enabled = true'
         )
+
+
+class DynamicSamplingConfig(Section):
+    """DAPO's dynamic sampling: a step trains only on groups whose rewards differ."""
+
+    enabled: bool = Field(
+        False,
+        description="Drop groups whose rewards are all equal (advantage 0: no signal, yet they count in the "
+        "loss's normalisers) and draw more prompts until prompts_per_step groups with signal are found.",
+    )
+    max_draws: int = Field(
+        4,
+        gt=0,
+        description="Most rounds of sampling per step (the first included); if the batch is still short "
+        "after them, the step trains on the groups with signal it has.",
+    )
+
+
+class EntropyControlConfig(Section):
+    """Ways to keep the policy exploring; each is off by default."""
+
+    target: float | None = Field(
+        None,
+        gt=0,
+        description="Adaptive entropy bonus (Skywork-OR1): a target mean token entropy in nats. The bonus "
+        "coefficient rises by coef_step each step the sampled entropy is below the target and falls by "
+        "coef_step (not below 0) each step it is above; the loss subtracts coefficient x entropy.",
+    )
+    coef_step: float = Field(
+        0.005, gt=0, description="How much the adaptive bonus coefficient moves per step."
+    )
+    coef_max: float = Field(0.1, gt=0, description="Largest adaptive bonus coefficient.")
+    clip_cov_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Clip-Cov (Cui et al. 2025): this fraction of tokens, drawn at random among those whose "
+        "centred covariance of log-prob and advantage lies in [cov_low, cov_high], gets no gradient; the "
+        "paper uses 2e-4. 0: off.",
+    )
+    cov_low: float = Field(1.0, description="Clip-Cov: lower bound of the covariance window.")
+    cov_high: float = Field(5.0, description="Clip-Cov: upper bound of the covariance window.")
+    kl_cov_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="KL-Cov (Cui et al. 2025): the tokens with the largest covariance of log-prob and "
+        "advantage, this fraction of them, get a penalty kl_cov_coef x |log pi - log pi_old|; the paper uses "
+        "2e-3. Needs num_iterations > 1 (on a single pass the ratio is 1 and the penalty has no gradient). "
+        "0: off.",
+    )
+    kl_cov_coef: float = Field(1.0, gt=0, description="KL-Cov's penalty coefficient.")
+    advantage_clip: float | None = Field(
+        None, gt=0, description="Clip every advantage to [-advantage_clip, +advantage_clip]. None: off."
+    )
+
+    @model_validator(mode="after")
+    def _window(self) -> EntropyControlConfig:
+        if self.cov_low > self.cov_high:
+            raise ValueError(f"cov_low ({self.cov_low}) must not exceed cov_high ({self.cov_high})")
+        return self

@@ -192,6 +192,7 @@ class Environment:
                 histories[i].append(reply)
                 rollout.num_turns = turn + 1
                 rollout.latency_s += generation.latency_s
+                rollout.turn_tokens.append(len(generation.token_ids or ()))
                 if renderer:
                     rollout.completion_ids.extend(generation.token_ids)
                     rollout.completion_mask.extend([1] * len(generation.token_ids))

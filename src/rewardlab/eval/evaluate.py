@@ -209,6 +209,7 @@ def run_rollouts(
         n=config.rollouts_per_example,
         temperature=config.sampling.temperature,
         top_p=config.sampling.top_p,
+        top_k=config.sampling.top_k,
         max_new_tokens=config.sampling.max_new_tokens_for(env),
         stop=config.sampling.stop,
         response_format=config.sampling.response_format,

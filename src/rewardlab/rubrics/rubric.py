@@ -5,12 +5,12 @@ A reward function names what it needs and gets exactly that::
     def correct(completion, answer, parser):
         return 1.0 if parser.parse_answer(completion) == answer else 0.0
 
-Available names: ``completion`` (the model's last reply, a string), ``completion_messages`` (every
-message after the prompt), ``prompt`` (the prompt messages), ``answer``, ``info``, ``state``, ``parser``,
-``example`` and ``completion_tokens`` (how many tokens the model generated, ``None`` when the sampler did
-not report token ids); a function taking ``**kwargs`` receives them all. The total reward is the weighted
-sum; every component is kept, and a function that raises marks its component as errored on that rollout
-instead of scoring it 0.
+Available names: ``completion`` (the model's last reply, a string), ``completion_messages`` (every message
+after the prompt), ``prompt`` (the prompt messages), ``answer``, ``info``, ``state``, ``parser``, ``example``,
+``completion_tokens`` (how many tokens the model generated, ``None`` when the sampler did not report token
+ids) and ``turn_tokens`` (the same, one count per model turn); a function taking ``**kwargs`` receives them
+all. The total reward is the weighted sum; every component is kept, and a function that raises marks its
+component as errored on that rollout instead of scoring it 0.
 
 Where functions run (``isolation``): by default a synchronous function runs in a pool of worker processes
 (:mod:`rewardlab.rubrics.runner`) with a time limit per call, so one that hangs or crashes errors its
@@ -45,6 +45,27 @@ from rewardlab.rubrics.runner import (
 )
 from rewardlab.types import Rollout, ScoredRollout
 
+
+def turn_tokens(rollout: Rollout) -> list[int] | None:
+    """Tokens the model generated in each of its turns; ``None`` when the sampler reported no token ids.
+
+    Rollouts built elsewhere (by hand, or stored before turns were counted) are read from the mask: each
+    run of model tokens between environment tokens is one turn.
+    """
+    if rollout.completion_mask is None:
+        return None
+    if rollout.turn_tokens:
+        return list(rollout.turn_tokens)
+    runs, current = [], 0
+    for flag in rollout.completion_mask:
+        if flag:
+            current += 1
+        elif current:
+            runs.append(current)
+            current = 0
+    return runs + [current] if current else runs
+
+
 REWARD_ARGUMENTS = (
     "completion",
     "completion_messages",
@@ -55,6 +76,7 @@ REWARD_ARGUMENTS = (
     "parser",
     "example",
     "completion_tokens",
+    "turn_tokens",
 )
 ISOLATIONS = ("process", "inline")
 Isolation = Literal["process", "inline"]
@@ -208,6 +230,7 @@ class Rubric:
             "completion_tokens": (
                 rollout.num_completion_tokens if rollout.completion_mask is not None else None
             ),
+            "turn_tokens": turn_tokens(rollout),
         }
 
     def _warn_once(self, key: str, message: str) -> None:

@@ -2,7 +2,8 @@
 
 Each factory returns a plain function that names the arguments it needs, ready for a :class:`Rubric`.
 Lengths count what the model wrote: tokens from ``completion_tokens`` (every model-generated token of the
-episode, which the rubric reads from the rollout's token ids), or characters of every assistant message.
+episode, which the rubric reads from the rollout's token ids) or ``turn_tokens`` (the same, turn by turn),
+or characters of assistant messages.
 """
 
 from __future__ import annotations
@@ -46,22 +47,50 @@ def _tokens(completion_tokens: int | None) -> int:
     return completion_tokens
 
 
-def _length_reward(unit: LengthUnit, shape: Callable[[int], float], name: str) -> Callable[..., float]:
-    if unit == "tokens":
+def _turn_tokens(turn_tokens: list[int] | None) -> int:
+    if turn_tokens is None:
+        raise ValueError("the sampler reported no token ids; measure the length in chars instead")
+    return max(turn_tokens, default=0)
+
+
+def _turn_chars(completion_messages: Messages) -> int:
+    return max(
+        (len(m.get("content") or "") for m in completion_messages if m.get("role") == "assistant"), default=0
+    )
+
+
+LengthScope = Literal["episode", "turn"]
+
+
+def _length_reward(
+    unit: LengthUnit, shape: Callable[[int], float], name: str, per: LengthScope = "episode"
+) -> Callable[..., float]:
+    """A reward function of one length: the whole episode's (every model turn together) or the longest
+    model turn's, in tokens or characters."""
+    if per not in ("episode", "turn"):
+        raise RewardlabError(f"{name}: unknown per '{per}' (choose: episode, turn)")
+    if unit == "tokens" and per == "episode":
 
         def by_tokens(completion_tokens: int | None) -> float:
             return shape(_tokens(completion_tokens))
 
-        by_tokens.__name__ = by_tokens.__qualname__ = name
-        return by_tokens
-    if unit == "chars":
+        function = by_tokens
+    elif unit == "tokens":
+
+        def by_turn_tokens(turn_tokens: list[int] | None) -> float:
+            return shape(_turn_tokens(turn_tokens))
+
+        function = by_turn_tokens
+    elif unit == "chars":
 
         def by_chars(completion_messages: Messages) -> float:
-            return shape(_chars(completion_messages))
+            return shape((_chars if per == "episode" else _turn_chars)(completion_messages))
 
-        by_chars.__name__ = by_chars.__qualname__ = name
-        return by_chars
-    raise RewardlabError(f"{name}: unknown unit '{unit}' (choose: tokens, chars)")
+        function = by_chars
+    else:
+        raise RewardlabError(f"{name}: unknown unit '{unit}' (choose: tokens, chars)")
+    function.__name__ = function.__qualname__ = name
+    return function
 
 
 def _positive_int(value: object, what: str) -> int:
@@ -88,13 +117,19 @@ def length_penalty(max_tokens: int | None = None, max_chars: int | None = None) 
     return _length_reward(unit, shape, "length_penalty")
 
 
-def overlong_shaping(max_length: int, buffer: int, unit: LengthUnit = "tokens") -> Callable[..., float]:
+def overlong_shaping(
+    max_length: int, buffer: int, unit: LengthUnit = "tokens", per: LengthScope = "turn"
+) -> Callable[..., float]:
     """DAPO's soft overlong punishment: 0.0 up to ``max_length - buffer``, then linear down to -1.0 at
     ``max_length``, and -1.0 beyond.
 
     ``max_length`` is the generation limit, so a reply cut off there scores -1; the buffer warns the
-    policy before it gets there. ``unit="tokens"`` (the default) needs token ids from the sampler (local
-    models have them); ``unit="chars"`` counts the characters of every assistant message.
+    policy before it gets there. The limit a sampler enforces (``max_new_tokens``) holds for each model
+    turn, so by default (``per="turn"``) the length measured is the longest model turn's: a five-turn
+    episode of short moves is not punished for adding up to the limit. ``per="episode"`` measures every
+    model turn together, for a limit on the whole episode. ``unit="tokens"`` (the default) needs token
+    ids from the sampler (local models have them); ``unit="chars"`` counts the characters of assistant
+    messages.
     """
     max_length = _positive_int(max_length, "overlong_shaping max_length")
     buffer = _positive_int(buffer, "overlong_shaping buffer")
@@ -107,4 +142,4 @@ def overlong_shaping(max_length: int, buffer: int, unit: LengthUnit = "tokens") 
             return 0.0
         return max(-1.0, (start - length) / buffer)
 
-    return _length_reward(unit, shape, "overlong_shaping")
+    return _length_reward(unit, shape, "overlong_shaping", per)

@@ -26,6 +26,8 @@ class SamplingParams:
     occurrence; ``logit_bias`` (token id -> bias) is added to the logits. At their defaults nothing is added,
     and the logits, the random stream and the tokens are exactly those of plain sampling.
 
+    ``top_k`` keeps the k likeliest tokens of each step before ``top_p`` takes its nucleus (0: all).
+
     ``response_format`` is OpenAI's (``{"type": "json_schema", "json_schema": {"name", "schema"}}`` or
     ``{"type": "json_object"}``): the local sampler enforces it by grammar-constrained decoding (see
     :mod:`rewardlab.sampling.structured`), an endpoint sampler sends it along. ``None`` (or ``{"type":
@@ -35,6 +37,7 @@ class SamplingParams:
     n: int = 1
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k cut
     max_new_tokens: int = 64
     stop: list[str] = field(default_factory=list)
     seed: int | None = None

@@ -27,12 +27,24 @@ StepCallback = Callable[[int, list[int]], None]
 
 
 def sample_next(
-    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+    logits: torch.Tensor,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | None,
+    top_k: int = 0,
 ) -> torch.Tensor:
-    """One token per row of ``logits`` (B, V): greedy at temperature 0, else nucleus sampling."""
+    """One token per row of ``logits`` (B, V): greedy at temperature 0, else sampling from the tempered
+    distribution, cut to the ``top_k`` likeliest tokens (0: all) and then to the nucleus of mass ``top_p``.
+
+    Top-k comes first, as in transformers and vLLM: the nucleus is taken over what top-k left.
+    """
     if temperature <= 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    logits = logits.float()
+    if 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, -torch.inf)  # ties with the k-th token stay
+    probs = torch.softmax(logits / temperature, dim=-1)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
@@ -171,7 +183,7 @@ class LocalSampler:
                 logits = adjusted_logits(logits, bias, counts, params)
             if constraint is not None:
                 logits = constraint.mask(logits, finished)
-            token = sample_next(logits, params.temperature, params.top_p, generator)
+            token = sample_next(logits, params.temperature, params.top_p, generator, params.top_k)
             token = torch.where(finished, torch.full_like(token, self.pad_id), token)
             if constraint is not None:
                 constraint.advance(token.tolist(), finished.tolist())

@@ -233,6 +233,8 @@ class OpenAISampler:
             arguments["seed"] = seed
         if params.response_format is not None:
             arguments["response_format"] = params.response_format
+        if params.top_k:  # not in OpenAI's API: vLLM and rewardlab serve read it from the body
+            arguments["extra_body"] = {"top_k": params.top_k}
         # A request keeps its slot while it backs off, so a rate-limited server sees fewer requests, not
         # the same number from fresh ones.
         async with self._slots:

@@ -274,6 +274,7 @@ def submit(engine: Engine, request, prompts: list[list[int]], max_tokens: int, l
         n=request.n,
         temperature=request.temperature,
         top_p=request.top_p,
+        top_k=max(request.top_k, 0),
         max_tokens=max_tokens,
         stop=request.stop,
         seed=request.seed,

@@ -1,15 +1,15 @@
 """Which waiting requests may share one ``LocalSampler.generate`` call.
 
 ``generate`` takes one ``SamplingParams`` for the whole batch, so requests are grouped by what sampling
-depends on: temperature, top_p, max_tokens, stop strings, penalties, logit bias and response format, and by
-default by model too (log-probs are computed for the whole batch when any request asks for them, with as many
-alternatives as the request that asks for most). A batch of one model runs the model's own
-forward (the fused one, with its adapter folded into the weights); a batch that mixes the base and adapters
+depends on: temperature, top_p, top_k, max_tokens, stop strings, penalties, logit bias and response format,
+and by default by model too (log-probs are computed for the whole batch when any request asks for them, with
+as many alternatives as the request that asks for most). A batch of one model runs the model's own forward
+(the fused one, with its adapter folded into the weights); a batch that mixes the base and adapters
 (``mix_adapters``: peft routes each row to its adapter, see :mod:`rewardlab.serve.routing`) needs
-transformers' forward with peft's per-row dispatch, which on the tiny models costs more than running the
-two batches one after the other (docs/serving.md has the measurements).
-A request with a seed is always a batch of its own: every row draws from one random generator, so its
-completions would otherwise depend on whatever else happened to be in flight.
+transformers' forward with peft's per-row dispatch, which on the tiny models costs more than running the two
+batches one after the other (docs/serving.md has the measurements). A request with a seed is always a batch of
+its own: every row draws from one random generator, so its completions would otherwise depend on whatever else
+happened to be in flight.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class Job:
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] = field(default_factory=dict)
     response_format: dict | None = None  # parsed (None: plain text)
+    top_k: int = 0  # 0: no top-k cut
 
     @property
     def rows(self) -> int:
@@ -50,7 +51,7 @@ class Job:
 
 
 def batch_key(job: Job, mix_adapters: bool) -> tuple:
-    key = (job.temperature, job.top_p, job.max_tokens, tuple(job.stop))
+    key = (job.temperature, job.top_p, job.top_k, job.max_tokens, tuple(job.stop))
     key += (job.presence_penalty, job.frequency_penalty, tuple(sorted(job.logit_bias.items())))
     key += (json.dumps(job.response_format, sort_keys=True),)
     if job.seed is not None:

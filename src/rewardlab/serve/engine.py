@@ -99,6 +99,7 @@ class Engine:
         frequency_penalty: float = 0.0,
         logit_bias: dict[int, float] | None = None,
         response_format: dict | None = None,
+        top_k: int = 0,
     ) -> Job:
         """Queue a request; its ``future`` holds the ``n`` completions of every prompt, prompt by prompt."""
         loop = asyncio.get_running_loop()
@@ -108,6 +109,7 @@ class Engine:
             n=n,
             temperature=temperature,
             top_p=top_p,
+            top_k=top_k,
             max_tokens=max_tokens,
             stop=stop,
             seed=seed,
@@ -206,6 +208,7 @@ class Engine:
                 n=1,
                 temperature=first.temperature,
                 top_p=first.top_p,
+                top_k=first.top_k,
                 max_new_tokens=first.max_tokens,
                 stop=list(first.stop),
                 seed=first.seed,

@@ -68,6 +68,8 @@ class SamplingRequest(BaseModel):
     n: int = Field(1, ge=1, le=MAX_N)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    # vLLM's extension: keep the k likeliest tokens before top_p; 0 or -1 (vLLM's 'off') keep all.
+    top_k: int = Field(0, ge=-1)
     max_tokens: int | None = Field(None, ge=1)
     stop: list[str] = Field(default_factory=list)
     seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)

@@ -76,6 +76,15 @@ def group_advantages(
     return advantages.view(-1), zero_std
 
 
+def clip_advantages(advantages: torch.Tensor, limit: float | None) -> torch.Tensor:
+    """Advantages clipped to ``[-limit, +limit]`` (None: unchanged).
+
+    With std scaling a group with one success in eight gives that success an advantage of about +2.5 and
+    the rest -0.35; clipping bounds how hard one lucky sample can pull, at the price of a biased gradient.
+    """
+    return advantages if limit is None else advantages.clamp(-limit, limit)
+
+
 # -- per-token quantities ---------------------------------------------------------------------------------
 
 
@@ -138,12 +147,17 @@ def _entropy(scaled: torch.Tensor, log_norm: torch.Tensor) -> torch.Tensor:
 
 
 def token_logprobs_and_entropy(
-    logits: torch.Tensor, token_ids: torch.Tensor, temperature: float = 1.0, with_entropy: bool = True
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    temperature: float = 1.0,
+    with_entropy: bool = True,
+    entropy_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`token_logprobs` (differentiable) and :func:`token_entropy` (detached) in one pass.
+    """:func:`token_logprobs` (differentiable) and :func:`token_entropy` in one pass.
 
     Both need the same ``logsumexp`` over the vocabulary; the trainer wants both for every batch, so the
-    full-vocabulary work is done once. The entropy is a metric, so it carries no gradient.
+    full-vocabulary work is done once. The entropy is a metric, detached, unless ``entropy_grad`` (an
+    entropy bonus in the loss needs its gradient).
     """
     _check_temperature(temperature)
     _check_shapes(logits, token_ids)
@@ -153,7 +167,9 @@ def token_logprobs_and_entropy(
         log_norm = torch.logsumexp(scaled, dim=-1)
         chosen = scaled.gather(-1, token_ids[chunk].long().unsqueeze(-1)).squeeze(-1)
         logprobs.append(chosen - log_norm)
-        if with_entropy:
+        if with_entropy and entropy_grad:
+            entropies.append(_entropy(scaled, log_norm))
+        elif with_entropy:
             with torch.no_grad():
                 entropies.append(_entropy(scaled.detach(), log_norm.detach()))
     if not logprobs:
@@ -173,6 +189,63 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.exp(delta) - delta - 1.0
 
 
+# -- entropy control by covariance (Cui et al. 2025, "The Entropy Mechanism of RL for Reasoning LMs") ---
+
+
+def token_covariance(logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each masked token's centred covariance term ``(logp - mean logp) * (A - mean A)``, detached.
+
+    The paper shows the entropy change of a policy-gradient step is driven by the covariance of a token's
+    log-prob and its advantage: confident tokens with high advantage are what collapse the entropy. Means
+    are over the masked tokens given (a micro-batch: the trainer's unit of work). Off the mask: ``-inf``,
+    so a selection never picks padding.
+    """
+    mask = mask.to(torch.bool)
+    count = mask.sum().clamp(min=1)
+    logp = logprobs.detach().float()
+    advantage = advantages.detach().float()[:, None].expand_as(logp)
+    mean_logp = torch.where(mask, logp, 0.0).sum() / count
+    mean_advantage = torch.where(mask, advantage, 0.0).sum() / count
+    covariance = (logp - mean_logp) * (advantage - mean_advantage)
+    return torch.where(mask, covariance, -torch.inf)
+
+
+def _how_many(fraction: float, mask: torch.Tensor) -> int:
+    # At least one token once the method is on: with a few hundred tokens a step, the paper's fractions
+    # (2e-4, 2e-3) would otherwise select nothing at all.
+    return max(1, int(fraction * int(mask.sum()))) if fraction > 0 else 0
+
+
+def clip_cov_selection(
+    covariance: torch.Tensor,
+    mask: torch.Tensor,
+    fraction: float,
+    low: float,
+    high: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Clip-Cov: ``fraction`` of the masked tokens, drawn uniformly among those whose covariance lies in
+    ``[low, high]``, as a bool ``(B, T)`` tensor; their gradient is cut. Fewer when fewer are in the
+    window."""
+    window = mask.to(torch.bool) & (covariance >= low) & (covariance <= high)
+    candidates = window.flatten().nonzero().squeeze(-1)
+    chosen = torch.zeros(covariance.numel(), dtype=torch.bool, device=covariance.device)
+    count = min(_how_many(fraction, mask), candidates.numel())
+    if count:
+        order = torch.randperm(candidates.numel(), generator=generator, device="cpu")[:count]
+        chosen[candidates[order.to(candidates.device)]] = True
+    return chosen.view_as(covariance)
+
+
+def kl_cov_selection(covariance: torch.Tensor, mask: torch.Tensor, fraction: float) -> torch.Tensor:
+    """KL-Cov: the ``fraction`` of masked tokens with the largest covariance, as a bool ``(B, T)`` tensor."""
+    chosen = torch.zeros(covariance.numel(), dtype=torch.bool, device=covariance.device)
+    count = min(_how_many(fraction, mask), int(mask.sum()))
+    if count:
+        chosen[covariance.flatten().topk(count).indices] = True
+    return chosen.view_as(covariance)
+
+
 # -- the policy loss --------------------------------------------------------------------------------------
 
 
@@ -185,6 +258,8 @@ class LossOutput:
     clip_high_fraction: float  # masked tokens with ratio > 1 + eps_high and advantage > 0 (clip active)
     kl: float | None  # masked per-token mean of k3 KL; None when beta == 0
     ratio_mean: float  # masked per-token mean importance ratio
+    ratio_max_deviation: float = 0.0  # largest |ratio - 1| on a masked token (0 on an exact first pass)
+    cov_selected_fraction: float = 0.0  # masked tokens Clip-Cov or KL-Cov acted on
 
 
 def _sequence_mean_sum(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -264,6 +339,11 @@ def policy_loss(
     max_completion_length: int | None = None,
     num_sequences: int | None = None,
     num_tokens: int | None = None,
+    entropy: torch.Tensor | None = None,
+    entropy_coef: float = 0.0,
+    clip_cov: torch.Tensor | None = None,
+    kl_cov: torch.Tensor | None = None,
+    kl_cov_coef: float = 1.0,
 ) -> LossOutput:
     """The clipped surrogate loss of the GRPO family, with an optional k3 KL penalty.
 
@@ -285,6 +365,12 @@ def policy_loss(
     Gradient accumulation: ``num_sequences`` and ``num_tokens`` are the *whole* batch's sequence and
     masked-token counts when the caller splits it into micro-batches; then the micro-batch losses (and
     gradients) sum to the full-batch ones. They default to this call's own counts.
+
+    Entropy control (each off unless given): ``entropy`` ``(B, T)``, differentiable, with ``entropy_coef``
+    subtracts ``entropy_coef * entropy`` per token (an entropy bonus, aggregated like the rest).
+    ``clip_cov`` (bool ``(B, T)``, see :func:`clip_cov_selection`) zeroes those tokens' loss, so they get
+    no gradient. ``kl_cov`` (bool, :func:`kl_cov_selection`) follows the paper's KL-Cov: no clipping at
+    all, ``-ratio * A`` on every token, plus ``kl_cov_coef * |logp - old|`` on the selected ones.
 
     Metrics are over this call's masked tokens: ``clip_low_fraction`` / ``clip_high_fraction`` count
     tokens where the clip is active (it replaced the unclipped term), ``ratio_mean`` is the mean ratio,
@@ -317,6 +403,16 @@ def policy_loss(
     ratio = _importance_ratio(logprobs, old_logprobs, mask, loss_type)
     clipped = ratio.clamp(1.0 - epsilon_low, 1.0 + epsilon_high)
     per_token = -torch.minimum(ratio * advantage, clipped * advantage)
+    selected = torch.zeros_like(mask)
+    if kl_cov is not None:
+        log_ratio = torch.where(mask, logprobs - old_logprobs, 0.0)
+        per_token = -ratio * advantage + torch.where(kl_cov, kl_cov_coef * log_ratio.abs(), 0.0)
+        selected = selected | kl_cov.to(torch.bool)
+    if clip_cov is not None:
+        per_token = torch.where(clip_cov, 0.0, per_token)
+        selected = selected | clip_cov.to(torch.bool)
+    if entropy is not None and entropy_coef:
+        per_token = per_token - entropy_coef * entropy
 
     kl = None
     if beta > 0:
@@ -333,12 +429,17 @@ def policy_loss(
         def masked_mean(values: torch.Tensor) -> float:
             return float(torch.where(mask, values, 0.0).sum() / masked_count) if masked_count else 0.0
 
-        low = (ratio < 1.0 - epsilon_low) & (advantage < 0)
-        high = (ratio > 1.0 + epsilon_high) & (advantage > 0)
+        clipping = kl_cov is None  # KL-Cov replaces the clip
+        low = (ratio < 1.0 - epsilon_low) & (advantage < 0) & clipping
+        high = (ratio > 1.0 + epsilon_high) & (advantage > 0) & clipping
         return LossOutput(
             loss=loss,
             clip_low_fraction=masked_mean(low.to(weights.dtype)),
             clip_high_fraction=masked_mean(high.to(weights.dtype)),
             kl=masked_mean(kl) if kl is not None else None,
             ratio_mean=masked_mean(ratio),
+            ratio_max_deviation=float(torch.where(mask, (ratio - 1).abs(), 0.0).max())
+            if masked_count
+            else 0.0,
+            cov_selected_fraction=masked_mean((selected & mask).to(weights.dtype)),
         )

@@ -12,7 +12,6 @@ import functools
 import math
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +33,16 @@ from rewardlab.sampling.base import SamplingParams
 from rewardlab.sampling.local import LocalSampler
 from rewardlab.train import checkpoint as ckpt
 from rewardlab.train.common import make_optimizer, make_scheduler, pad_sequences, set_seed
-from rewardlab.train.grpo import group_advantages, policy_loss, token_logprobs, token_logprobs_and_entropy
+from rewardlab.train.dynamic_sampling import draw_groups, rewards_of
+from rewardlab.train.entropy_control import bonus_for, covariance_selections
+from rewardlab.train.grpo import (
+    clip_advantages,
+    group_advantages,
+    policy_loss,
+    token_logprobs,
+    token_logprobs_and_entropy,
+)
+from rewardlab.train.policies import disable_dropout, largest_dropout, reference_policy, trainable_weights
 from rewardlab.types import Example, ScoredRollout
 
 NO_SIGNAL_WARNING_STEPS = 5
@@ -168,6 +176,12 @@ def train(
         config.model.name_or_path, config.model.dtype, config.model.device, lora=lora, trainable=True
     )
     model.train()
+    dropout = disable_dropout(model) if config.disable_dropout else largest_dropout(model)
+    for note in setting_notes(config, dropout):
+        say(f"[yellow]note:[/] {note}")
+    # The KL reference 'initial': the weights training starts from (a starting adapter's), kept aside.
+    initial = trainable_weights(model) if config.beta > 0 and config.reference == "initial" else None
+    bonus = bonus_for(config.entropy)
     device = next(model.parameters()).device
     forward = forward_for(model)  # sampling and the update run on the same forward
     sampler = LocalSampler(model, tokenizer, max_batch_size=config.max_batch_size, forward=forward)
@@ -184,6 +198,7 @@ def train(
         n=config.group_size,
         temperature=config.sampling.temperature,
         top_p=config.sampling.top_p,
+        top_k=config.sampling.top_k,
         max_new_tokens=config.sampling.max_new_tokens_for(env),
         stop=config.sampling.stop,
         response_format=config.sampling.response_format,
@@ -194,6 +209,7 @@ def train(
     if resume_from is not None:
         run = store.get(config.resume)
         start_step, totals = ckpt.load(resume_from, model, optimizer, scheduler)
+        bonus.restore(totals)
         store.truncate_metrics(run.id, after_step=start_step)
         store.set_status(run.id, "running")
         say(f"resuming run {run.id} after step {start_step}")
@@ -215,21 +231,21 @@ def train(
             step_started = time.perf_counter()
             faults.at_step(step)
 
-            # 1. sample a group of completions for each prompt (adapters on, eval mode, KV cache)
+            # 1-2. sample a group of completions for each prompt (adapters on, no dropout, KV cache) and
+            # score them with the rubric (errors stay errors); with dynamic sampling, draw again until
+            # enough groups have signal
             examples = examples_for_step(pool, step, config.prompts_per_step, config.seed)
-            rollouts = env.rollout(sampler, examples, params)
+            drawn = draw_groups(
+                env, sampler, params, config, pool, step, examples, check_first_scores(totals)
+            )
+            rollouts, scored = drawn.rollouts, drawn.scored
             generation_seconds = time.perf_counter() - step_started
 
-            # 2. score every completion with the rubric; errors stay errors
-            scored = env.rubric.score(rollouts)
-            if totals["reward_errors"] == totals["rollouts"]:  # nothing has scored yet in this run
-                raise_if_all_errored(scored)
-            rewards = torch.tensor([s.reward for s in scored], dtype=torch.float32)
-            valid = torch.tensor([not s.errored for s in scored])
-
             # 3. advantages: how much better than the rest of its group each completion did
-            advantages, zero_std = group_advantages(rewards, config.group_size, config.scale_rewards, valid)
-            batch = build_batch(scored, advantages, tokenizer.pad_token_id, device)
+            rewards, valid = rewards_of(drawn.train)
+            advantages, _ = group_advantages(rewards, config.group_size, config.scale_rewards, valid)
+            advantages = clip_advantages(advantages, config.entropy.advantage_clip)
+            batch = build_batch(drawn.train, advantages, tokenizer.pad_token_id, device)
             num_sequences = batch.input_ids.shape[0]
             num_tokens = int(batch.mask.sum())
 
@@ -239,7 +255,7 @@ def train(
             )
             ref_logprobs = None
             if config.beta > 0:
-                with no_adapter(model):
+                with reference_policy(model, config.reference, initial):
                     ref_logprobs = sequence_logprobs(forward, batch, temperature, micro)
 
             # 5. the update: clipped surrogate, accumulated over micro-batches, one optimizer step per pass
@@ -250,16 +266,27 @@ def train(
                 "kl": 0.0,
                 "entropy": 0.0,
                 "grad_norm": 0.0,
+                "ratio_deviation": 0.0,
+                "cov_selected": 0.0,
             }
+            entropy_coef = bonus.current
             update_started = time.perf_counter()
             for iteration in range(config.num_iterations):
                 offset = 0
-                for part in micro_batches(batch, micro):
+                for index, part in enumerate(micro_batches(batch, micro)):
                     rows = slice(offset, offset + part.input_ids.shape[0])
                     offset = rows.stop
                     logits = forward.suffix_logits(part.input_ids, part.attention, part.start)
                     logprobs, entropy = token_logprobs_and_entropy(
-                        logits, part.input_ids[:, part.start :], temperature, with_entropy=iteration == 0
+                        logits,
+                        part.input_ids[:, part.start :],
+                        temperature,
+                        with_entropy=iteration == 0 or entropy_coef > 0,
+                        entropy_grad=entropy_coef > 0,
+                    )
+                    generator = torch.Generator().manual_seed(hash((config.seed, step, iteration, index)))
+                    clip_cov, kl_cov = covariance_selections(
+                        config.entropy, logprobs, part.advantages, part.mask, generator
                     )
                     out = policy_loss(
                         logprobs,
@@ -274,6 +301,11 @@ def train(
                         max_completion_length=params.max_new_tokens,
                         num_sequences=num_sequences,
                         num_tokens=num_tokens,
+                        entropy=entropy if entropy_coef > 0 else None,
+                        entropy_coef=entropy_coef,
+                        clip_cov=clip_cov,
+                        kl_cov=kl_cov,
+                        kl_cov_coef=config.entropy.kl_cov_coef,
                     )
                     out.loss.backward()
                     share = part.mask.sum().item() / max(num_tokens, 1) / config.num_iterations
@@ -281,10 +313,14 @@ def train(
                     stats["clip_low"] += out.clip_low_fraction * share
                     stats["clip_high"] += out.clip_high_fraction * share
                     stats["kl"] += (out.kl or 0.0) * share
-                    if entropy is not None:  # the sampling policy's entropy: first pass only
+                    stats["cov_selected"] += out.cov_selected_fraction * share
+                    if iteration == 0:  # the sampling policy's entropy and ratio: first pass only
                         stats["entropy"] += (
-                            masked_mean(entropy, part.mask) * part.mask.sum().item() / max(num_tokens, 1)
+                            masked_mean(entropy.detach(), part.mask)
+                            * part.mask.sum().item()
+                            / max(num_tokens, 1)
                         )
+                        stats["ratio_deviation"] = max(stats["ratio_deviation"], out.ratio_max_deviation)
                 grad_norm = torch.nn.utils.clip_grad_norm_(
                     [p for p in model.parameters() if p.requires_grad], config.optimizer.max_grad_norm
                 )
@@ -299,6 +335,7 @@ def train(
             # 6. log what a person needs to see collapse or reward hacking coming
             step_seconds = time.perf_counter() - step_started
             lengths = torch.tensor([float(r.num_completion_tokens) for r in rollouts])
+            zero_std = drawn.zero_std
             generated = float(lengths.sum())
             totals["reward_errors"] += sum(s.errored for s in scored)
             totals["rollouts"] += len(scored)
@@ -320,6 +357,9 @@ def train(
             }
             if config.beta > 0:
                 metrics["kl"] = stats["kl"]
+            metrics.update(control_metrics(config, drawn, stats, entropy_coef))
+            bonus.update(stats["entropy"])
+            totals.update(bonus.state())
             store.log_metrics(run.id, step, metrics)
             if config.log_rollouts_per_step:
                 stride = max(1, len(scored) // config.log_rollouts_per_step)
@@ -375,6 +415,61 @@ def train(
     )
 
 
-def no_adapter(model):
-    """A context with the adapters off when the model has them (the reference policy)."""
-    return model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
+def check_first_scores(totals: dict[str, float]):
+    """A check for each round's scores: until something has scored in this run, all-errored rewards
+    stop it with the reason (a broken reward function should not train 100 steps on nothing)."""
+
+    def check(scored: list[ScoredRollout]) -> None:
+        if totals["reward_errors"] == totals["rollouts"]:
+            raise_if_all_errored(scored)
+
+    return check
+
+
+def control_metrics(config: TrainConfig, drawn, stats: dict[str, float], entropy_coef: float) -> dict:
+    """The metrics of the optional controls, each only when it is on."""
+    metrics: dict[str, float] = {}
+    if config.num_iterations > 1:
+        # 0 when the stored log-probs and the first training pass compute the same function (no dropout)
+        metrics["ratio/first_pass_max_deviation"] = stats["ratio_deviation"]
+    if config.dynamic_sampling.enabled:
+        metrics["sampling/draws"] = float(drawn.draws)
+        metrics["sampling/groups_drawn"] = float(len(drawn.zero_std))
+        metrics["sampling/groups_trained"] = float(len(drawn.train) // config.group_size)
+    if config.entropy.target is not None:
+        metrics["entropy/bonus_coef"] = entropy_coef
+    if config.entropy.clip_cov_fraction or config.entropy.kl_cov_fraction:
+        metrics["entropy/cov_selected_fraction"] = stats["cov_selected"]
+    return metrics
+
+
+def setting_notes(config: TrainConfig, dropout: float) -> list[str]:
+    """What a user should know before the run: settings that cannot do what they seem to."""
+    notes = []
+    if config.disable_dropout and dropout > 0:
+        notes.append(
+            f"dropout (up to {dropout:g}) is off while training (disable_dropout = true): sampling runs "
+            "without it, and the importance ratio must compare the same function"
+        )
+    elif dropout > 0 and config.num_iterations > 1:
+        notes.append(
+            f"dropout {dropout:g} is on while training but not while sampling: the first pass's ratio "
+            "pi/pi_old will not be 1 (set disable_dropout = true to make it exact)"
+        )
+    if config.loss_type == "gspo" and config.num_iterations == 1:
+        notes.append(
+            "gspo with num_iterations = 1: every sequence ratio is exactly 1 on the single pass, so its "
+            "clipping never acts; use num_iterations > 1 for GSPO's sequence-level clipping"
+        )
+    if config.loss_type == "gspo" and max(config.epsilon_low, config.epsilon_high) > 0.01:
+        notes.append(
+            f"gspo with epsilon {config.epsilon_low:g}/{config.epsilon_high:g}: a sequence ratio (the mean "
+            "of its token log-ratios) moves far less than a token's, so the clip acts far less than GSPO "
+            "intends; the GSPO paper uses 3e-4/4e-4 (the default when epsilon is not set)"
+        )
+    if config.entropy.kl_cov_fraction and config.num_iterations == 1:
+        notes.append(
+            "KL-Cov with num_iterations = 1: its penalty |log pi - log pi_old| is 0 with no gradient on a "
+            "single pass, so it only removes the clip; use num_iterations > 1"
+        )
+    return notes
