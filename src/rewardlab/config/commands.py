@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from rewardlab.config.base import RenamedField, Section, preset
 from rewardlab.config.sections import (
     OPTIMIZER_FIELDS,
+    CurriculumConfig,
     EnvConfig,
     EvalModelConfig,
     LoraConfig,
@@ -125,6 +126,9 @@ class TrainSettings(Section):
         8, ge=0, description="Rollouts stored per step with their reward breakdown."
     )
     max_batch_size: int = Field(256, gt=0, description="Most sequences per forward pass when sampling.")
+    curriculum: CurriculumConfig = Field(
+        default_factory=CurriculumConfig, description="Which difficulty levels each step's prompts come from."
+    )
 
     @model_validator(mode="after")
     def _combinations(self) -> TrainSettings:

@@ -21,6 +21,7 @@ import torch
 from rewardlab import faults
 from rewardlab.config import TrainConfig
 from rewardlab.console import progress, say
+from rewardlab.data.curriculum import Curriculum
 from rewardlab.envs.base import Environment
 from rewardlab.envs.registry import load_environment_for
 from rewardlab.errors import RewardlabError
@@ -159,6 +160,7 @@ def train(
     set_seed(config.seed)
     env = env or load_environment_for(config.env.name, config.env.args, config.model.name_or_path)
     pool = env.examples("train")
+    curriculum = Curriculum.for_run(config, pool, env)  # None when curriculum.mode is off
     lora = (
         LoraSettings(config.lora.rank, config.lora.alpha, config.lora.dropout, config.lora.target_modules)
         if config.lora.enabled
@@ -210,13 +212,19 @@ def train(
     last_reward = float("nan")
     no_signal_steps = 0
     with store.failure_recorded(run.id), progress(f"train {run.id}", config.max_steps) as advance:
+        if curriculum:  # its state rides in the checkpoint's counters
+            curriculum.attach(totals, start_step, store, run.id)
         advance(start_step)
         for step in range(start_step + 1, config.max_steps + 1):
             step_started = time.perf_counter()
             faults.at_step(step)
 
             # 1. sample a group of completions for each prompt (adapters on, eval mode, KV cache)
-            examples = examples_for_step(pool, step, config.prompts_per_step, config.seed)
+            examples = (
+                curriculum.examples_for_step(step)
+                if curriculum
+                else examples_for_step(pool, step, config.prompts_per_step, config.seed)
+            )
             rollouts = env.rollout(sampler, examples, params)
             generation_seconds = time.perf_counter() - step_started
 
@@ -320,6 +328,8 @@ def train(
             }
             if config.beta > 0:
                 metrics["kl"] = stats["kl"]
+            if curriculum:  # per-level reward and pass rate; promotes when due
+                metrics.update(curriculum.observe(step, scored))
             store.log_metrics(run.id, step, metrics)
             if config.log_rollouts_per_step:
                 stride = max(1, len(scored) // config.log_rollouts_per_step)
