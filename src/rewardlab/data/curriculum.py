@@ -209,7 +209,7 @@ class Curriculum:
         event = {"step": step, "from": self.level, "to": self.levels[self.current + 1], "pass_rate": rate}
         say(
             f"curriculum: level {event['from']} -> {event['to']} after step {step} "
-            f"(pass rate {rate:.2f} over its last {len(self.window)} steps)"
+            f"(pass rate {rate:.2f} over its last {len(self.window)} step{'s' * (len(self.window) != 1)})"
         )
         self.current += 1
         self.window = []
