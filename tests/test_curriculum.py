@@ -211,6 +211,12 @@ def test_resume_draws_the_same_prompts_and_promotes_at_the_same_steps(tmp_path):
         assert [v for _, v in got[name]] == pytest.approx([v for _, v in wanted[name]], rel=1e-5), name
     assert wanted["curriculum/level"][0] == (1, 1.0)
 
+    # Resumed with the other mode: refused in one line, before the run is touched.
+    other = {"curriculum": {**settings, "mode": "fixed"}, "resume": resumed.run_id, "max_steps": 4}
+    message = user_error(lambda: train(tiny_config(tmp_path, **other), store, env=levelled_env()))
+    assert "curriculum.mode = 'adaptive'" in message
+    assert store.get(resumed.run_id).status == "completed"
+
 
 def test_mode_off_draws_exactly_the_plain_shuffled_order(tmp_path):
     store = RunStore(tmp_path / "runs")
@@ -226,6 +232,12 @@ def test_mode_off_draws_exactly_the_plain_shuffled_order(tmp_path):
     assert prompts_by_step(store, result.run_id) == expected
     assert not [name for name in store.metrics(result.run_id) if name.startswith(("curriculum/", "pass/"))]
     assert "curriculum" not in store.get(result.run_id).summary
+
+    # A run trained without a curriculum cannot take one up on resume: it has no history to go on from.
+    later = tiny_config(tmp_path, max_steps=3, resume=result.run_id, curriculum={"mode": "adaptive"})
+    message = user_error(lambda: train(later, store, env=env))
+    assert "without a curriculum" in message and "curriculum.mode = 'off'" in message
+    assert store.get(result.run_id).status == "completed"
 
 
 def test_config_checks_the_curriculum_fields(tmp_path):

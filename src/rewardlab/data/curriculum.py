@@ -129,16 +129,19 @@ class Curriculum:
         self.drawn = {**dict.fromkeys(self.levels, 0), **{level: count for level, count in state["drawn"]}}
         self.promotions = [dict(event) for event in state["promotions"]]
 
-    def attach(self, totals: dict, start_step: int, store, run_id: str) -> None:
-        """Continue from the checkpoint's counters (when resuming) and keep the state in them from now on;
-        the run summary's ``curriculum`` list is this history's promotions."""
-        if STATE_KEY in totals:
-            self.load_state(totals[STATE_KEY])
-        elif start_step > 0:
+    def restore(self, totals: dict, start_step: int, run_id: str) -> None:
+        """Go on from a checkpoint's counters; refused (before the run is touched) when the checkpoint holds
+        no curriculum, or another mode's."""
+        if STATE_KEY not in totals:
             raise RewardlabError(
                 f"run {run_id} trained {start_step} steps without a curriculum; resume it with "
                 "curriculum.mode = 'off'"
             )
+        self.load_state(totals[STATE_KEY])
+
+    def attach(self, totals: dict, store, run_id: str) -> None:
+        """Keep the state in the run's counters (saved with every checkpoint) from now on, and the run
+        summary's ``curriculum`` list equal to this history's promotions."""
         self._totals, self._store, self._run_id = totals, store, run_id
         totals[STATE_KEY] = self.state()
         store.update_summary(run_id, {STATE_KEY: self.promotions})

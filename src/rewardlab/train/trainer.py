@@ -196,6 +196,8 @@ def train(
     if resume_from is not None:
         run = store.get(config.resume)
         start_step, totals = ckpt.load(resume_from, model, optimizer, scheduler)
+        if curriculum:  # refused here, before the run is touched, if the checkpoint's does not match
+            curriculum.restore(totals, start_step, run.id)
         store.truncate_metrics(run.id, after_step=start_step)
         store.set_status(run.id, "running")
         say(f"resuming run {run.id} after step {start_step}")
@@ -213,7 +215,7 @@ def train(
     no_signal_steps = 0
     with store.failure_recorded(run.id), progress(f"train {run.id}", config.max_steps) as advance:
         if curriculum:  # its state rides in the checkpoint's counters
-            curriculum.attach(totals, start_step, store, run.id)
+            curriculum.attach(totals, store, run.id)
         advance(start_step)
         for step in range(start_step + 1, config.max_steps + 1):
             step_started = time.perf_counter()
