@@ -79,10 +79,13 @@ class Curriculum:
         self.per_step = per_step
         self.seed = seed
         self.primary = primary
-        self.by_level: dict[Any, list[Example]] = defaultdict(list)
+        by_level: dict[Any, list[Example]] = defaultdict(list)
         for example, level in zip(pool, example_levels(pool, env_name, config.mode), strict=True):
-            self.by_level[level].append(example)
-        self.levels = sorted(self.by_level)
+            by_level[level].append(example)
+        if not by_level:
+            raise RewardlabError(f"environment '{env_name}' has no training examples to make a curriculum of")
+        self.by_level = dict(by_level)
+        self.levels = sorted(by_level)
         self.steps_per_level = config.steps_per_level or math.ceil(max_steps / len(self.levels))
         self.current = 0  # index into self.levels
         self.window: list[tuple[int, int]] = []  # (passed, rollouts) on the current level, one per step
