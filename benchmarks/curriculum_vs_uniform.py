@@ -16,8 +16,9 @@ checkpoint whose held-out mean reward is at least the primed model's plus the ta
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/curriculum_vs_uniform.py --out curriculum_bench
 
-Results go to ``OUT/results.json`` (each finished arm and seed is kept, so an interrupted invocation goes on
-where it stopped) and the tables to ``OUT/table.md``.
+Results go to ``OUT/results.json`` (``results-lr0.0005.json`` with ``--learning-rate 5e-4``; each finished
+arm and seed is kept, so an interrupted invocation goes on where it stopped) and the tables to
+``OUT/table.md`` (``table-lr0.0005.md``). Every checkpoint of every run is kept, for its evaluation.
 """
 
 from __future__ import annotations
