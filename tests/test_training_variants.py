@@ -313,3 +313,10 @@ def test_entropy_controls_run_and_log(tmp_path):
 def test_gspo_with_token_level_methods_is_refused():
     with pytest.raises(ValueError, match="gspo's ratio is per sequence"):
         TrainConfig.model_validate({"loss_type": "gspo", "entropy": {"kl_cov_fraction": 0.01}})
+
+
+def test_dynamic_sampling_with_a_curriculum_is_refused():
+    with pytest.raises(ValueError, match="cannot be combined yet"):
+        TrainConfig.model_validate(
+            {"dynamic_sampling": {"enabled": True}, "curriculum": {"mode": "adaptive"}}
+        )

@@ -40,6 +40,7 @@ from rewardlab.config.files import (
     validated,
 )
 from rewardlab.config.sections import (
+    CurriculumConfig,
     EnvConfig,
     EvalModelConfig,
     LoraConfig,
@@ -51,6 +52,7 @@ from rewardlab.config.sections import (
 __all__ = [
     "AuditConfig",
     "CompareConfig",
+    "CurriculumConfig",
     "DemoConfig",
     "DemoEvalSettings",
     "EnvConfig",

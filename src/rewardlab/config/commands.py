@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from rewardlab.config.base import RenamedField, Section, preset
 from rewardlab.config.sections import (
     OPTIMIZER_FIELDS,
+    CurriculumConfig,
     DynamicSamplingConfig,
     EntropyControlConfig,
     EnvConfig,
@@ -172,6 +173,9 @@ class TrainSettings(Section):
         8, ge=0, description="Rollouts stored per step with their reward breakdown."
     )
     max_batch_size: int = Field(256, gt=0, description="Most sequences per forward pass when sampling.")
+    curriculum: CurriculumConfig = Field(
+        default_factory=CurriculumConfig, description="Which difficulty levels each step's prompts come from."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -193,6 +197,11 @@ class TrainSettings(Section):
             raise ValueError(
                 "sampling.temperature = 0 (greedy) gives every completion of a group the same text, so GRPO "
                 "has nothing to compare: use a temperature above 0 (1.0 samples the model as it is)"
+            )
+        if self.dynamic_sampling.enabled and self.curriculum.mode != "off":
+            raise ValueError(
+                "dynamic_sampling and a curriculum cannot be combined yet: dynamic sampling's extra draws "
+                "come from the whole pool, not from the curriculum's levels; turn one of them off"
             )
         if self.loss_type == "gspo" and (self.entropy.clip_cov_fraction or self.entropy.kl_cov_fraction):
             raise ValueError(

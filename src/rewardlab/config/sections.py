@@ -226,3 +226,42 @@ class EntropyControlConfig(Section):
         if self.cov_low > self.cov_high:
             raise ValueError(f"cov_low ({self.cov_low}) must not exceed cov_high ({self.cov_high})")
         return self
+
+
+class CurriculumConfig(Section):
+    """Which difficulty levels a train run draws its prompts from, step by step (see docs/training.md)."""
+
+    mode: Literal["off", "fixed", "adaptive"] = Field(
+        "off",
+        description="off: every example shuffled together (the run as without a curriculum); fixed: the "
+        "levels in order (lowest info['level'] first) on a schedule of steps; adaptive: promote to the next "
+        "level when the pass rate on the current one reaches promote_at.",
+    )
+    steps_per_level: int = Field(
+        0,
+        ge=0,
+        description="fixed: steps on each level before the next (0: max_steps shared equally among the "
+        "levels); the last level runs to the end.",
+    )
+    window: int = Field(
+        5,
+        gt=0,
+        description="adaptive: the pass rate is over the current level's rollouts of its last N steps.",
+    )
+    promote_at: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="adaptive: the pass rate, over a full window on the current level, that promotes.",
+    )
+    pass_threshold: float = Field(
+        1.0,
+        description="A rollout passes when the rubric's primary component is >= this (an errored one fails).",
+    )
+    review_share: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description="Share of each step's prompts drawn from the easier levels already left behind "
+        "(rounded down), so they are not forgotten.",
+    )

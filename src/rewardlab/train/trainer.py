@@ -20,6 +20,7 @@ import torch
 from rewardlab import faults
 from rewardlab.config import TrainConfig
 from rewardlab.console import progress, say
+from rewardlab.data.curriculum import Curriculum
 from rewardlab.envs.base import Environment
 from rewardlab.envs.registry import load_environment_for
 from rewardlab.errors import RewardlabError
@@ -167,6 +168,7 @@ def train(
     set_seed(config.seed)
     env = env or load_environment_for(config.env.name, config.env.args, config.model.name_or_path)
     pool = env.examples("train")
+    curriculum = Curriculum.for_run(config, pool, env)  # None when curriculum.mode is off
     lora = (
         LoraSettings(config.lora.rank, config.lora.alpha, config.lora.dropout, config.lora.target_modules)
         if config.lora.enabled
@@ -210,6 +212,8 @@ def train(
         run = store.get(config.resume)
         start_step, totals = ckpt.load(resume_from, model, optimizer, scheduler)
         bonus.restore(totals)
+        if curriculum:  # refused here, before the run is touched, if the checkpoint's does not match
+            curriculum.restore(totals, start_step, run.id)
         store.truncate_metrics(run.id, after_step=start_step)
         store.set_status(run.id, "running")
         say(f"resuming run {run.id} after step {start_step}")
@@ -226,6 +230,8 @@ def train(
     last_reward = float("nan")
     no_signal_steps = 0
     with store.failure_recorded(run.id), progress(f"train {run.id}", config.max_steps) as advance:
+        if curriculum:  # its state rides in the checkpoint's counters
+            curriculum.attach(totals, store, run.id)
         advance(start_step)
         for step in range(start_step + 1, config.max_steps + 1):
             step_started = time.perf_counter()
@@ -234,7 +240,11 @@ def train(
             # 1-2. sample a group of completions for each prompt (adapters on, no dropout, KV cache) and
             # score them with the rubric (errors stay errors); with dynamic sampling, draw again until
             # enough groups have signal
-            examples = examples_for_step(pool, step, config.prompts_per_step, config.seed)
+            examples = (
+                curriculum.examples_for_step(step)
+                if curriculum
+                else examples_for_step(pool, step, config.prompts_per_step, config.seed)
+            )
             drawn = draw_groups(
                 env, sampler, params, config, pool, step, examples, check_first_scores(totals)
             )
@@ -360,6 +370,8 @@ def train(
             metrics.update(control_metrics(config, drawn, stats, entropy_coef))
             bonus.update(stats["entropy"])
             totals.update(bonus.state())
+            if curriculum:  # per-level reward and pass rate; promotes when due
+                metrics.update(curriculum.observe(step, scored))
             store.log_metrics(run.id, step, metrics)
             if config.log_rollouts_per_step:
                 stride = max(1, len(scored) // config.log_rollouts_per_step)

@@ -1,0 +1,1 @@
+"""What a training run draws, and in which order (:mod:`~rewardlab.data.curriculum`)."""
