@@ -17,8 +17,10 @@ from pydantic import Field, field_validator, model_validator
 from rewardlab.config.base import RenamedField, Section, preset
 from rewardlab.config.sections import (
     OPTIMIZER_FIELDS,
+    BudgetConfig,
     EnvConfig,
     EvalModelConfig,
+    HealthConfig,
     LoraConfig,
     ModelConfig,
     OptimizerConfig,
@@ -53,6 +55,9 @@ class SFTSettings(Section):
         description="Adapter settings (off: full fine-tune).",
     )
     log_every: int = Field(25, gt=0, description="Log loss every N steps.")
+    budget: BudgetConfig = Field(
+        default_factory=BudgetConfig, description="What the run costs, and limits that stop it."
+    )
 
 
 class SFTConfig(SFTSettings):
@@ -125,6 +130,10 @@ class TrainSettings(Section):
         8, ge=0, description="Rollouts stored per step with their reward breakdown."
     )
     max_batch_size: int = Field(256, gt=0, description="Most sequences per forward pass when sampling.")
+    health: HealthConfig = Field(default_factory=HealthConfig, description="Alerts while the run goes.")
+    budget: BudgetConfig = Field(
+        default_factory=BudgetConfig, description="What the run costs, and limits that stop it."
+    )
 
     @model_validator(mode="after")
     def _combinations(self) -> TrainSettings:
