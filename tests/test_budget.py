@@ -93,6 +93,27 @@ def test_sft_counts_its_sequences(tmp_path):
     ]
 
 
+def test_sft_stops_at_its_budget_with_its_model_saved(tmp_path):
+    data = tmp_path / "demos.jsonl"
+    data.write_text(json.dumps({"prompt": "add 2 and 3", "completion": "5"}) + "\n")
+    config = SFTConfig.model_validate(
+        {
+            "data": str(data),
+            "max_steps": 50,
+            "batch_size": 1,
+            "runs_dir": str(tmp_path),
+            "budget": {"max_minutes": 1e-4},
+        }
+    )
+    store = RunStore(tmp_path)
+    result = run_sft(config, store)
+    run = store.get(result.run_id)
+    assert run.status == "stopped" and result.stopped.endswith("at step 1")
+    assert [stop["cause"] for stop in run.summary["stops"]] == ["budget.max_minutes"]
+    assert (result.model_dir / "config.json").exists()
+    assert [step for step, _ in store.metrics(run.id)["cost/wall_seconds"]] == [1]  # logged at the stop
+
+
 def priced(**limits):
     """$1 a token and no hourly price: a run's cost is a deterministic function of its steps."""
     return {"usd_per_million_tokens": 1e6, **limits}

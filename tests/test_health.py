@@ -2,10 +2,13 @@
 (warn, checkpoint, stop); a real training whose learning rate collapses the entropy is caught."""
 
 import random
+import re
 
 import pytest
+from typer.testing import CliRunner
 
 from conftest import user_error
+from rewardlab.cli import app
 from rewardlab.config import validated
 from rewardlab.config.sections import HealthConfig
 from rewardlab.runs import RunStore
@@ -54,6 +57,21 @@ def feed(health: RunHealth, steps: int, change=None, seed: int = 0) -> list:
 def test_a_steady_run_raises_nothing(tmp_path):
     for seed in range(3):
         assert feed(monitor(tmp_path / str(seed)), 120, seed=seed) == []
+
+
+def test_a_component_that_is_most_of_the_reward_is_no_alert(tmp_path):
+    """The audit flags a component that is most of the total reward; that describes the rubric, not a change
+    in training, so live it is no alert."""
+    from rewardlab.rubrics.audit import audit_series
+
+    health = monitor(tmp_path)
+    health.rubric = {"weights": {"correct": 1.0, "format": 1.0}, "primary": "correct"}
+    assert feed(health, 40) == []
+    series = {
+        name: dict(enumerate(health.history.series[f"reward/{name}"], 1)) for name in ("correct", "format")
+    }
+    components, _ = audit_series(series, health.rubric["weights"], "correct")
+    assert any("of the total reward" in flag for c in components for flag in c.flags)  # the audit's own flag
 
 
 def after(step, **values):
@@ -205,6 +223,16 @@ def test_the_stop_action_ends_the_run_cleanly_and_resume_goes_on(tmp_path):
     assert run.summary["stops"] == [{"step": 1, "cause": "health.entropy_collapse", "reason": result.stopped}]
     assert run.summary["steps"] == 1 and "error" not in run.summary
     assert ckpt.latest(run.dir) == ckpt.path(run.dir, 1) and (run.dir / "final").exists()
+    shown = CliRunner().invoke(app, ["runs", "show", run.id, "--runs-dir", str(tmp_path / "runs")]).output
+    assert "stopped" in shown.splitlines()[0]
+    assert re.search(r"│ 1 +│ entropy_collapse +│ stop +│ entropy 4\.\d+ is below the floor 100 +│", shown)
+    assert re.search(r"│ 1 +│ health\.entropy_collapse +│ health alert entropy_collapse at step 1:", shown)
+    tokens = run.summary["cost"]["tokens"]
+    assert (
+        tokens > 0
+        and re.search(rf"cost\.tokens +{tokens:.4g} ", shown)
+        and re.search(r"cost\.usd +0 ", shown)
+    )
     # Resumed, the alert is history: it holds still, but fired already, so the run goes to its end.
     resumed = train(config.model_copy(update={"resume": run.id}), store, env=easy_env())
     run = store.get(resumed.run_id)

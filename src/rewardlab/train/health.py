@@ -245,6 +245,8 @@ class RunHealth:
         self._clear: dict[str, int] = {}
         if resumed_after:
             self._replay(resumed_after)
+        elif config.enabled:
+            store.update_summary(run_id, {"alerts": []})  # watched, and nothing fired yet
 
     def _replay(self, last_step: int) -> None:
         """Judge the kept history again, silently, so that debouncing and the alerts list are as they were
@@ -256,14 +258,11 @@ class RunHealth:
                     k: v for k, v in row.items() if k != "step" and not k.startswith(("alerts/", "cost/"))
                 }
                 self._judge(row["step"], {k: v for k, v in metrics.items() if v is not None})
-        stops = (self.store.get(self.run_id).summary or {}).get("stops") or []
-        self.store.update_summary(
-            self.run_id,
-            {
-                "alerts": [a.record() for a in self.alerts],
-                "stops": [stop for stop in stops if stop["step"] <= last_step],
-            },
-        )
+        kept = {"alerts": [alert.record() for alert in self.alerts]}
+        stops = (self.store.get(self.run_id).summary or {}).get("stops")
+        if stops:
+            kept["stops"] = [stop for stop in stops if stop["step"] <= last_step]
+        self.store.update_summary(self.run_id, kept)
 
     def _judge(self, step: int, metrics: Metrics) -> list[Alert]:
         if not self.config.enabled:
