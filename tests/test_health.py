@@ -65,12 +65,13 @@ def test_a_component_that_is_most_of_the_reward_is_no_alert(tmp_path):
     from rewardlab.rubrics.audit import audit_series
 
     health = monitor(tmp_path)
-    health.rubric = {"weights": {"correct": 1.0, "format": 1.0}, "primary": "correct"}
+    health.judge.rubric = {"weights": {"correct": 1.0, "format": 1.0}, "primary": "correct"}
     assert feed(health, 40) == []
     series = {
-        name: dict(enumerate(health.history.series[f"reward/{name}"], 1)) for name in ("correct", "format")
+        name: dict(enumerate(health.judge.history.series[f"reward/{name}"], 1))
+        for name in ("correct", "format")
     }
-    components, _ = audit_series(series, health.rubric["weights"], "correct")
+    components, _ = audit_series(series, health.judge.rubric["weights"], "correct")
     assert any("of the total reward" in flag for c in components for flag in c.flags)  # the audit's own flag
 
 
@@ -116,7 +117,8 @@ def test_reward_hacking_is_the_audit_test_on_the_steps_so_far(tmp_path):
     alerts = feed(health, 40, format_climbs)
     assert [alert.name for alert in alerts] == ["reward_hacking"]
     [alert] = alerts
-    assert alert.step == health.config.hacking_min_steps  # judged from then on, and it holds at once
+    # Judged from hacking_min_steps on; it holds at once, and fires once it held hacking_hold_steps in a row.
+    assert alert.step == health.config.hacking_min_steps + health.config.hacking_hold_steps - 1
     assert "reward/format rose" in alert.message and "the primary 'correct'" in alert.message
     # The same run with format learned as fast as correctness raises nothing.
     assert feed(monitor(tmp_path / "honest"), 40) == []
@@ -259,3 +261,16 @@ def test_a_learning_rate_that_collapses_entropy_is_caught(tmp_path):
     assert entropy[alert["step"]] < 0.01 * entropy[1]  # a collapse, not a wobble
     assert f"{entropy[alert['step']]:.3g}" in alert["message"]
     assert store.metrics(run.id)["alerts/entropy_collapse"] == [(alert["step"], 1.0)]
+
+
+def test_the_documented_example_is_a_config_train_reads(tmp_path):
+    from pathlib import Path
+
+    from rewardlab.config import TrainConfig, load_config
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "training.md").read_text()
+    [block] = [b for b in re.findall(r"```toml\n(.*?)```", docs, re.DOTALL) if "[health]" in b]
+    (tmp_path / "train.toml").write_text(block)
+    config = load_config(TrainConfig, tmp_path / "train.toml")
+    assert config.health.action("entropy_collapse") == "stop" and config.health.action("no_signal") == "warn"
+    assert (config.budget.usd_per_hour, config.budget.max_usd, config.budget.max_minutes) == (3.5, 20.0, 240)

@@ -242,6 +242,12 @@ class HealthConfig(Section):
         "than the primary, or a measurement doubling while the primary stays flat, beyond noise) on the "
         "steps so far, from this many on.",
     )
+    hacking_hold_steps: int = Field(
+        5,
+        gt=0,
+        description="reward_hacking fires once the test has flagged a component this many steps in a row (a "
+        "test judged afresh every step passes by chance now and then).",
+    )
     rearm_steps: int = Field(
         10,
         gt=0,

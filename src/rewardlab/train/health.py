@@ -233,38 +233,20 @@ RULES: tuple[Callable[[History, HealthConfig], list[Finding]], ...] = (
 THEN = {"warn": "", "checkpoint": " (checkpoint saved)", "stop": " (checkpoint saved, run stopped)"}
 
 
-class RunHealth:
-    """The alerts of one train run. ``after_step`` judges, prints, records and returns what to do."""
+class Judge:
+    """The rules and their debouncing over one run's history: no store, no printing (the benchmark in
+    ``benchmarks/health_alerts.py`` runs it on simulated runs)."""
 
-    def __init__(self, config: HealthConfig, store: RunStore, run_id: str, resumed_after: int = 0):
-        self.config, self.store, self.run_id = config, store, run_id
-        self.rubric = (store.get(run_id).summary or {}).get("rubric")
+    def __init__(self, config: HealthConfig, rubric: Mapping | None):
+        self.config, self.rubric = config, rubric
         self.history = History()
         self.alerts: list[Alert] = []
         self._armed: dict[str, bool] = {}
-        self._clear: dict[str, int] = {}
-        if resumed_after:
-            self._replay(resumed_after)
-        elif config.enabled:
-            store.update_summary(run_id, {"alerts": []})  # watched, and nothing fired yet
+        self._held: dict[str, int] = {}  # steps in a row each finding has held
+        self._clear: dict[str, int] = {}  # steps in a row since it last held
 
-    def _replay(self, last_step: int) -> None:
-        """Judge the kept history again, silently, so that debouncing and the alerts list are as they were
-        when the run reached ``last_step`` (alerts of steps after it, which are re-run, are dropped)."""
-        rows = self.store.metric_table(self.run_id)
-        for row in rows:
-            if row["step"] <= last_step:
-                metrics = {
-                    k: v for k, v in row.items() if k != "step" and not k.startswith(("alerts/", "cost/"))
-                }
-                self._judge(row["step"], {k: v for k, v in metrics.items() if v is not None})
-        kept = {"alerts": [alert.record() for alert in self.alerts]}
-        stops = (self.store.get(self.run_id).summary or {}).get("stops")
-        if stops:
-            kept["stops"] = [stop for stop in stops if stop["step"] <= last_step]
-        self.store.update_summary(self.run_id, kept)
-
-    def _judge(self, step: int, metrics: Metrics) -> list[Alert]:
+    def step(self, step: int, metrics: Metrics) -> list[Alert]:
+        """Add a step's metrics; the alerts that fire at it."""
         if not self.config.enabled:
             return []
         self.history.add(metrics)
@@ -274,22 +256,56 @@ class RunHealth:
         fired = []
         for key in self._armed.keys() | holding.keys():
             if key not in holding:
+                self._held[key] = 0
                 self._clear[key] = self._clear.get(key, 0) + 1
                 if self._clear[key] >= self.config.rearm_steps:
                     self._armed[key] = True
                 continue
+            finding = holding[key]
             self._clear[key] = 0
-            if self._armed.get(key, True):
+            self._held[key] = self._held.get(key, 0) + 1
+            # A trend test judged afresh every step would, by chance alone, pass now and then: reward hacking
+            # must hold several steps in a row (benchmarks/health_alerts.py measures the difference).
+            needed = self.config.hacking_hold_steps if finding.name == "reward_hacking" else 1
+            if self._armed.get(key, True) and self._held[key] >= needed:
                 self._armed[key] = False
-                finding = holding[key]
                 fired.append(Alert(finding.name, step, finding.message, self.config.action(finding.name)))
         fired.sort(key=lambda alert: (alert.name, alert.message))
         self.alerts += fired
         return fired
 
+
+class RunHealth:
+    """The alerts of one train run. ``after_step`` judges, prints, records and returns what to do."""
+
+    def __init__(self, config: HealthConfig, store: RunStore, run_id: str, resumed_after: int = 0):
+        self.config, self.store, self.run_id = config, store, run_id
+        self.judge = Judge(config, (store.get(run_id).summary or {}).get("rubric"))
+        if resumed_after:
+            self._replay(resumed_after)
+        elif config.enabled:
+            store.update_summary(run_id, {"alerts": []})  # watched, and nothing fired yet
+
+    @property
+    def alerts(self) -> list[Alert]:
+        return self.judge.alerts
+
+    def _replay(self, last_step: int) -> None:
+        """Judge the kept history again, silently, so that debouncing and the alerts list are as they were
+        when the run reached ``last_step`` (alerts of steps after it, which are re-run, are dropped)."""
+        for row in self.store.metric_table(self.run_id):
+            if row["step"] <= last_step:
+                logged = {k: v for k, v in row.items() if k != "step" and v is not None}
+                self.judge.step(row["step"], {k: v for k, v in logged.items() if not k.startswith("alerts/")})
+        kept = {"alerts": [alert.record() for alert in self.alerts]}
+        stops = (self.store.get(self.run_id).summary or {}).get("stops")
+        if stops:
+            kept["stops"] = [stop for stop in stops if stop["step"] <= last_step]
+        self.store.update_summary(self.run_id, kept)
+
     def after_step(self, step: int, metrics: Metrics) -> Verdict:
         """Judge the history with this step's metrics; print and record what fired; what to do now."""
-        fired = self._judge(step, metrics)
+        fired = self.judge.step(step, metrics)
         if not fired:
             return Verdict()
         self.store.log_metrics(self.run_id, step, {f"alerts/{alert.name}": 1.0 for alert in fired})
