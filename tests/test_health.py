@@ -92,7 +92,7 @@ def after(step, **values):
         ("entropy_collapse", after(3, entropy=0.005), 3),  # below the absolute floor, even early on
         ("clip_spike", after(9, **{"clip/high_fraction": 0.4}), 9),
         ("kl_blowup", after(7, kl=2.5), 7),
-        ("grad_norm_spike", after(15, grad_norm=9.0), 15),  # 10x its recent median is about 6
+        ("grad_norm_spike", after(15, grad_norm=15.0), 15),  # 20x its recent median is about 12
         ("length_explosion", after(10, **{"completion/mean_length": 40.0}), 10),
         ("truncation_surge", after(10, **{"completion/truncated_fraction": 0.6}), 10),
         ("no_signal", after(20, **{"groups/zero_std_fraction": 1.0}), 24),  # the 5th such step in a row

@@ -211,7 +211,7 @@ class HealthConfig(Section):
         1.0, gt=0, description="kl_blowup: kl (logged with beta > 0) above this many nats per token."
     )
     grad_norm_factor: float = Field(
-        10.0,
+        20.0,
         gt=1,
         description="grad_norm_spike: grad_norm (before clipping) above this multiple of its median over the "
         "previous grad_norm_window steps (judged once baseline_steps steps came before).",

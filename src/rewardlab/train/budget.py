@@ -36,7 +36,7 @@ exactly; the run summary's ``cost`` holds them at the end: ``{usd, tokens, flops
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from rewardlab.config.sections import BudgetConfig
 from rewardlab.errors import RewardlabError
@@ -53,15 +53,9 @@ def parameter_count(model) -> int:
 class Budget:
     """A run's running costs. ``totals`` is the trainer's checkpointed totals; the counts live in it."""
 
-    def __init__(
-        self,
-        config: BudgetConfig,
-        totals: dict,
-        parameters: int,
-        started: float,
-        clock: Callable[[], float] = time.perf_counter,
-    ):
-        self.config, self.parameters, self.started, self.clock = config, parameters, started, clock
+    def __init__(self, config: BudgetConfig, totals: dict, parameters: int, started: float):
+        """``started``: ``time.perf_counter()`` when this call to train (or resume) began."""
+        self.config, self.parameters, self.started = config, parameters, started
         self.counts: dict[str, float] = totals.setdefault("cost", {})
         for name in COUNTS:
             self.counts.setdefault(name, 0.0)
@@ -82,7 +76,7 @@ class Budget:
         counts["trained_tokens"] += trained
         counts["tokens"] += tokens
         counts["flops"] += flops
-        counts["wall_seconds"] = self.wall_before + self.clock() - self.started
+        counts["wall_seconds"] = self.wall_before + time.perf_counter() - self.started
         return {
             "cost/usd": self.usd,
             "cost/tokens": counts["tokens"],

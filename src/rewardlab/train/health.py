@@ -69,20 +69,25 @@ class Finding:
 
 @dataclass
 class History:
-    """Each metric's values so far, in step order (NaN where a step did not log it)."""
+    """Each metric's values so far: ``series`` in step order (NaN where a step did not log it), and
+    ``values`` without the gaps."""
 
     steps: int = 0
     series: dict[str, list[float]] = field(default_factory=dict)
+    logged: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, metrics: Metrics) -> None:
         self.steps += 1
         for name in metrics.keys() | self.series.keys():
             values = self.series.setdefault(name, [math.nan] * (self.steps - 1))
             value = metrics.get(name)
-            values.append(math.nan if value is None else float(value))
+            value = math.nan if value is None else float(value)
+            values.append(value)
+            if not math.isnan(value):
+                self.logged.setdefault(name, []).append(value)
 
     def values(self, name: str) -> list[float]:
-        return [v for v in self.series.get(name, []) if not math.isnan(v)]
+        return self.logged.get(name, [])
 
 
 def _early(values: list[float], baseline_steps: int) -> float | None:
