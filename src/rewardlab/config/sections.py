@@ -288,14 +288,14 @@ class BudgetConfig(Section):
     max_usd: float | None = Field(
         None,
         gt=0,
-        description="Stop the run once it has cost this much (a checkpoint, status stopped; --resume with a "
-        "larger budget continues it). --budget-usd on rewardlab train.",
+        description="Stop the run once it has cost this much (status stopped; a train run saves a checkpoint "
+        "that --resume continues with a larger budget). --budget-usd on rewardlab train.",
     )
     max_minutes: float | None = Field(
         None,
         gt=0,
-        description="Stop the run once it has run this many minutes of wall time, resumed parts included (a "
-        "checkpoint, status stopped). --budget-minutes on rewardlab train.",
+        description="Stop the run once it has run this many minutes of wall time, resumed parts included "
+        "(status stopped; a train run saves a checkpoint). --budget-minutes on rewardlab train.",
     )
 
     @model_validator(mode="after")
