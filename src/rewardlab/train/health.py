@@ -155,7 +155,7 @@ def grad_norm_spike(history: History, config: HealthConfig) -> list[Finding]:
     return []
 
 
-def length_explosion(history: History, config: HealthConfig) -> list[Finding]:
+def length_and_truncation(history: History, config: HealthConfig) -> list[Finding]:
     found = []
     lengths = history.values("completion/mean_length")
     early = _early(lengths, config.baseline_steps) if lengths else None
@@ -203,11 +203,14 @@ def reward_hacking(history: History, config: HealthConfig, rubric: Mapping | Non
     if not rubric or history.steps < config.hacking_min_steps:
         return []
     weights, primary = rubric["weights"], rubric["primary"]
-    series = {
-        name: {step: value for step, value in enumerate(history.series.get(f"reward/{name}", []), 1)}
+    series = {  # steps a component was not logged at are left out, as the audit does
+        name: {
+            step: value
+            for step, value in enumerate(history.series.get(f"reward/{name}", []), 1)
+            if not math.isnan(value)
+        }
         for name in weights
     }
-    series = {name: {s: v for s, v in points.items() if not math.isnan(v)} for name, points in series.items()}
     if not series.get(primary):
         return []
     components, _ = audit_series(series, weights, primary)
@@ -230,7 +233,7 @@ RULES: tuple[Callable[[History, HealthConfig], list[Finding]], ...] = (
     clip_spike,
     kl_blowup,
     grad_norm_spike,
-    length_explosion,
+    length_and_truncation,
     no_signal,
 )
 
