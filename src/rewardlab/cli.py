@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -256,6 +257,29 @@ def sft(
     )
 
 
+BudgetUSD = Annotated[
+    float | None,
+    typer.Option(
+        "--budget-usd",
+        help="Stop the run (with a checkpoint) once it has cost this many US dollars (budget.max_usd; the "
+        "price is budget.usd_per_hour or budget.usd_per_million_tokens).",
+    ),
+]
+BudgetMinutes = Annotated[
+    float | None,
+    typer.Option(
+        "--budget-minutes",
+        help="Stop the run (with a checkpoint) after this many minutes of wall time: budget.max_minutes.",
+    ),
+]
+
+
+def budget_overrides(usd: float | None, minutes: float | None) -> list[str]:
+    """``--budget-usd`` and ``--budget-minutes`` as ``--set`` overrides: they apply to a resumed run too."""
+    fields = {"budget.max_usd": usd, "budget.max_minutes": minutes}
+    return [f"{name}={value!r}" for name, value in fields.items() if value is not None]
+
+
 @app.command()
 @user_errors
 def train(
@@ -265,6 +289,8 @@ def train(
     model: ModelOption = None,
     env: EnvOption = None,
     resume: Annotated[str | None, typer.Option(help="Run id or directory to resume.")] = None,
+    budget_usd: BudgetUSD = None,
+    budget_minutes: BudgetMinutes = None,
     runs_dir: RunsDir = "runs",
     print_config: PrintConfig = False,
     _help_config: TrainHelp = False,
@@ -273,6 +299,7 @@ def train(
     from rewardlab.runs import RunStore
     from rewardlab.train.trainer import train as run_train
 
+    set_ = [*(set_ or []), *budget_overrides(budget_usd, budget_minutes)]  # as typed last: they win
     if resume is not None:  # the run's own config; only what is given now (a larger max_steps) changes
         with renamed_fields_noted():
             cfg = printed_if(resume_config(RunStore(runs_dir), resume, config, set_), print_config)
@@ -284,16 +311,22 @@ def train(
 
 
 def trained_line(result) -> str:
-    """What ``rewardlab train`` says at the end: where the adapter is, the last reward, what errored."""
+    """What ``rewardlab train`` says at the end: where the adapter is, the last reward, what errored, and
+    what stopped it early."""
     errored = (
         f"  [yellow]{result.errored_rollouts} of {result.rollouts} rollouts errored[/] (rewardlab runs show "
         f"{result.run_id} --rollouts 5)"
         if result.errored_rollouts
         else ""
     )
+    stopped = (
+        f"\n[yellow]stopped:[/] {escape(result.stopped)}; rewardlab train --resume {result.run_id} goes on"
+        if result.stopped
+        else ""
+    )
     return (
         f"adapter: [bold]{result.adapter_dir}[/]  run {result.run_id}  "
-        f"final reward {result.final_reward:.3f}{errored}  ({result.wall_seconds:.0f}s)"
+        f"final reward {result.final_reward:.3f}{errored}  ({result.wall_seconds:.0f}s){stopped}"
     )
 
 

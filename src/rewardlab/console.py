@@ -57,9 +57,10 @@ def progress(description: str, total: int | None):
         yield advance
 
 
-def say(message: str) -> None:
+def say(message: str, soft_wrap: bool = False) -> None:
+    """Print unless quiet; ``soft_wrap`` keeps a line whole (the terminal wraps it, grep finds it)."""
     if not quiet():
-        console.print(message)
+        console.print(message, soft_wrap=soft_wrap)
 
 
 def print_whole(renderable: RenderableType) -> None:

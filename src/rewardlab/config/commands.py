@@ -17,11 +17,13 @@ from pydantic import Field, field_validator, model_validator
 from rewardlab.config.base import RenamedField, Section, preset
 from rewardlab.config.sections import (
     OPTIMIZER_FIELDS,
+    BudgetConfig,
     CurriculumConfig,
     DynamicSamplingConfig,
     EntropyControlConfig,
     EnvConfig,
     EvalModelConfig,
+    HealthConfig,
     LoraConfig,
     ModelConfig,
     OptimizerConfig,
@@ -56,6 +58,9 @@ class SFTSettings(Section):
         description="Adapter settings (off: full fine-tune).",
     )
     log_every: int = Field(25, gt=0, description="Log loss every N steps.")
+    budget: BudgetConfig = Field(
+        default_factory=BudgetConfig, description="What the run costs, and limits that stop it."
+    )
 
 
 class SFTConfig(SFTSettings):
@@ -175,6 +180,10 @@ class TrainSettings(Section):
     max_batch_size: int = Field(256, gt=0, description="Most sequences per forward pass when sampling.")
     curriculum: CurriculumConfig = Field(
         default_factory=CurriculumConfig, description="Which difficulty levels each step's prompts come from."
+    )
+    health: HealthConfig = Field(default_factory=HealthConfig, description="Alerts while the run goes.")
+    budget: BudgetConfig = Field(
+        default_factory=BudgetConfig, description="What the run costs, and limits that stop it."
     )
 
     @model_validator(mode="before")

@@ -265,3 +265,147 @@ class CurriculumConfig(Section):
         description="Share of each step's prompts drawn from the easier levels already left behind "
         "(rounded down), so they are not forgotten.",
     )
+
+
+HealthAlert = Literal[
+    "entropy_collapse",
+    "clip_spike",
+    "kl_blowup",
+    "grad_norm_spike",
+    "length_explosion",
+    "truncation_surge",
+    "no_signal",
+    "reward_hacking",
+]
+HealthAction = Literal["warn", "checkpoint", "stop"]
+
+
+class HealthConfig(Section):
+    """Alerts raised while a train run goes, from the metrics it has logged so far.
+
+    An alert prints one warning line, is stored with the run (metric ``alerts/<name>`` and the summary's
+    ``alerts``) and takes its action. The defaults stay quiet on the demo's run (docs/training.md).
+    """
+
+    enabled: bool = Field(True, description="Watch the run's metrics and raise alerts; false raises none.")
+    baseline_steps: int = Field(
+        5,
+        gt=0,
+        description="A metric's early level is its mean over the run's first this many steps (over the steps "
+        "before, while the run is younger): entropy_collapse, length_explosion and truncation_surge compare "
+        "with it.",
+    )
+    entropy_min_fraction: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="entropy_collapse: the entropy fell below this fraction of its early level ...",
+    )
+    entropy_min: float = Field(
+        0.01, ge=0, description="... or below this many nats per token (entropy_collapse too)."
+    )
+    clip_fraction_max: float = Field(
+        0.3,
+        gt=0,
+        description="clip_spike: clip/low_fraction + clip/high_fraction above this (both are 0 with "
+        "num_iterations = 1, where the ratio is 1).",
+    )
+    kl_max: float = Field(
+        1.0, gt=0, description="kl_blowup: kl (logged with beta > 0) above this many nats per token."
+    )
+    grad_norm_factor: float = Field(
+        20.0,
+        gt=1,
+        description="grad_norm_spike: grad_norm (before clipping) above this multiple of its median over the "
+        "previous grad_norm_window steps (judged once baseline_steps steps came before).",
+    )
+    grad_norm_window: int = Field(20, gt=0, description="Steps the grad_norm median is taken over.")
+    length_factor: float = Field(
+        3.0,
+        gt=1,
+        description="length_explosion: completion/mean_length above this multiple of its early level.",
+    )
+    truncation_rise: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="truncation_surge: completion/truncated_fraction at least this much above its early "
+        "level (0.3: 30 more rollouts in 100 cut off at max_new_tokens).",
+    )
+    no_signal_steps: int = Field(
+        5,
+        gt=0,
+        description="no_signal: every group scored alike (groups/zero_std_fraction = 1) this many steps in a "
+        "row, so there was nothing to learn from.",
+    )
+    hacking_min_steps: int = Field(
+        20,
+        ge=6,
+        description="reward_hacking: the audit's test (rewardlab audit: a rewarded auxiliary rising more "
+        "than the primary, or a measurement doubling while the primary stays flat, beyond noise) on the "
+        "steps so far, from this many on.",
+    )
+    hacking_hold_steps: int = Field(
+        5,
+        gt=0,
+        description="reward_hacking fires once the test has flagged a component this many steps in a row (a "
+        "test judged afresh every step passes by chance now and then).",
+    )
+    rearm_steps: int = Field(
+        10,
+        gt=0,
+        description="An alert that fired fires again only after its condition was clear this many steps in a "
+        "row, so one that keeps holding (or flickers) prints once.",
+    )
+    default_action: HealthAction = Field(
+        "warn",
+        description="What an alert does: warn (print and record it), checkpoint (also save a resumable "
+        "checkpoint now) or stop (checkpoint, then end the run with status stopped; --resume continues it).",
+    )
+    actions: dict[HealthAlert, HealthAction] = Field(
+        default_factory=dict,
+        description="The action of each alert named here, e.g. {entropy_collapse = 'stop', kl_blowup = "
+        "'checkpoint'}; the others take default_action.",
+    )
+
+    def action(self, alert: str) -> str:
+        return self.actions.get(alert, self.default_action)  # type: ignore[call-overload]
+
+
+class BudgetConfig(Section):
+    """What a run costs, priced, and the limits that stop it (docs/training.md, "Budget and cost")."""
+
+    usd_per_hour: float = Field(
+        0.0,
+        ge=0,
+        description="Price per hour, in US dollars, of the machine the run trains on (its accelerators, CPU "
+        "and memory together: a rented GPU instance's hourly rate); times the run's wall time. 0: unpriced.",
+    )
+    usd_per_million_tokens: float = Field(
+        0.0,
+        ge=0,
+        description="Price per million tokens, for work billed by the token (rollouts served by an "
+        "endpoint); times cost/tokens, the prompt and completion tokens of the run's rollouts (an LLM "
+        "judge's tokens are not counted yet). 0: unpriced.",
+    )
+    max_usd: float | None = Field(
+        None,
+        gt=0,
+        description="Stop the run once it has cost this much (status stopped; a train run saves a checkpoint "
+        "that --resume continues with a larger budget). --budget-usd on rewardlab train.",
+    )
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Stop the run once it has run this many minutes of wall time, resumed parts included "
+        "(status stopped; a train run saves a checkpoint). --budget-minutes on rewardlab train.",
+    )
+
+    @model_validator(mode="after")
+    def _priced(self) -> BudgetConfig:
+        if self.max_usd is not None and not (self.usd_per_hour or self.usd_per_million_tokens):
+            raise ValueError(
+                "max_usd needs a price to count against: set usd_per_hour (the machine) or "
+                "usd_per_million_tokens"
+            )
+        return self

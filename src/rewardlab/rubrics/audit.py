@@ -178,7 +178,7 @@ def audit_series(
             len(points),
         )
         if name != primary and own.se is not None and primary_trend.se is not None:
-            _judge(audit, primary, primary_trend)
+            flag_component(audit, primary, primary_trend)
         if share is not None and share > 0.5 and name != primary:
             audit.flags.append(f"is {share:.0%} of the total reward at the end of training")
         components.append(audit)
@@ -186,7 +186,7 @@ def audit_series(
     return components, notes
 
 
-def _judge(audit: ComponentAudit, primary: str, primary_trend: Trend) -> None:
+def flag_component(audit: ComponentAudit, primary: str, primary_trend: Trend) -> None:
     own = audit.trend
     moved = f"the primary '{primary}' moved {primary_trend.rise:+.3f} (±{Z * primary_trend.se:.3f})"
     if audit.weight > 0:

@@ -24,7 +24,15 @@ if TYPE_CHECKING:
 
 # The summary number shown in the list, first one present wins.
 KEY_SUMMARY = ("mean_reward", "final_reward", "accuracy", "pass@1", "reward", "final_loss", "loss")
-STATUS_STYLES = {"running": "yellow", "completed": "green", "failed": "red", "interrupted": "magenta"}
+STATUS_STYLES = {
+    "running": "yellow",
+    "completed": "green",
+    "failed": "red",
+    "interrupted": "magenta",
+    "stopped": "blue",
+}
+# Summary lists shown as tables of their own (train runs' health alerts and stops), with these columns.
+SUMMARY_TABLES = {"alerts": ("step", "name", "action", "message"), "stops": ("step", "cause", "reason")}
 MANIFEST_PACKAGES = ("rewardlab", "torch", "transformers", "peft", "accelerate", "datasets")
 
 
@@ -181,6 +189,16 @@ def metrics_table(series: Mapping[str, list[tuple[int, float]]]) -> Table:
     return table
 
 
+def records_table(title: str, records: list[Mapping[str, Any]], columns: tuple[str, ...]) -> Table:
+    """A list of records (a run's alerts, its stops) as a table, one row each."""
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, style="bold" if column == columns[1] else "", overflow="fold")
+    for record in records:
+        table.add_row(*(Text(format_value(record.get(column))) for column in columns))
+    return table
+
+
 def _header(run: Run) -> Text:
     text = Text.assemble((run.id, "bold cyan"), "  ", (run.kind, "bold"), "  ")
     text.append_text(status_text(run.status))
@@ -203,7 +221,11 @@ def run_details(store: RunStore, run: Run) -> Group:
         manifest_table(run.manifest),
     ]
     if run.summary:
-        parts += [Text(""), _kv_table("summary", _flatten(run.summary))]
+        plain = {key: value for key, value in run.summary.items() if key not in SUMMARY_TABLES}
+        parts += [Text(""), _kv_table("summary", _flatten(plain))]
+        for key, columns in SUMMARY_TABLES.items():
+            if run.summary.get(key):
+                parts += [Text(""), records_table(key, run.summary[key], columns)]
     series = store.metrics(run.id)
     if series:
         parts += [Text(""), metrics_table(series)]

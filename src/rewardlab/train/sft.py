@@ -26,6 +26,7 @@ from rewardlab.models.forward import forward_for
 from rewardlab.models.loading import LoraSettings, describe_model, load_model
 from rewardlab.runs import RunStore, collect_manifest
 from rewardlab.runs.overlap import record_training_data
+from rewardlab.train.budget import Budget, parameter_count
 from rewardlab.train.common import make_optimizer, make_scheduler, pad_sequences, set_seed
 from rewardlab.types import Messages
 
@@ -36,6 +37,7 @@ class SFTResult:
     model_dir: Path
     final_loss: float
     wall_seconds: float
+    stopped: str | None = None  # why the budget stopped the run (status "stopped")
 
 
 class Demonstrations:
@@ -149,6 +151,8 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
     teacher_rng = random.Random(f"teacher:{config.seed}")
     order: list[int] = []
     loss_value = float("nan")
+    budget = Budget(config.budget, {}, parameter_count(model), started)
+    stopped = None
     with progress("sft", config.max_steps) as advance:
         for step in range(1, config.max_steps + 1):
             if len(order) < config.batch_size:  # a new epoch, reshuffled
@@ -174,7 +178,9 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             loss_value = loss.item()
-            if step % config.log_every == 0 or step == config.max_steps:
+            costs = budget.sft_step(sum(map(len, prompts)), sum(map(len, completions)))
+            stopped = budget.check(store, run.id, step).stop  # SFT keeps no checkpoint: it ends here
+            if step % config.log_every == 0 or step == config.max_steps or stopped:
                 store.log_metrics(
                     run.id,
                     step,
@@ -182,9 +188,12 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
                         "loss": loss_value,
                         "grad_norm": float(grad_norm),
                         "learning_rate": scheduler.get_last_lr()[0],
+                        **costs,
                     },
                 )
             advance(loss=loss_value)
+            if stopped:
+                break
 
     model_dir = run.dir / "model"
     model.save_pretrained(model_dir)
@@ -192,12 +201,14 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
     wall = time.perf_counter() - started
     store.finish(
         run.id,
+        status="stopped" if stopped else "completed",
         summary={
             "final_loss": loss_value,
             "model_dir": str(model_dir),
             "examples": len(data),
             "wall_seconds": wall,
+            "cost": budget.summary(),
         },
     )
     write_run_report(store, run.id)
-    return SFTResult(run.id, model_dir, loss_value, wall)
+    return SFTResult(run.id, model_dir, loss_value, wall, stopped)

@@ -33,6 +33,7 @@ from rewardlab.runs.overlap import record_training_data
 from rewardlab.sampling.base import SamplingParams
 from rewardlab.sampling.local import LocalSampler
 from rewardlab.train import checkpoint as ckpt
+from rewardlab.train.budget import Budget, parameter_count, refuse_if_spent
 from rewardlab.train.common import make_optimizer, make_scheduler, pad_sequences, set_seed
 from rewardlab.train.dynamic_sampling import draw_groups, rewards_of
 from rewardlab.train.entropy_control import bonus_for, covariance_selections
@@ -43,10 +44,9 @@ from rewardlab.train.grpo import (
     token_logprobs,
     token_logprobs_and_entropy,
 )
+from rewardlab.train.health import RunHealth, StepOrders
 from rewardlab.train.policies import disable_dropout, largest_dropout, reference_policy, trainable_weights
 from rewardlab.types import Example, ScoredRollout
-
-NO_SIGNAL_WARNING_STEPS = 5
 
 
 @dataclass
@@ -59,6 +59,7 @@ class TrainResult:
     final_reward: float
     errored_rollouts: int = 0  # rollouts whose reward or environment errored, out of ``rollouts``
     rollouts: int = 0
+    stopped: str | None = None  # why a health alert or the budget stopped the run (status "stopped")
 
 
 def examples_for_step(pool: list[Example], step: int, per_step: int, seed: int) -> list[Example]:
@@ -214,6 +215,7 @@ def train(
         bonus.restore(totals)
         if curriculum:  # refused here, before the run is touched, if the checkpoint's does not match
             curriculum.restore(totals, start_step, run.id)
+        refuse_if_spent(config.budget, totals, run.id)  # before the run is marked running again
         store.truncate_metrics(run.id, after_step=start_step)
         store.set_status(run.id, "running")
         say(f"resuming run {run.id} after step {start_step}")
@@ -227,8 +229,10 @@ def train(
         record_training_data(run.dir, ((example.prompt, example.answer) for example in pool))
         start_step, totals = 0, {"reward_errors": 0.0, "rollouts": 0.0}
 
+    budget = Budget(config.budget, totals, parameter_count(model), started)  # counts live in totals
+    health = RunHealth(config.health, store, run.id, resumed_after=start_step)
+    orders = StepOrders()
     last_reward = float("nan")
-    no_signal_steps = 0
     with store.failure_recorded(run.id), progress(f"train {run.id}", config.max_steps) as advance:
         if curriculum:  # its state rides in the checkpoint's counters
             curriculum.attach(totals, store, run.id)
@@ -372,22 +376,22 @@ def train(
             totals.update(bonus.state())
             if curriculum:  # per-level reward and pass rate; promotes when due
                 metrics.update(curriculum.observe(step, scored))
+            metrics.update(budget.grpo_step(rollouts, num_tokens, config.num_iterations, config.beta > 0))
             store.log_metrics(run.id, step, metrics)
+            # alerts (warn, checkpoint or stop) and the budget's limits; the checkpoint and stop come below
+            orders = health.after_step(step, metrics) | budget.check(store, run.id, step)
             if config.log_rollouts_per_step:
                 stride = max(1, len(scored) // config.log_rollouts_per_step)
                 store.log_rollouts(run.id, step, "train", scored[::stride][: config.log_rollouts_per_step])
             last_reward = metrics["reward/mean"]
-            no_signal_steps = no_signal_steps + 1 if metrics["groups/zero_std_fraction"] == 1.0 else 0
-            if no_signal_steps == NO_SIGNAL_WARNING_STEPS:
-                say(
-                    f"[yellow]warning:[/] for {no_signal_steps} steps every group scored the same, so there "
-                    "is nothing to learn from; if rewards are all zero, prime the model first (rewardlab sft)"
-                )
             advance(reward=last_reward, entropy=stats["entropy"])
 
             # 7. checkpoint: adapter, optimizer, scheduler, RNG and counters, enough to resume exactly
-            if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.max_steps:
+            every = config.checkpoint_every and step % config.checkpoint_every == 0
+            if every or step == config.max_steps or orders.checkpoint:
                 ckpt.save(run.dir, step, model, tokenizer, optimizer, scheduler, totals)
+            if orders.stop:
+                break  # cleanly: the final adapter, the summary, status "stopped"
             if stop_after_step is not None and step >= stop_after_step and step < config.max_steps:
                 store.set_status(run.id, "interrupted")
                 faults.at_step(None)
@@ -403,15 +407,18 @@ def train(
     faults.at_step(None)
     final_dir = ckpt.export_final(run.dir, model, tokenizer)
     wall = time.perf_counter() - started
+    steps = step if orders.stop else config.max_steps
     store.finish(
         run.id,
+        status="stopped" if orders.stop else "completed",
         summary={
-            "steps": config.max_steps,
+            "steps": steps,
             "final_reward": last_reward,
             "reward_errors": totals["reward_errors"],
             "rollouts": totals["rollouts"],
             "adapter_dir": str(final_dir),
             "wall_seconds": wall,
+            "cost": budget.summary(),
         },
     )
     write_run_report(store, run.id)
@@ -419,11 +426,12 @@ def train(
         run.id,
         run.dir,
         final_dir,
-        config.max_steps,
+        steps,
         wall,
         last_reward,
         int(totals["reward_errors"]),
         int(totals["rollouts"]),
+        orders.stop,
     )
 
 
