@@ -237,8 +237,12 @@ def training_cost(
 
 
 def _recorded(run: Run) -> dict:
-    """A run's ``cost`` (when its trainer priced it), with the wall clock every finished run records."""
-    cost = run.summary.get("cost") or {}
+    """A run's ``cost`` (its dollars only when the run had a price: a machine at $0/hour and free tokens is
+    unpriced, not free), with the wall clock every finished run records."""
+    cost = dict(run.summary.get("cost") or {})
+    prices = [cost[key] for key in ("usd_per_hour", "usd_per_million_tokens") if key in cost]
+    if prices and not any(prices):
+        cost["usd"] = None
     return {**cost, "wall_seconds": run.summary.get("wall_seconds", cost.get("wall_seconds"))}
 
 
