@@ -11,8 +11,9 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, Depends, FastAPI, Header
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jinja2 import TemplateError
 
 from rewardlab.errors import ResponseFormatError
@@ -28,6 +29,18 @@ from rewardlab.serve.errors import (
     install_error_handlers,
 )
 from rewardlab.serve.limits import RequestLimits, ServeLimits, too_busy
+from rewardlab.serve.openapi import (
+    ADAPTERS,
+    GENERATION,
+    UNAUTHORIZED,
+    ChatCompletion,
+    Health,
+    Metrics,
+    ModelList,
+    TextCompletion,
+    documented,
+    install_openapi,
+)
 from rewardlab.serve.registry import confined_adapter_path
 from rewardlab.serve.schemas import (
     ChatCompletionRequest,
@@ -42,15 +55,15 @@ TEXT_COMPLETION_MAX_TOKENS = (
 )
 
 
-def key_checker(api_key: str | None):
-    """A dependency that lets a request through only with ``Authorization: Bearer <api_key>``."""
+def key_checker(api_key: str):
+    """A dependency that lets a request through only with ``Authorization: Bearer <api_key>`` (declared in
+    the OpenAPI schema as an HTTP bearer scheme)."""
+    bearer = HTTPBearer(auto_error=False)  # a missing or malformed header is ours to answer, as a 401
 
-    async def check(authorization: str | None = Header(default=None)) -> None:
-        if not api_key:
-            return
-        scheme, _, token = (authorization or "").partition(" ")
+    async def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        token = credentials.credentials.strip() if credentials else ""
         # compare_digest: the time taken must not tell how much of a guessed key was right.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+        if not credentials or not hmac.compare_digest(token.encode(), api_key.encode()):
             raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
 
     return check
@@ -75,20 +88,28 @@ def create_app(
     app = FastAPI(title="rewardlab serve", lifespan=lifespan)
     app.router.route_class = GuardedRoute
     install_error_handlers(app)
+    install_openapi(app, limits, getattr(engine.models.model.config, "vocab_size", None))
     app.add_middleware(RequestLimits, limits=limits)
-    protected = APIRouter(route_class=GuardedRoute, dependencies=[Depends(key_checker(api_key))])
+    # Without a key nothing is checked, and the schema declares no security for the routes.
+    keyed = {"dependencies": [Depends(key_checker(api_key))]} if api_key else {}
+    protected = APIRouter(route_class=GuardedRoute, **keyed)
+    key_answers = UNAUTHORIZED if api_key else {}
     models = engine.models
     started = int(time.time())
 
-    @app.get("/health")
+    @app.get("/health", response_model=None, responses=documented(ok=Health, protected=False))
     async def health() -> dict:
         return {"status": "ok"}
 
-    @protected.get("/metrics")
+    @protected.get(
+        "/metrics", response_model=None, responses=documented(key_answers, ok=Metrics, protected=True)
+    )
     async def metrics() -> dict:
         return {**engine.metrics.as_dict(), "models": models.names}
 
-    @protected.get("/v1/models")
+    @protected.get(
+        "/v1/models", response_model=None, responses=documented(key_answers, ok=ModelList, protected=True)
+    )
     async def list_models() -> dict:
         data = [
             {
@@ -103,7 +124,10 @@ def create_app(
         ]
         return {"object": "list", "data": data}
 
-    @protected.post("/v1/chat/completions")
+    @protected.post(
+        "/v1/chat/completions",
+        responses=documented(GENERATION, key_answers, ok=ChatCompletion, protected=True),
+    )
     async def chat_completions(request: ChatCompletionRequest):
         models.adapter_of(request.model)  # an unknown model is a 404 before any work
         try:
@@ -128,7 +152,9 @@ def create_app(
             chat=True,
         )
 
-    @protected.post("/v1/completions")
+    @protected.post(
+        "/v1/completions", responses=documented(GENERATION, key_answers, ok=TextCompletion, protected=True)
+    )
     async def completions(request: CompletionRequest):
         models.adapter_of(request.model)
         prompts = [tokenize_prompt(engine, prompt) for prompt in request.prompts()]
@@ -158,13 +184,19 @@ def create_app(
             )
         return adapter_dirs
 
-    @protected.post("/v1/load_lora_adapter")
+    adapter_answers = documented(ADAPTERS, key_answers, protected=True)
+
+    @protected.post("/v1/load_lora_adapter", response_class=PlainTextResponse, responses=adapter_answers)
     async def load_lora_adapter(request: LoadAdapterRequest):
         path = confined_adapter_path(request.lora_path, runtime_adapters_allowed())
         await engine.load_adapter(request.lora_name, path)
         return PlainTextResponse(f"Success: LoRA adapter '{request.lora_name}' added successfully.")
 
-    @protected.post("/v1/unload_lora_adapter")
+    @protected.post(
+        "/v1/unload_lora_adapter",
+        response_class=PlainTextResponse,
+        responses={**adapter_answers, 404: GENERATION[404]},
+    )
     async def unload_lora_adapter(request: UnloadAdapterRequest):
         runtime_adapters_allowed()
         await engine.unload_adapter(request.lora_name)
