@@ -12,11 +12,9 @@ The draws come from a fixed seed (``derandomize``), so a run tries the same requ
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import hypothesis.strategies as st
-import jsonschema
 import pytest
 import schemathesis
 import torch
@@ -26,6 +24,7 @@ from schemathesis import GenerationMode
 
 from rewardlab.serve import build_engine, create_app
 from rewardlab.serve.limits import ServeLimits
+from rewardlab.serve.openapi import stream_errors
 
 KEY = "fuzz-key"
 ROUTES = [
@@ -74,18 +73,6 @@ def served(tmp_path_factory):
     torch.set_num_threads(threads)
 
 
-def events_conform(path: str, body: str, openapi: dict) -> None:
-    """Every event of a stream is ``[DONE]`` (last) or JSON matching the route's declared chunk schema."""
-    declared = openapi["paths"][path]["post"]["responses"]["200"]["content"]
-    data = declared["text/event-stream"]["schema"]["properties"]["data"]
-    chunk = next(option["contentSchema"] for option in data["anyOf"] if "contentSchema" in option)
-    validator = jsonschema.Draft202012Validator({**chunk, "components": openapi["components"]})
-    events = [line.removeprefix("data: ") for line in body.split("\n\n") if line]
-    assert events and events[-1] == "[DONE]", events[-3:]
-    for event in events[:-1]:
-        validator.validate(json.loads(event))
-
-
 def fuzz(schema, method: str, path: str, mode: GenerationMode, examples: int, seen: Counter) -> None:
     """``examples`` requests of ``mode`` to one route, each answer checked; ``seen`` counts their statuses.
 
@@ -112,7 +99,7 @@ def fuzz(schema, method: str, path: str, mode: GenerationMode, examples: int, se
         response = case.call_and_validate()
         if "text/event-stream" in response.headers.get("content-type", [""])[0]:
             assert not response.stream_cut_short
-            events_conform(path, response.content.decode(), schema.raw_schema)
+            assert stream_errors(schema.raw_schema, path, response.content.decode()) == []
             seen["streams"] += 1
         seen[response.status_code] += 1
 
@@ -190,3 +177,29 @@ def test_the_schema_declares_400_not_fastapis_422_and_the_key_only_when_set(clie
     keyless = fuzzed_app(str(tmp_path), api_key=None)
     chat = TestClient(keyless).get("/openapi.json").json()["paths"]["/v1/chat/completions"]["post"]
     assert "security" not in chat and "401" not in chat["responses"]
+
+
+def test_stream_errors_finds_what_the_schema_does_not_allow(client):
+    openapi = client.get("/openapi.json").json()
+    body = {"model": "tiny", "prompt": "1+1=", "max_tokens": 4, "n": 2, "stream": True}
+    text = client.post("/v1/completions", json=body).text
+    assert stream_errors(openapi, "/v1/completions", text) == []
+    assert stream_errors(openapi, "/v1/completions", text.removesuffix("data: [DONE]\n\n")) == [
+        "the stream does not end with [DONE]"
+    ]
+    (broken,) = stream_errors(openapi, "/v1/completions", text.replace('"index": 0', '"index": "0"', 1))
+    assert "does not match the schema" in broken
+    chat = stream_errors(openapi, "/v1/chat/completions", text)  # text chunks are not chat chunks
+    assert chat and all("does not match" in error for error in chat)
+
+
+@pytest.mark.parametrize("temperature", [2.2250738585e-313, 1e-40, 1e-6])
+def test_a_temperature_near_zero_is_greedy_not_a_500(client, temperature):
+    """Logits divided by 1e-40 overflow float32 (and 2e-313 is zero in it): the softmax was NaN, the batch a
+    500. Below 1e-5 a temperature is greedy, as in vLLM, log-probabilities raw as at 0."""
+    body = {"model": "tiny", "prompt": "12+7=", "max_tokens": 8, "logprobs": 0}
+    greedy = client.post("/v1/completions", json={**body, "temperature": 0}).json()["choices"][0]
+    response = client.post("/v1/completions", json={**body, "temperature": temperature})
+    assert response.status_code == 200, response.text
+    choice = response.json()["choices"][0]
+    assert choice["text"] == greedy["text"] and choice["logprobs"] == greedy["logprobs"]

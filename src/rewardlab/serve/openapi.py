@@ -11,6 +11,7 @@ The schema is checked against the server by ``tests/test_serve_fuzz.py``, which 
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from fastapi import FastAPI
@@ -282,3 +283,27 @@ def stream_of(chunk: type[BaseModel]) -> dict:
         ]
     }
     return {"schema": {"type": "object", "required": ["data"], "properties": {"data": data}}}
+
+
+def stream_errors(openapi: dict, path: str, text: str) -> list[str]:
+    """What is wrong with a stream the route at ``path`` sent, by the schema ``openapi`` declares: each event
+    JSON matching its chunk (or error) schema, the last one ``[DONE]``. OpenAPI 3.1 tools read the events'
+    ``contentSchema`` as a comment; the fuzzing tests and benchmark check it with this."""
+    import jsonschema
+
+    data = openapi["paths"][path]["post"]["responses"]["200"]["content"]["text/event-stream"]["schema"]
+    chunk = next(
+        option["contentSchema"] for option in data["properties"]["data"]["anyOf"] if "contentSchema" in option
+    )
+    validator = jsonschema.Draft202012Validator({**chunk, "components": openapi["components"]})
+    events = [event.removeprefix("data: ") for event in text.split("\n\n") if event]
+    errors = [] if events and events[-1] == "[DONE]" else ["the stream does not end with [DONE]"]
+    for event in events[:-1]:
+        try:
+            problem = jsonschema.exceptions.best_match(validator.iter_errors(json.loads(event)))
+        except json.JSONDecodeError as error:
+            errors.append(f"an event is not JSON ({error}): {event[:200]}")
+            continue
+        if problem is not None:
+            errors.append(f"an event does not match the schema ({problem.message}): {event[:200]}")
+    return errors

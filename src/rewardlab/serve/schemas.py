@@ -340,7 +340,7 @@ class LoadAdapterRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     lora_name: str = Field(min_length=1)
-    lora_path: str = Field(min_length=1)
+    lora_path: str = Field(min_length=1, json_schema_extra={"pattern": "^[^\\u0000]*$"})  # see _no_nul
 
     @field_validator("lora_name", "lora_path")
     @classmethod
