@@ -8,7 +8,8 @@ The schemathesis command line then runs every phase that applies (coverage: boun
 undeclared method of each route; fuzzing: ``--max-examples`` schema-valid and schema-violating requests per
 route) with every check but ``positive_data_acceptance`` (the schema cannot say which prompts fit the
 context or that text must be valid Unicode: those schema-valid requests are refused with 400). Positive
-requests name the served model three times in four (a schemathesis dictionary), or nearly all would be 404.
+requests name the served model three times in four (a schemathesis dictionary), or nearly all would be 404,
+and half of them ask for a stream (``fuzz_hooks.py``: schemathesis alone rarely draws ``"stream": true``).
 
 Afterwards every stream recorded (HAR report) is checked event by event against the chunk schema the route
 declares (``rewardlab.serve.openapi.stream_errors``), the server must still answer ``/health``, and its log
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -80,11 +82,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-examples", type=int, default=200, help="fuzzing examples per route and mode")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", help="a directory to keep the reports and the server's log in")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "adapters").mkdir()
+        root = Path(args.keep or tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "adapters").mkdir(exist_ok=True)
         config = root / "schemathesis.toml"
         config.write_text(CONFIG.format(seed=args.seed, key=KEY))
         server = start_server(root / "adapters", root / "server.log")
@@ -103,7 +107,10 @@ def main() -> None:
             command += ["--report", "json,har", "--report-json-path", str(root / "report.json")]
             command += ["--report-har-path", str(root / "report.har")]
             # cwd: schemathesis keeps a cache directory where it runs.
-            run = subprocess.run(command, capture_output=True, text=True, cwd=tmp)
+            here = str(Path(__file__).resolve().parent)
+            env = {**os.environ, "SCHEMATHESIS_HOOKS": "fuzz_hooks"}
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+            run = subprocess.run(command, capture_output=True, text=True, cwd=root, env=env)
             seconds = time.perf_counter() - started
             alive = server.process.poll() is None and httpx.get(f"{server.url}/health").status_code == 200
         finally:

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jinja2 import TemplateError
@@ -20,6 +20,7 @@ from rewardlab.errors import ResponseFormatError
 from rewardlab.sampling.base import Generation
 from rewardlab.serve import responses
 from rewardlab.serve.batching import Job
+from rewardlab.serve.disconnects import answered_before_leaving
 from rewardlab.serve.engine import Engine
 from rewardlab.serve.errors import (
     APIError,
@@ -128,7 +129,7 @@ def create_app(
         "/v1/chat/completions",
         responses=documented(GENERATION, key_answers, ok=ChatCompletion, protected=True),
     )
-    async def chat_completions(request: ChatCompletionRequest):
+    async def chat_completions(request: ChatCompletionRequest, http: Request):
         models.adapter_of(request.model)  # an unknown model is a 404 before any work
         try:
             prompt = engine.sampler.renderer.prompt_ids([m.as_dict() for m in request.messages])
@@ -142,7 +143,7 @@ def create_app(
         if request.stream:
             events = stream_events(engine, job, request, [prompt], chat=True)
             return StreamingResponse(events, media_type="text/event-stream")
-        outputs = outputs_of(engine, await completions_of(job))
+        outputs = outputs_of(engine, await completions_of(job, http.receive))
         return responses.completion(
             responses.new_id("chatcmpl"),
             request.model,
@@ -155,7 +156,7 @@ def create_app(
     @protected.post(
         "/v1/completions", responses=documented(GENERATION, key_answers, ok=TextCompletion, protected=True)
     )
-    async def completions(request: CompletionRequest):
+    async def completions(request: CompletionRequest, http: Request):
         models.adapter_of(request.model)
         prompts = [tokenize_prompt(engine, prompt) for prompt in request.prompts()]
         max_tokens = token_budget(engine, prompts, request, TEXT_COMPLETION_MAX_TOKENS, "prompt", limits)
@@ -164,7 +165,7 @@ def create_app(
         if request.stream:
             events = stream_events(engine, job, request, prompts, chat=False)
             return StreamingResponse(events, media_type="text/event-stream")
-        outputs = outputs_of(engine, await completions_of(job))
+        outputs = outputs_of(engine, await completions_of(job, http.receive))
         return responses.completion(
             responses.new_id("cmpl"),
             request.model,
@@ -320,7 +321,10 @@ def submit(engine: Engine, request, prompts: list[list[int]], max_tokens: int, l
     )
 
 
-async def completions_of(job: Job) -> list[Generation]:
+async def completions_of(job: Job, receive) -> list[Generation]:
+    if not await answered_before_leaving(job, receive):
+        # Nobody reads this answer; the job was cancelled so that the engine does not generate it.
+        raise APIError(499, "the client closed the request before its answer", code="client_closed_request")
     try:
         return await job.future
     except UnknownModelError:
@@ -349,7 +353,21 @@ def _logprobs(engine: Engine, outputs: list[responses.Output], request, chat: bo
 async def stream_events(
     engine: Engine, job: Job, request, prompts: list[list[int]], chat: bool
 ) -> AsyncIterator[str]:
-    """Server-sent events: text deltas while the batch generates, then each choice's finish, then [DONE]."""
+    """Server-sent events: text deltas while the batch generates, then each choice's finish, then [DONE].
+
+    A stream that ends early (its client left: the server cancels the stream) cancels its job, as
+    :mod:`rewardlab.serve.disconnects` says."""
+    try:
+        async for event in _events(engine, job, request, prompts, chat):
+            yield event
+    finally:
+        if not job.future.done():
+            job.future.cancel()
+
+
+async def _events(
+    engine: Engine, job: Job, request, prompts: list[list[int]], chat: bool
+) -> AsyncIterator[str]:
     request_id = responses.new_id("chatcmpl" if chat else "cmpl")
     kind = "chat.completion.chunk" if chat else "text_completion"
     stop_ids = set(engine.sampler.stop_ids)

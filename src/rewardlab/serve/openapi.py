@@ -67,6 +67,7 @@ class Metrics(Answer):
     completion_tokens: int
     largest_batch: int
     failed_batches: int
+    abandoned: int
     generation_seconds: float
     models: list[str]
 
