@@ -11,11 +11,12 @@ events, a request the client gives up on before the answer comes).
 
 Reported: requests and status codes per kind; answers that were not what the kind expects; 5xx answers;
 lost requests (no answer, a transport error or a timeout, or a stream that ended without ``[DONE]``, on a
-request the client did not cancel); the server's resident memory and open file descriptors sampled every
-second (idle before, after the warm-up, peak, last under load, idle after); p50/p95 latency of the valid
-requests (whole answer; time to the first token for streams). Then the server must still answer a request,
-its queue must drain, and its log must hold no traceback. Exits 1 on a 5xx, a lost request, an unexpected
-answer, or memory grown by more than ``--max-growth`` after the warm-up.
+request the client did not cancel); 429s (the server's backpressure: allowed, counted); the server's
+resident memory and open file descriptors sampled every second (idle before, after the warm-up, peak, last
+under load, idle after, every 30 s of load); p50/p95 latency of the valid requests (whole answer; time to
+the first token for streams). Then the server must still answer a request, and its log must hold no
+traceback. Exits 1 on a 5xx, a lost request, an unexpected answer, or memory grown by more than
+``--max-growth`` after the warm-up.
 """
 
 from __future__ import annotations
@@ -209,8 +210,12 @@ def percentile(values: list[float], q: float) -> float:
 
 def summary(outcomes: list[Outcome]) -> dict:
     lost = [o for o in outcomes if o.lost and not o.cancelled]
+    # 429 is the server's documented backpressure (a client that left is still counted in flight until the
+    # server has noticed, while the client is already sending its next request): counted, not unexpected.
     unexpected = [
-        o for o in outcomes if o.status is not None and not o.cancelled and o.status != KINDS[o.kind][1]
+        o
+        for o in outcomes
+        if o.status not in (None, 429) and not o.cancelled and o.status != KINDS[o.kind][1]
     ]
     valid = [o for o in outcomes if o.kind in VALID and o.status == 200 and not o.lost]
     firsts = [o.first_token_s for o in valid if o.first_token_s is not None]
@@ -220,6 +225,7 @@ def summary(outcomes: list[Outcome]) -> dict:
         "statuses": {kind: dict(Counter(o.status for o in outcomes if o.kind == kind)) for kind in KINDS},
         "cancelled_by_client": sum(o.cancelled for o in outcomes),
         "server_errors": sum(1 for o in outcomes if o.status is not None and o.status >= 500),
+        "too_busy_429": sum(1 for o in outcomes if o.status == 429),
         "lost": len(lost),
         "lost_examples": [f"{o.kind}: {o.lost}" for o in lost[:5]],
         "unexpected": len(unexpected),
@@ -252,8 +258,13 @@ def memory(samples: Samples, load_start: float, load_end: float, warmup: float) 
         "growth_after_warmup_mib": samples.rss_mib[end] - samples.rss_mib[warm],
         "peak_after_warmup_mib": max(samples.rss_mib[i] for i in under_load),
         "fds": {"idle_before": samples.fds[before], "peak": max(samples.fds), "idle_after": samples.fds[-1]},
+        "rss_every_30s_of_load": [samples.rss_mib[at(t)] for t in range_(load_start, load_end, 30)],
         "samples": len(samples.times),
     }
+
+
+def range_(start: float, end: float, step: float) -> list[float]:
+    return [start + step * k for k in range(int((end - start) // step) + 1)] + [end]
 
 
 def start_server(root: Path, threads: int) -> ServerProcess:
@@ -265,8 +276,8 @@ def start_server(root: Path, threads: int) -> ServerProcess:
     return server
 
 
-def drained(url: str, timeout: float = 60) -> bool:
-    """Whether the server answers a fresh request and its batching queue has emptied."""
+def answers_after(url: str, timeout: float = 60) -> bool:
+    """Whether the server, once the load is over, answers a fresh request (queued and generated)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         before = httpx.get(f"{url}/metrics", timeout=30).json()
@@ -308,7 +319,7 @@ def main() -> None:
             outcomes = asyncio.run(drive(server.url, args.clients, args.seconds, args.seed))
             wall = time.perf_counter() - started
             load_end = samples.times[-1]
-            answers = drained(server.url)
+            answers = answers_after(server.url)
             time.sleep(3)  # idle memory after
             metrics = httpx.get(f"{server.url}/metrics").json()
         finally:
@@ -325,7 +336,7 @@ def main() -> None:
         **summary(outcomes),
         **memory(samples, load_start, load_end, args.warmup),
         "server_metrics": metrics,
-        "answers_and_drains_after": answers,
+        "answered_afterwards": answers,
         "tracebacks_in_server_log": tracebacks,
     }
     report["requests_per_s"] = report["requests"] / wall
@@ -346,9 +357,10 @@ def print_report(r: dict) -> None:
         f"{r['cancelled_by_client']} cancelled by the client"
     )
     print(
-        f"5xx: {r['server_errors']}; lost: {r['lost']} {r['lost_examples']}; unexpected answers: "
+        f"5xx: {r['server_errors']}; lost: {r['lost']} {r['lost_examples']}; 429 (too busy): "
+        f"{r['too_busy_429']}; unexpected answers: "
         f"{r['unexpected']} {r['unexpected_examples']}; tracebacks in the server log: "
-        f"{r['tracebacks_in_server_log']}; answers and drains afterwards: {r['answers_and_drains_after']}"
+        f"{r['tracebacks_in_server_log']}; a fresh request answered afterwards: {r['answered_afterwards']}"
     )
     print(
         f"valid requests: p50 {r['valid_p50_s']:.2f} s, p95 {r['valid_p95_s']:.2f} s; streams' first token: "
@@ -359,12 +371,15 @@ def print_report(r: dict) -> None:
         f"{rss['after_warmup']:.0f}, peak {rss['peak']:.0f}, end of load {rss['end_of_load']:.0f} "
         f"(growth after warm-up {r['growth_after_warmup_mib']:+.1f}), idle after {rss['idle_after']:.0f}; "
         f"open fds: idle {fds['idle_before']}, peak {fds['peak']}, idle after {fds['idle_after']} "
-        f"({r['samples']} samples)"
+        f"({r['samples']} samples); RSS every 30 s of load: "
+        + ", ".join(f"{value:.0f}" for value in r["rss_every_30s_of_load"])
     )
     m = r["server_metrics"]
     print(
         f"server: {m['requests']} requests queued, {m['completions']} completions generated in "
-        f"{m['batches']} batches (largest {m['largest_batch']}), {m['failed_batches']} failed batches"
+        f"{m['batches']} batches (largest {m['largest_batch']}), {m['failed_batches']} failed batches, "
+        f"{m['abandoned']} abandoned (client left before its batch: not generated), model busy "
+        f"{m['generation_seconds']:.0f} s"
     )
     print()
     print("| kind | requests | statuses |")
