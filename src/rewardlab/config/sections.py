@@ -93,7 +93,9 @@ class EnvConfig(Section):
 
 
 class SamplingConfig(Section):
-    temperature: float = Field(1.0, ge=0, description="Sampling temperature; 0 is greedy.")
+    temperature: float = Field(
+        1.0, ge=0, description="Sampling temperature; 0 (anything below 1e-5) is greedy."
+    )
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     top_k: int = Field(
         0, ge=0, description="Sample among the k likeliest tokens only (before top_p); 0 keeps all of them."

@@ -25,6 +25,10 @@ from rewardlab.sampling.structured import Grammars, parse_response_format
 # Called after every decoding step with (first flat row of the chunk, the new token of each row in it).
 StepCallback = Callable[[int, list[int]], None]
 
+# Below this a temperature is greedy, as in vLLM: logits divided by a temperature near zero overflow (and one
+# under float32's smallest number is zero), and a softmax of infinities is NaN.
+GREEDY_BELOW = 1e-5
+
 
 def sample_next(
     logits: torch.Tensor,
@@ -38,7 +42,7 @@ def sample_next(
 
     Top-k comes first, as in transformers and vLLM: the nucleus is taken over what top-k left.
     """
-    if temperature <= 0:
+    if temperature < GREEDY_BELOW:
         return logits.argmax(dim=-1)
     logits = logits.float()
     if 0 < top_k < logits.shape[-1]:
@@ -170,7 +174,7 @@ class LocalSampler:
         texts_cut: list[str | None] = [None] * batch
         top_values: list[torch.Tensor] = []
         top_ids: list[torch.Tensor] = []
-        scale = params.temperature if params.temperature > 0 else 1.0
+        scale = params.temperature if params.temperature >= GREEDY_BELOW else 1.0
         # Only what a request asks for touches the logits: at the defaults they are the model's, untouched.
         bias = self._logit_bias(params.logit_bias, logits.shape[-1]) if params.logit_bias else None
         counts = None

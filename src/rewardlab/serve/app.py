@@ -11,14 +11,16 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, Depends, FastAPI, Header
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jinja2 import TemplateError
 
 from rewardlab.errors import ResponseFormatError
 from rewardlab.sampling.base import Generation
 from rewardlab.serve import responses
 from rewardlab.serve.batching import Job
+from rewardlab.serve.disconnects import answered_before_leaving
 from rewardlab.serve.engine import Engine
 from rewardlab.serve.errors import (
     APIError,
@@ -28,6 +30,18 @@ from rewardlab.serve.errors import (
     install_error_handlers,
 )
 from rewardlab.serve.limits import RequestLimits, ServeLimits, too_busy
+from rewardlab.serve.openapi import (
+    ADAPTERS,
+    GENERATION,
+    UNAUTHORIZED,
+    ChatCompletion,
+    Health,
+    Metrics,
+    ModelList,
+    TextCompletion,
+    documented,
+    install_openapi,
+)
 from rewardlab.serve.registry import confined_adapter_path
 from rewardlab.serve.schemas import (
     ChatCompletionRequest,
@@ -42,15 +56,15 @@ TEXT_COMPLETION_MAX_TOKENS = (
 )
 
 
-def key_checker(api_key: str | None):
-    """A dependency that lets a request through only with ``Authorization: Bearer <api_key>``."""
+def key_checker(api_key: str):
+    """A dependency that lets a request through only with ``Authorization: Bearer <api_key>`` (declared in
+    the OpenAPI schema as an HTTP bearer scheme)."""
+    bearer = HTTPBearer(auto_error=False)  # a missing or malformed header is ours to answer, as a 401
 
-    async def check(authorization: str | None = Header(default=None)) -> None:
-        if not api_key:
-            return
-        scheme, _, token = (authorization or "").partition(" ")
+    async def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        token = credentials.credentials.strip() if credentials else ""
         # compare_digest: the time taken must not tell how much of a guessed key was right.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+        if not credentials or not hmac.compare_digest(token.encode(), api_key.encode()):
             raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
 
     return check
@@ -75,20 +89,28 @@ def create_app(
     app = FastAPI(title="rewardlab serve", lifespan=lifespan)
     app.router.route_class = GuardedRoute
     install_error_handlers(app)
+    install_openapi(app, limits, getattr(engine.models.model.config, "vocab_size", None))
     app.add_middleware(RequestLimits, limits=limits)
-    protected = APIRouter(route_class=GuardedRoute, dependencies=[Depends(key_checker(api_key))])
+    # Without a key nothing is checked, and the schema declares no security for the routes.
+    keyed = {"dependencies": [Depends(key_checker(api_key))]} if api_key else {}
+    protected = APIRouter(route_class=GuardedRoute, **keyed)
+    key_answers = UNAUTHORIZED if api_key else {}
     models = engine.models
     started = int(time.time())
 
-    @app.get("/health")
+    @app.get("/health", response_model=None, responses=documented(ok=Health, protected=False))
     async def health() -> dict:
         return {"status": "ok"}
 
-    @protected.get("/metrics")
+    @protected.get(
+        "/metrics", response_model=None, responses=documented(key_answers, ok=Metrics, protected=True)
+    )
     async def metrics() -> dict:
         return {**engine.metrics.as_dict(), "models": models.names}
 
-    @protected.get("/v1/models")
+    @protected.get(
+        "/v1/models", response_model=None, responses=documented(key_answers, ok=ModelList, protected=True)
+    )
     async def list_models() -> dict:
         data = [
             {
@@ -103,8 +125,11 @@ def create_app(
         ]
         return {"object": "list", "data": data}
 
-    @protected.post("/v1/chat/completions")
-    async def chat_completions(request: ChatCompletionRequest):
+    @protected.post(
+        "/v1/chat/completions",
+        responses=documented(GENERATION, key_answers, ok=ChatCompletion, protected=True),
+    )
+    async def chat_completions(request: ChatCompletionRequest, http: Request):
         models.adapter_of(request.model)  # an unknown model is a 404 before any work
         try:
             prompt = engine.sampler.renderer.prompt_ids([m.as_dict() for m in request.messages])
@@ -118,7 +143,7 @@ def create_app(
         if request.stream:
             events = stream_events(engine, job, request, [prompt], chat=True)
             return StreamingResponse(events, media_type="text/event-stream")
-        outputs = outputs_of(engine, await completions_of(job))
+        outputs = outputs_of(engine, await completions_of(job, http.receive))
         return responses.completion(
             responses.new_id("chatcmpl"),
             request.model,
@@ -128,8 +153,10 @@ def create_app(
             chat=True,
         )
 
-    @protected.post("/v1/completions")
-    async def completions(request: CompletionRequest):
+    @protected.post(
+        "/v1/completions", responses=documented(GENERATION, key_answers, ok=TextCompletion, protected=True)
+    )
+    async def completions(request: CompletionRequest, http: Request):
         models.adapter_of(request.model)
         prompts = [tokenize_prompt(engine, prompt) for prompt in request.prompts()]
         max_tokens = token_budget(engine, prompts, request, TEXT_COMPLETION_MAX_TOKENS, "prompt", limits)
@@ -138,7 +165,7 @@ def create_app(
         if request.stream:
             events = stream_events(engine, job, request, prompts, chat=False)
             return StreamingResponse(events, media_type="text/event-stream")
-        outputs = outputs_of(engine, await completions_of(job))
+        outputs = outputs_of(engine, await completions_of(job, http.receive))
         return responses.completion(
             responses.new_id("cmpl"),
             request.model,
@@ -158,13 +185,19 @@ def create_app(
             )
         return adapter_dirs
 
-    @protected.post("/v1/load_lora_adapter")
+    adapter_answers = documented(ADAPTERS, key_answers, protected=True)
+
+    @protected.post("/v1/load_lora_adapter", response_class=PlainTextResponse, responses=adapter_answers)
     async def load_lora_adapter(request: LoadAdapterRequest):
         path = confined_adapter_path(request.lora_path, runtime_adapters_allowed())
         await engine.load_adapter(request.lora_name, path)
         return PlainTextResponse(f"Success: LoRA adapter '{request.lora_name}' added successfully.")
 
-    @protected.post("/v1/unload_lora_adapter")
+    @protected.post(
+        "/v1/unload_lora_adapter",
+        response_class=PlainTextResponse,
+        responses={**adapter_answers, 404: GENERATION[404]},
+    )
     async def unload_lora_adapter(request: UnloadAdapterRequest):
         runtime_adapters_allowed()
         await engine.unload_adapter(request.lora_name)
@@ -288,7 +321,10 @@ def submit(engine: Engine, request, prompts: list[list[int]], max_tokens: int, l
     )
 
 
-async def completions_of(job: Job) -> list[Generation]:
+async def completions_of(job: Job, receive) -> list[Generation]:
+    if not await answered_before_leaving(job, receive):
+        # Nobody reads this answer; the job was cancelled so that the engine does not generate it.
+        raise APIError(499, "the client closed the request before its answer", code="client_closed_request")
     try:
         return await job.future
     except UnknownModelError:
@@ -317,7 +353,21 @@ def _logprobs(engine: Engine, outputs: list[responses.Output], request, chat: bo
 async def stream_events(
     engine: Engine, job: Job, request, prompts: list[list[int]], chat: bool
 ) -> AsyncIterator[str]:
-    """Server-sent events: text deltas while the batch generates, then each choice's finish, then [DONE]."""
+    """Server-sent events: text deltas while the batch generates, then each choice's finish, then [DONE].
+
+    A stream that ends early (its client left: the server cancels the stream) cancels its job, as
+    :mod:`rewardlab.serve.disconnects` says."""
+    try:
+        async for event in _events(engine, job, request, prompts, chat):
+            yield event
+    finally:
+        if not job.future.done():
+            job.future.cancel()
+
+
+async def _events(
+    engine: Engine, job: Job, request, prompts: list[list[int]], chat: bool
+) -> AsyncIterator[str]:
     request_id = responses.new_id("chatcmpl" if chat else "cmpl")
     kind = "chat.completion.chunk" if chat else "text_completion"
     stop_ids = set(engine.sampler.stop_ids)

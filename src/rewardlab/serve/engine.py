@@ -38,6 +38,7 @@ class Metrics:
     completion_tokens: int = 0
     largest_batch: int = 0  # completions in the largest batch
     failed_batches: int = 0
+    abandoned: int = 0  # requests whose client left before their batch began: never generated
     generation_seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -79,8 +80,8 @@ class Engine:
 
     @property
     def queued_completions(self) -> int:
-        """Completions waiting for a batch (those being generated are not counted)."""
-        return sum(job.rows for job in self._pending)
+        """Completions waiting for a batch (those being generated, or whose client left, are not counted)."""
+        return sum(job.rows for job in self._pending if not job.future.done())
 
     def submit(
         self,
@@ -159,7 +160,9 @@ class Engine:
                 continue
             batch = take_batch(self._pending, self.max_batch_size, self.mix_adapters)
             # A request whose client went away while it waited is not generated.
+            taken = len(batch)
             batch = [job for job in batch if not job.future.done()]
+            self.metrics.abandoned += taken - len(batch)
             if batch:
                 await self._generate(batch, loop)
 

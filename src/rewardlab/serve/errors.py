@@ -143,8 +143,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        # Unknown routes (404) and wrong methods (405) in the same shape as everything else.
-        return error_response(APIError(error.status_code, str(error.detail)))
+        # Unknown routes (404) and wrong methods (405) in the same shape as everything else, with the
+        # headers they come with (a 405's Allow: the methods the route does take, as RFC 9110 requires).
+        response = error_response(APIError(error.status_code, str(error.detail)))
+        response.headers.update(error.headers or {})
+        return response
 
     @app.exception_handler(Exception)
     async def crash(request: Request, error: Exception) -> JSONResponse:

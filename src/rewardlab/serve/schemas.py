@@ -6,14 +6,27 @@ validation and is answered 400 in OpenAI's error shape, naming the field. Unknow
 ``metadata``) are ignored, as vLLM does, except the few that would change what is sampled and are not
 implemented (tools, ...): silently dropping those would hand back completions the client did not ask for, so
 a value other than "off" is refused.
+
+The JSON Schemas these models give the server's OpenAPI schema say the same (``WithJsonSchema`` where a
+validator accepts more than the type says: a stop string alone, token ids as JSON's string keys); what only
+the running server knows (its limits, the vocabulary, the context length) it answers with a 400.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from rewardlab.sampling.structured import parse_response_format
 
@@ -34,6 +47,67 @@ UNSUPPORTED = {
     "echo": False,
     "suffix": "",
 }
+
+
+TOKEN_ID_KEY = r"^\s*[0-9]+\s*$"  # logit_bias keys: JSON object keys are strings
+STOP = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string", "minLength": 1}},
+    ]
+}
+BIASES = {
+    "type": "object",
+    "propertyNames": {"pattern": TOKEN_ID_KEY},
+    "additionalProperties": {"type": "number", "minimum": -MAX_BIAS, "maximum": MAX_BIAS},
+}
+RESPONSE_FORMAT = {
+    "anyOf": [
+        {"type": "object", "required": ["type"], "properties": {"type": {"enum": ["text", "json_object"]}}},
+        {
+            "type": "object",
+            "required": ["type", "json_schema"],
+            "properties": {
+                "type": {"const": "json_schema"},
+                "json_schema": {
+                    "type": "object",
+                    "required": ["schema"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "strict": {"type": ["boolean", "null"]},
+                        "schema": {"type": "object"},
+                    },
+                },
+            },
+        },
+    ]
+}
+TOKEN_IDS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}
+PROMPT = {
+    "anyOf": [
+        {"type": "string"},
+        {"type": "array", "minItems": 1, "items": {"type": "string"}},
+        TOKEN_IDS,
+        {"type": "array", "minItems": 1, "items": TOKEN_IDS},
+    ]
+}
+
+
+def null_means_default(schema: dict) -> None:
+    """The JSON Schema of a request whose optional fields also take null (``_drop_nulls``)."""
+    required = set(schema.get("required", []))
+    for name, field in schema.get("properties", {}).items():
+        if name not in required:
+            described = ("title", "default", "description")
+            options = field.pop("anyOf", None) or [
+                {k: field.pop(k) for k in list(field) if k not in described}
+            ]
+            for option in options:
+                if "default" in option:
+                    field["default"] = option.pop("default")
+            if {"type": "null"} not in options:
+                options.append({"type": "null"})
+            field["anyOf"] = options
 
 
 def valid_text(value):
@@ -62,7 +136,7 @@ class StreamOptions(BaseModel):
 class SamplingRequest(BaseModel):
     """Fields shared by chat and text completions."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra=null_means_default)
 
     model: str
     n: int = Field(1, ge=1, le=MAX_N)
@@ -71,23 +145,23 @@ class SamplingRequest(BaseModel):
     # vLLM's extension: keep the k likeliest tokens before top_p; 0 or -1 (vLLM's 'off') keep all.
     top_k: int = Field(0, ge=-1)
     max_tokens: int | None = Field(None, ge=1)
-    stop: list[str] = Field(default_factory=list)
+    stop: Annotated[list[str], WithJsonSchema(STOP)] = Field(default_factory=list)
     seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     # Token id -> bias; JSON keys are strings. Ids beyond the vocabulary are refused by the route.
-    logit_bias: dict[int, float] = Field(default_factory=dict)
+    logit_bias: Annotated[dict[int, float], WithJsonSchema(BIASES)] = Field(default_factory=dict)
     # OpenAI's response_format, checked and normalised (None: plain text); enforced while decoding.
-    response_format: dict | None = None
+    response_format: Annotated[dict | None, WithJsonSchema(RESPONSE_FORMAT)] = None
     # Accepted only at the value that means "off" (UNSUPPORTED).
-    repetition_penalty: Any = None
-    tools: Any = None
-    functions: Any = None
-    best_of: Any = None
-    echo: Any = None
-    suffix: Any = None
+    repetition_penalty: Annotated[Any, WithJsonSchema({"const": UNSUPPORTED["repetition_penalty"]})] = None
+    tools: Annotated[Any, WithJsonSchema({"const": UNSUPPORTED["tools"]})] = None
+    functions: Annotated[Any, WithJsonSchema({"const": UNSUPPORTED["functions"]})] = None
+    best_of: Annotated[Any, WithJsonSchema({"const": UNSUPPORTED["best_of"]})] = None
+    echo: Annotated[Any, WithJsonSchema({"const": UNSUPPORTED["echo"]})] = None
+    suffix: Annotated[Any, WithJsonSchema({"const": UNSUPPORTED["suffix"]})] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -101,7 +175,8 @@ class SamplingRequest(BaseModel):
     @classmethod
     def _refuse_unsupported(cls, value, info: ValidationInfo):
         off = UNSUPPORTED[info.field_name]
-        if value != off:
+        # true == 1 and 0 == false in Python; in JSON they differ, and only the value meaning "off" is off.
+        if value != off or isinstance(value, bool) != isinstance(off, bool):
             raise ValueError(f"not supported by rewardlab serve (only its default, {json.dumps(off)})")
         return value
 
@@ -122,8 +197,8 @@ class SamplingRequest(BaseModel):
             raise ValueError("must map token ids to biases")
         biases = {}
         for key, bias in value.items():
-            token = key if isinstance(key, int) else None
-            if isinstance(key, str) and key.strip().isdigit():
+            token = key if isinstance(key, int) and not isinstance(key, bool) else None
+            if isinstance(key, str) and re.fullmatch(TOKEN_ID_KEY, key):  # ASCII digits: int() reads those
                 token = int(key)
             if token is None or token < 0:
                 raise ValueError(f"keys must be token ids (integers from 0), got {key!r}")
@@ -158,7 +233,16 @@ class ContentPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "if": {"required": ["role"], "properties": {"role": {"const": "tool"}}},
+            "then": {
+                "required": ["tool_call_id"],
+                "properties": {"tool_call_id": {"type": "string", "minLength": 1}},
+            },
+        },
+    )
 
     role: Role
     content: str | list[ContentPart] | None = None
@@ -185,7 +269,18 @@ class ChatMessage(BaseModel):
         return {"role": self.role, "content": self.content or ""}
 
 
+def chat_request_schema(schema: dict) -> None:
+    null_means_default(schema)
+    schema["if"] = {
+        "required": ["top_logprobs"],
+        "properties": {"top_logprobs": {"type": "integer", "minimum": 1}},
+    }
+    schema["then"] = {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}}
+
+
 class ChatCompletionRequest(SamplingRequest):
+    model_config = ConfigDict(json_schema_extra=chat_request_schema)
+
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)  # the newer name of max_tokens
     logprobs: bool = False
@@ -213,7 +308,7 @@ class ChatCompletionRequest(SamplingRequest):
 
 
 class CompletionRequest(SamplingRequest):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: Annotated[str | list[str] | list[int] | list[list[int]], WithJsonSchema(PROMPT)]
     # The number of alternatives to list for each token: 0 lists the sampled tokens' log-probabilities only.
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
 
@@ -245,12 +340,20 @@ class LoadAdapterRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     lora_name: str = Field(min_length=1)
-    lora_path: str = Field(min_length=1)
+    lora_path: str = Field(min_length=1, json_schema_extra={"pattern": "^[^\\u0000]*$"})  # see _no_nul
 
     @field_validator("lora_name", "lora_path")
     @classmethod
     def _valid_text(cls, value: str) -> str:
         return valid_text(value)
+
+    @field_validator("lora_path")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        # No path can hold one; the operating system refuses it with a ValueError, not an OSError.
+        if "\x00" in value:
+            raise ValueError("contains a NUL character, which no path can hold")
+        return value
 
 
 class UnloadAdapterRequest(BaseModel):
