@@ -84,7 +84,8 @@ def test_endpoint_fields_only_where_endpoints_are_allowed():
     "overrides, message",
     [
         (["beta=0.1", "lora.enabled=false"], "beta > 0 needs a reference model: enable LoRA"),
-        (["sampling.temperature=0"], "sampling.temperature = 0 (greedy) gives every completion of a group"),
+        (["sampling.temperature=0"], "sampling.temperature = 0 is greedy"),
+        (["sampling.temperature=1e-7"], "sampling.temperature = 1e-07 is greedy"),
         (["micro_batches=200", "prompts_per_step=4", "group_size=8"], "more than the 32 rollouts of a step"),
         (['model.dtype="bfloat16"', "lora.enabled=false"], "full fine-tuning in bfloat16"),
     ],

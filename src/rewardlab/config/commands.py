@@ -202,10 +202,12 @@ class TrainSettings(Section):
                 "beta > 0 needs a reference model: enable LoRA (lora.enabled = true; the base with its "
                 "adapters off is the reference)"
             )
-        if self.sampling.temperature == 0:
+        # below 1e-5 the sampler is greedy too (as vLLM is): a tinier temperature overflows float32
+        if self.sampling.temperature < 1e-5:
             raise ValueError(
-                "sampling.temperature = 0 (greedy) gives every completion of a group the same text, so GRPO "
-                "has nothing to compare: use a temperature above 0 (1.0 samples the model as it is)"
+                f"sampling.temperature = {self.sampling.temperature:g} is greedy (below 1e-5 it is), and "
+                "greedy gives every completion of a group the same text, so GRPO has nothing to compare: use "
+                "a temperature of at least 1e-5 (1.0 samples the model as it is)"
             )
         if self.dynamic_sampling.enabled and self.curriculum.mode != "off":
             raise ValueError(
