@@ -106,11 +106,19 @@ def fuzz(schema, method: str, path: str, mode: GenerationMode, examples: int, se
     run()
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
-@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r[0]} {r[1]}")
+# /health takes no input and no key: there is nothing to violate, so it is fuzzed with valid requests only.
+CASES = [
+    (route, mode)
+    for route in ROUTES
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    if not (mode is GenerationMode.NEGATIVE and route == ("GET", "/health"))
+]
+
+
+@pytest.mark.parametrize(
+    "route, mode", CASES, ids=lambda c: c.value if isinstance(c, GenerationMode) else f"{c[0]} {c[1]}"
+)
 def test_every_route_answers_as_its_schema_declares(served, route, mode):
-    if mode is GenerationMode.NEGATIVE and route == ("GET", "/health"):
-        pytest.skip("/health takes no input and no key: there is nothing to violate")
     seen: Counter = Counter()
     fuzz(served, *route, mode, EXAMPLES, seen)
     assert sum(seen.values()) >= (1 if route == ("GET", "/health") else EXAMPLES // 2)
