@@ -261,6 +261,8 @@ def test_a_learning_rate_that_collapses_entropy_is_caught(tmp_path):
     assert entropy[alert["step"]] < 0.01 * entropy[1]  # a collapse, not a wobble
     assert f"{entropy[alert['step']]:.3g}" in alert["message"]
     assert store.metrics(run.id)["alerts/entropy_collapse"] == [(alert["step"], 1.0)]
+    report = (run.dir / "report.md").read_text()  # the run's report lists it too
+    assert f"| {alert['step']} | entropy_collapse | warn |" in report
 
 
 def test_the_documented_example_is_a_config_train_reads(tmp_path):

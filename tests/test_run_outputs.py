@@ -70,6 +70,7 @@ def test_sft_train_and_eval_runs_each_write_a_report(tmp_path):
     train_report = (trained.run_dir / "report.md").read_text()
     assert f"# Training run `{trained.run_id}`" in train_report
     assert "0 of 8" in train_report and "## Rollouts of the last step (4 of those stored)" in train_report
+    assert "No health alert fired." in train_report and "Cost: unpriced;" in train_report
     images_exist(train_report, trained.run_dir)
 
     eval_report = (evaluated.run_dir / "report.md").read_text()

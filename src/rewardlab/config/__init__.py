@@ -40,9 +40,13 @@ from rewardlab.config.files import (
     validated,
 )
 from rewardlab.config.sections import (
+    BudgetConfig,
     CurriculumConfig,
+    DynamicSamplingConfig,
+    EntropyControlConfig,
     EnvConfig,
     EvalModelConfig,
+    HealthConfig,
     LoraConfig,
     ModelConfig,
     OptimizerConfig,
@@ -51,15 +55,19 @@ from rewardlab.config.sections import (
 
 __all__ = [
     "AuditConfig",
+    "BudgetConfig",
     "CompareConfig",
     "CurriculumConfig",
     "DemoConfig",
+    "DynamicSamplingConfig",
+    "EntropyControlConfig",
     "DemoEvalSettings",
     "EnvConfig",
     "EvalConfig",
     "EvalModelConfig",
     "EvalSettings",
     "ExportConfig",
+    "HealthConfig",
     "LoraConfig",
     "ModelConfig",
     "OptimizerConfig",

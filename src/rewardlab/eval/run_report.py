@@ -109,6 +109,7 @@ def _train_lines(store: RunStore, run: Run) -> list[str]:
         f"| {_fmt(summary.get('final_reward'))} | {_fmt(summary.get('reward_errors'), 0)} of "
         f"{_fmt(summary.get('rollouts'), 0)} | `{summary.get('adapter_dir', '–')}` |",
         "",
+        *_health_and_cost(summary),
         "## Curves",
         "",
         f"![training curves]({figure.relative_to(run.dir).as_posix()})",
@@ -119,6 +120,31 @@ def _train_lines(store: RunStore, run: Run) -> list[str]:
         "",
         f"Every metric: `rewardlab runs show {run.id}`; more rollouts: add `--rollouts 20`.",
     ]
+
+
+def _health_and_cost(summary: dict) -> list[str]:
+    """The run's alerts and stops (from its live health checks and budget) and what it cost."""
+    lines = ["## Health and cost", ""]
+    alerts = summary.get("alerts")
+    if alerts is None:
+        lines.append("Health alerts were off for this run.")
+    elif not alerts:
+        lines.append("No health alert fired.")
+    else:
+        lines += ["| step | alert | action | message |", "|---:|---|---|---|"]
+        lines += [f"| {a['step']} | {a['name']} | {a['action']} | {_cell(a['message'])} |" for a in alerts]
+    for stop in summary.get("stops") or []:
+        lines += ["", f"Stopped at step {stop['step']} ({stop['cause']}): {stop['reason']}"]
+    cost = summary.get("cost")
+    if cost:
+        priced = cost.get("usd_per_hour") or cost.get("usd_per_million_tokens")
+        usd = f"${cost['usd']:.4f}" if priced and cost.get("usd") is not None else "unpriced"
+        lines += [
+            "",
+            f"Cost: {usd}; {_fmt(cost.get('tokens'), 0)} tokens, {cost.get('flops', 0):.3g} FLOPs "
+            f"(estimated), {_fmt(cost.get('wall_seconds'), 0)} s.",
+        ]
+    return [*lines, ""]
 
 
 def _eval_lines(store: RunStore, run: Run) -> list[str]:
