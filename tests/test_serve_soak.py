@@ -99,3 +99,21 @@ def test_a_few_seconds_of_soak_lose_nothing_and_answer_as_expected(server):
     assert report["server_errors"] == 0 and report["lost"] == 0, report["lost_examples"]
     assert report["unexpected"] == 0, report["unexpected_examples"]
     assert report["valid_answered"] > 0 and report["requests"] > report["valid_answered"]
+
+
+def test_a_client_that_leaves_mid_stream_stops_its_rows_generating(server):
+    """A stream whose client leaves part-way: its rows end at the next step instead of running on to
+    max_tokens with nobody reading (EOS is biased away, so only the cancellation can end them early)."""
+    engine, metrics = server.engine, server.engine.metrics
+    eos = engine.models.tokenizer.eos_token_id
+    request = {**CHAT, "stream": True, "max_tokens": 400, "logit_bias": {str(eos): -100}}
+    before = metrics.as_dict()
+    url = f"{server.url}/v1/chat/completions"
+    with httpx.Client(timeout=60) as client, client.stream("POST", url, json=request) as reply:
+        assert reply.status_code == 200
+        lines = reply.iter_lines()
+        for _ in range(4):  # the role chunk and a few tokens, then the client leaves
+            next(lines)
+    wait_for(lambda: metrics.batches == before["batches"] + 1, "the batch to end")
+    generated = metrics.completion_tokens - before["completion_tokens"]
+    assert 0 < generated < 400, generated

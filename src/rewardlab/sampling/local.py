@@ -22,8 +22,9 @@ from rewardlab.models.forward import Forward, forward_for
 from rewardlab.sampling.base import Generation, Prompt, SamplingParams
 from rewardlab.sampling.structured import Grammars, parse_response_format
 
-# Called after every decoding step with (first flat row of the chunk, the new token of each row in it).
-StepCallback = Callable[[int, list[int]], None]
+# Called after every decoding step with (first flat row of the chunk, the new token of each row in it); it may
+# return rows of the chunk (0-based) to end now: a server's rows whose client has left.
+StepCallback = Callable[[int, list[int]], list[int] | None]
 
 # Below this a temperature is greedy, as in vLLM: logits divided by a temperature near zero overflow (and one
 # under float32's smallest number is zero), and a softmax of infinities is NaN.
@@ -119,7 +120,9 @@ class LocalSampler:
         forward: Forward | None = None,
     ) -> list[list[Generation]]:
         """``on_step`` sees each step's tokens as they are sampled (a server streams them); flat row
-        ``i * n + j`` is sample ``j`` of prompt ``i``. Finished rows keep receiving the pad id.
+        ``i * n + j`` is sample ``j`` of prompt ``i``. Finished rows keep receiving the pad id. Rows
+        ``on_step`` returns are finished there and then (their text is what they had), and a chunk whose
+        rows are all finished stops decoding.
         ``forward`` replaces the sampler's own for this call (a server routing rows to adapters)."""
         forward = forward or self.forward
         response_format = parse_response_format(params.response_format)
@@ -158,7 +161,7 @@ class LocalSampler:
         prompts: list[list[int]],
         params: SamplingParams,
         generator: torch.Generator | None,
-        on_step: Callable[[list[int]], None] | None = None,
+        on_step: Callable[[list[int]], list[int] | None] | None = None,
         response_format: dict | None = None,
     ) -> list[Generation]:
         started = time.perf_counter()
@@ -201,8 +204,8 @@ class LocalSampler:
             tokens.append(token)
             if counts is not None:
                 counts.scatter_add_(1, token[:, None], torch.ones(batch, 1, device=device))
-            if on_step is not None:
-                on_step(token.tolist())
+            if on_step is not None and (ended := on_step(token.tolist())):
+                finished[ended] = True
             finished |= torch.isin(token, stop_ids)
             if params.stop:
                 self._check_stop_strings(tokens, finished, params.stop, string_stop_at, texts_cut)

@@ -1,6 +1,7 @@
 """Requests whose client leaves before their answer: the job is cancelled, so that one still waiting for a
 batch is never generated (the engine skips cancelled jobs, and counts them as ``abandoned``). A job already
-in a batch finishes with it: the batch's other rows are generated together, and its result is dropped.
+in a batch has its rows ended at the next decoding step (the engine's step callback hands them back to the
+sampler); the batch's other rows go on.
 
 A stream notices that its client left when the server next writes to it (or the server cancels it); an
 answer that is not streamed watches the connection: once a request's body is read, the next ASGI message is

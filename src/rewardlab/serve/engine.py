@@ -222,7 +222,7 @@ class Engine:
                 logit_bias=dict(first.logit_bias),
                 response_format=first.response_format,
             )
-            on_step = _stream_tokens([job for job, _, _ in rows], loop)
+            on_step = _step_callback([job for job, _, _ in rows], loop)
             prompts = [Prompt(messages=[], token_ids=ids) for _, ids, _ in rows]
             adapters = [adapter for _, _, adapter in rows]
             groups = self.router.generate(self.models.model, prompts, adapters, params, on_step)
@@ -246,24 +246,33 @@ class Engine:
         logger.debug("batch of %d completions from %d requests in %.3fs", len(rows), len(live), seconds)
 
 
-def _stream_tokens(row_jobs: list[Job], loop: asyncio.AbstractEventLoop):
-    """The sampler's step callback: each streaming job's new tokens go to its queue on the event loop."""
-    if not any(job.stream is not None for job in row_jobs):
-        return None
+def _step_callback(row_jobs: list[Job], loop: asyncio.AbstractEventLoop):
+    """The sampler's step callback: each streaming job's new tokens go to its queue on the event loop, and the
+    rows of a job whose client has left (its future cancelled) are ended, so a batch does not keep
+    generating answers nobody will read."""
     # Row of each flat batch row within its own job (a job's rows are contiguous).
     row_in_job = []
     for row, job in enumerate(row_jobs):
         row_in_job.append(row_in_job[-1] + 1 if row and row_jobs[row - 1] is job else 0)
+    ended: set[int] = set()  # flat rows already ended
 
-    def on_step(first_row: int, tokens: list[int]) -> None:
+    def on_step(first_row: int, tokens: list[int]) -> list[int]:
         per_job: dict[int, tuple[Job, int, list[int]]] = {}
+        leaving = []
         for offset, token in enumerate(tokens):
-            job = row_jobs[first_row + offset]
+            row = first_row + offset
+            job = row_jobs[row]
+            if job.future.cancelled():
+                if row not in ended:
+                    ended.add(row)
+                    leaving.append(offset)
+                continue
             if job.stream is None:
                 continue
-            entry = per_job.setdefault(id(job), (job, row_in_job[first_row + offset], []))
+            entry = per_job.setdefault(id(job), (job, row_in_job[row], []))
             entry[2].append(token)
         for job, row, job_tokens in per_job.values():
             loop.call_soon_threadsafe(job.stream.put_nowait, (row, job_tokens))
+        return leaving
 
     return on_step
