@@ -27,6 +27,7 @@ from rich.text import Text
 from rewardlab.config import (
     AuditConfig,
     CompareConfig,
+    DataGenerateConfig,
     DemoConfig,
     EvalConfig,
     ExportConfig,
@@ -67,7 +68,14 @@ models_app = typer.Typer(
 )
 app.add_typer(runs_app, name="runs")
 app.add_typer(env_app, name="env")
+data_app = typer.Typer(
+    help="Datasets: generate rows for environments.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings=HELP_SETTINGS,
+)
 app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", metavar="FILE.toml", help="TOML config file.")
@@ -110,6 +118,7 @@ CompareHelp, AuditHelp, ExportHelp = (
     help_config(ExportConfig),
 )
 ServeHelp, DemoHelp = help_config(ServeConfig), help_config(DemoConfig)
+DataGenerateHelp = help_config(DataGenerateConfig)
 
 
 def package_version() -> str:
@@ -695,6 +704,43 @@ def serve(
     )  # fmt: skip
     cfg = configured(ServeConfig, config, set_, options, print_config)
     run_server(cfg, adapter, api_key, say=lambda text: console.print(text, soft_wrap=True))
+
+
+@data_app.command("generate")
+@user_errors
+def data_generate(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    generator: Annotated[
+        str | None, typer.Option(help="Row generator, path.py:function or module:function (required).")
+    ] = None,
+    schema: Annotated[
+        str | None,
+        typer.Option(help="JSON Schema file (.json) or pydantic model (path.py:Model) every row must pass."),
+    ] = None,
+    rows: Annotated[int, typer.Option(help="Rows to write.")] = default(DataGenerateConfig, "rows"),
+    out: Annotated[Path | None, typer.Option(help="JSONL file to write, or to resume (required).")] = None,
+    levels: Annotated[
+        str | None, typer.Option(metavar="LEVEL=SHARE,...", help="Levels and their shares: 1=0.5,2=0.5.")
+    ] = None,
+    balance: Annotated[
+        str | None, typer.Option(help="Field whose schema-listed values share every level equally.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same rows.")] = default(
+        DataGenerateConfig, "seed"
+    ),
+    print_config: PrintConfig = False,
+    _help_config: DataGenerateHelp = False,
+):
+    """Generate a dataset from a generator function: every row checked against a schema, resumable."""
+    from rewardlab.data.generate import generate
+
+    options = typed(ctx, {"schema": "row_schema"}, generator=generator, schema=schema, rows=rows, out=out,
+                    levels=levels, balance=balance, seed=seed)  # fmt: skip
+    result = generate(configured(DataGenerateConfig, config, set_, options, print_config))
+    for line in [*result.unfilled, result.summary()]:
+        console.print(line, soft_wrap=True)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from rewardlab.config.base import RenamedField, Section, deep_merge
 from rewardlab.config.commands import (
     AuditConfig,
     CompareConfig,
+    DataGenerateConfig,
     DemoConfig,
     DemoEvalSettings,
     EvalConfig,
@@ -58,6 +59,7 @@ __all__ = [
     "BudgetConfig",
     "CompareConfig",
     "CurriculumConfig",
+    "DataGenerateConfig",
     "DemoConfig",
     "DynamicSamplingConfig",
     "EntropyControlConfig",

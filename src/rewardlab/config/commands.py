@@ -514,3 +514,63 @@ class DemoConfig(Section):
         check_precision(self.sft.lora, self.model.dtype, "sft.")
         check_precision(self.train.lora, self.model.dtype, "train.")
         return self
+
+
+# -- data generate -------------------------------------------------------------------------------------
+
+
+class DataGenerateConfig(Section):
+    """Procedural dataset generation: a generator function, a schema every row must pass, levels, balance."""
+
+    generator: str | None = Field(
+        None,
+        description="The row generator, path.py:function or module:function, called as fn(rng: "
+        "random.Random, level: int | None) -> dict (required).",
+    )
+    # Not ``schema``: that name is pydantic's own.
+    row_schema: str | None = Field(
+        None,
+        description="What every row must satisfy: a JSON Schema file (.json) or a pydantic model "
+        "(path.py:Model or module:Model) (required; --schema).",
+    )
+    rows: int = Field(100, gt=0, description="Rows to write.")
+    out: str | None = Field(None, description="The JSONL file to write, or to resume (required).")
+    levels: dict[int, float] | None = Field(
+        None,
+        description="Difficulty levels and their shares of the rows, 1=0.5,2=0.3,3=0.2 (shares sum to 1); "
+        "none: the generator is called with level None.",
+    )
+    balance: str | None = Field(
+        None,
+        description="A field (dotted for nesting: info.kind) whose values, listed by the schema (enum, "
+        "Literal, bool), each get an equal share of every level.",
+    )
+    seed: int = Field(0, description="Row i's draws come from a generator seeded by (seed, i, attempt).")
+    max_attempts: int = Field(
+        200, gt=0, description="Draws per row before giving up on it (rejected rows, balanced classes full)."
+    )
+
+    @field_validator("levels", mode="before")
+    @classmethod
+    def _levels_as_written(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        levels = {}
+        for part in filter(None, (piece.strip() for piece in value.split(","))):
+            level, _, share = part.partition("=")
+            try:
+                levels[int(level)] = float(share)
+            except ValueError:
+                raise ValueError(f"'{part}' is not level=share, as in 1=0.5,2=0.3,3=0.2") from None
+        return levels
+
+    @field_validator("levels")
+    @classmethod
+    def _shares(cls, value: dict[int, float] | None) -> dict[int, float] | None:
+        if value is None:
+            return None
+        if not value or any(share <= 0 for share in value.values()):
+            raise ValueError("every level needs a share above 0, as in 1=0.5,2=0.3,3=0.2")
+        if abs(sum(value.values()) - 1) > 1e-6:
+            raise ValueError(f"the shares sum to {sum(value.values()):g}, not 1")
+        return value

@@ -1,0 +1,300 @@
+"""``rewardlab data generate``: a dataset drawn from a user's generator function, every row checked.
+
+Rows are laid out by level: level L owns the row indices ``[start_L, start_L + n_L)``, where ``n_L`` is its
+share of the rows (largest remainders, so the counts sum to ``rows``). Row ``i`` is the first of its draws
+that passes; draw ``a`` of row ``i`` calls the generator with ``random.Random(f"{seed}:{i}:{a}")``. A draw
+fails when the generator raises, returns something that is not an object, breaks the schema, or makes a
+row an environment could not load; it is kept in ``<stem>.rejected.jsonl`` with its reason. With
+``balance``, a draw whose class already has its share of the level is passed over (not a rejection).
+
+So a row depends on the seed, its index and the rows before it in its level (the balance counts), all of
+which the output file holds: a rerun of the same command reads the rows already written (dropping a last
+line cut short) and goes on from the next index, producing the rows an uninterrupted run would have. The
+settings are hashed into ``<out>.meta.json``; a rerun with other settings is refused rather than mixed in.
+Each row is flushed to the file as it is written, so an interrupted process loses at most the row it was
+writing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from rewardlab import atomic
+from rewardlab.config import DataGenerateConfig
+from rewardlab.console import progress
+from rewardlab.data.sources import Rejection, RowSchema, fingerprint, load_generator, load_schema
+from rewardlab.envs.dataset import row_to_example
+from rewardlab.errors import DatasetError, RewardlabError
+
+
+@dataclass
+class GenerateResult:
+    out: Path
+    written: int  # by this call
+    total: int  # in the file now
+    resumed_from: int  # rows already there when this call started
+    seconds: float
+    rejected: Counter = field(default_factory=Counter)  # reason -> draws
+    passed_over: int = 0  # draws of a class that already had its share
+    unfilled: list[str] = field(default_factory=list)  # one line per level whose classes ran short
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        resumed = f" (resumed after {self.resumed_from})" if self.resumed_from else ""
+        rejected = ", ".join(f"{count} {reason}" for reason, count in self.rejected.most_common())
+        return (
+            f"{self.written} rows written{resumed}, {self.total} in {self.out}; rejected: "
+            f"{sum(self.rejected.values())}{f' ({rejected})' if rejected else ''}; "
+            f"{self.rows_per_second:,.0f} rows/s"
+        )
+
+
+def level_plan(rows: int, levels: dict[int, float] | None) -> list[tuple[int | None, int, int]]:
+    """``(level, first index, rows)`` for each level in order: shares rounded by largest remainder."""
+    if not levels:
+        return [(None, 0, rows)]
+    exact = {level: share * rows for level, share in sorted(levels.items())}
+    counts = {level: math.floor(value) for level, value in exact.items()}
+    by_remainder = sorted(exact, key=lambda level: (-(exact[level] - counts[level]), level))
+    for level in by_remainder[: rows - sum(counts.values())]:
+        counts[level] += 1
+    plan, start = [], 0
+    for level, count in counts.items():
+        plan.append((level, start, count))
+        start += count
+    return plan
+
+
+def class_quotas(count: int, values: list[Any]) -> dict[str, int]:
+    """Equal shares of ``count`` rows among ``values`` (by their JSON text); the first ones get the rest."""
+    base, extra = divmod(count, len(values))
+    return {_key(value): base + (i < extra) for i, value in enumerate(values)}
+
+
+def _key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _field(row: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        row = row.get(part) if isinstance(row, dict) else None
+    return row
+
+
+def package_version() -> str:
+    try:
+        return version("rewardlab")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def settings_of(cfg: DataGenerateConfig) -> dict[str, Any]:
+    """What decides the rows: a rerun into the same file must match it. Files are hashed by content, so an
+    edited generator or schema counts as other settings too."""
+    settings = cfg.model_dump(mode="json", exclude={"out"})
+    settings["generator_file"] = fingerprint(cfg.generator or "")
+    settings["schema_file"] = fingerprint(cfg.row_schema or "")
+    return settings
+
+
+def _meta_path(out: Path) -> Path:
+    return out.with_name(out.name + ".meta.json")
+
+
+def rejected_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".rejected.jsonl")
+
+
+def _read_jsonl(path: Path, cut: bool) -> list[dict]:
+    """The whole lines of ``path``; a last line without its newline (the write an interruption cut short)
+    is dropped, and with ``cut`` removed from the file too."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if cut and end < len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(end)
+    rows = []
+    for number, line in enumerate(data[:end].decode("utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise RewardlabError(
+                    f"{path} line {number}: not valid JSON ({error.msg}); not ours?"
+                ) from None
+    return rows
+
+
+def _claim(out: Path, settings: dict[str, Any]) -> None:
+    """Refuse an output written with other settings (or not by this command); record ours."""
+    meta_path = _meta_path(out)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    if out.exists() and out.stat().st_size:
+        if not meta_path.exists():
+            raise RewardlabError(
+                f"{out} exists and was not written by data generate ({meta_path.name} is missing)"
+            )
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("settings_hash") != digest:
+            before = meta.get("settings", {})
+            changed = sorted(key for key in settings if before.get(key) != settings[key])
+            raise RewardlabError(
+                f"{out} was generated with other settings ({', '.join(changed) or 'unknown'} differ): rerun "
+                f"with the same ones to resume, or write to another --out"
+            )
+        return
+    meta = {"settings": settings, "settings_hash": digest, "rewardlab_version": package_version()}
+    atomic.write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+class Drawer:
+    """Draws row ``index`` of a level: the generator, the checks, the balance, the provenance."""
+
+    def __init__(self, cfg: DataGenerateConfig, generator, schema: RowSchema, rejected_file):
+        self.cfg, self.generator, self.schema, self.rejected_file = cfg, generator, schema, rejected_file
+        self.rejected: Counter = Counter()
+        self.passed_over = 0
+        self.provenance = {
+            "generator": cfg.generator,
+            "schema": cfg.row_schema,
+            "seed": cfg.seed,
+            "rewardlab_version": package_version(),
+        }
+
+    def draw(self, index: int, level: int | None, counts: Counter, quotas: dict[str, int] | None):
+        """The row, or None when every valid draw belonged to a class already full."""
+        last: Rejection | None = None
+        valid = 0
+        for attempt in range(self.cfg.max_attempts):
+            row = None
+            try:
+                row = self.generator(random.Random(f"{self.cfg.seed}:{index}:{attempt}"), level)
+            except Exception as error:  # the user's code: a failed draw, counted, not a crash
+                made, problem = None, Rejection(f"generator raised {type(error).__name__}", repr(error))
+            else:
+                made, problem = self._checked(row, index, level, attempt)
+            if problem is not None:
+                last = problem
+                self._reject(index, level, attempt, problem, row)
+                continue
+            valid += 1
+            if quotas is not None:
+                key = _key(_field(row, self.cfg.balance or ""))
+                if counts[key] >= quotas[key]:
+                    self.passed_over += 1
+                    continue
+                counts[key] += 1
+            return made
+        if valid:
+            return None
+        raise RewardlabError(
+            f"row {index} (level {level}): none of {self.cfg.max_attempts} draws passed; the last: "
+            f"{last.reason}: {last.message}"
+        )
+
+    def _checked(self, row: Any, index: int, level: int | None, attempt: int):
+        if not isinstance(row, dict):
+            return None, Rejection("not an object", f"the generator returned a {type(row).__name__}")
+        problem = self.schema.check(row)
+        if problem is not None:
+            return None, problem
+        info = row.get("info") if row.get("info") is not None else {}
+        if not isinstance(info, dict):
+            return None, Rejection("environment: info not an object", f"info is a {type(info).__name__}")
+        info = dict(info)
+        if level is not None:
+            info.setdefault("level", level)  # what a curriculum orders by
+        info["provenance"] = {
+            **self.provenance,
+            "level": level,
+            "index": index,
+            "attempt": attempt,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        made = {**row, "info": info}
+        try:
+            row_to_example(made, f"row {index}")
+            line = json.dumps(made, ensure_ascii=False)
+        except DatasetError as error:
+            return None, Rejection("environment cannot load it", str(error))
+        except (TypeError, ValueError) as error:
+            return None, Rejection("not JSON", str(error))
+        return line, None
+
+    def _reject(self, index: int, level: int | None, attempt: int, problem: Rejection, row: Any) -> None:
+        self.rejected[problem.reason] += 1
+        entry = {"index": index, "level": level, "attempt": attempt, "reason": problem.reason}
+        entry.update(message=problem.message, row=row)
+        self.rejected_file.write(json.dumps(entry, ensure_ascii=False, default=repr) + "\n")
+
+
+def _resumed_rejections(path: Path, next_index: int) -> None:
+    """Keep the rejections of rows already written; the rest are drawn again."""
+    kept = [entry for entry in _read_jsonl(path, cut=False) if entry.get("index", 0) < next_index]
+    if path.exists():
+        atomic.write_text(path, "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in kept))
+
+
+def generate(cfg: DataGenerateConfig) -> GenerateResult:
+    """Write (or finish writing) ``cfg.out``; see the module's docstring."""
+    for name, value in (("generator", cfg.generator), ("schema", cfg.row_schema), ("out", cfg.out)):
+        if not value:
+            raise RewardlabError(f"data generate needs --{name}")
+    out = Path(cfg.out)
+    generator, schema = load_generator(cfg.generator), load_schema(cfg.row_schema)
+    values = schema.values(cfg.balance) if cfg.balance else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _claim(out, settings_of(cfg))
+    existing = _read_jsonl(out, cut=True)
+    next_index = existing[-1]["info"]["provenance"]["index"] + 1 if existing else 0
+    _resumed_rejections(rejected_path(out), next_index)
+    started, written, unfilled = time.perf_counter(), 0, []
+    with (
+        open(out, "a", encoding="utf-8") as rows_file,
+        open(rejected_path(out), "a", encoding="utf-8") as rejected_file,
+        progress("generating rows", total=cfg.rows) as advance,
+    ):
+        advance(len(existing))
+        drawer = Drawer(cfg, generator, schema, rejected_file)
+        for level, start, count in level_plan(cfg.rows, cfg.levels):
+            if start + count <= next_index:
+                continue
+            of_level = [row for row in existing if row["info"]["provenance"]["level"] == level]
+            counts = Counter(_key(_field(row, cfg.balance)) for row in of_level) if cfg.balance else Counter()
+            quotas = class_quotas(count, values) if values else None
+            for index in range(max(start, next_index), start + count):
+                line = drawer.draw(index, level, counts, quotas)
+                if line is None:
+                    unfilled.append(_short_classes(cfg, level, counts, quotas))
+                    break
+                rows_file.write(line + "\n")
+                rows_file.flush()  # an interruption loses at most this row
+                written += 1
+                advance(1, rejected=sum(drawer.rejected.values()))
+    return GenerateResult(
+        out, written, len(existing) + written, len(existing), time.perf_counter() - started,
+        drawer.rejected, drawer.passed_over, unfilled,
+    )  # fmt: skip
+
+
+def _short_classes(cfg: DataGenerateConfig, level, counts: Counter, quotas: dict[str, int]) -> str:
+    short = ", ".join(f"{key} {counts[key]}/{quota}" for key, quota in quotas.items() if counts[key] < quota)
+    return (
+        f"level {level}: could not fill {cfg.balance} = {short} within {cfg.max_attempts} draws per row; "
+        f"the level has fewer rows"
+    )
