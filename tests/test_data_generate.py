@@ -178,6 +178,7 @@ def test_the_command_line(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "40 rows written" in result.output and "rows/s" in result.output and "rejected:" in result.output
+    assert "passed over (class full)" in result.output
     assert len(read(out)) == 40 and read(out)[0]["info"]["provenance"]["seed"] == 2
     result = CliRunner().invoke(app, [*args[:-1], "5"])
     assert result.exit_code == 2 and "other settings (seed differ)" in result.output

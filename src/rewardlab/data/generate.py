@@ -58,6 +58,7 @@ class GenerateResult:
         return (
             f"{self.written} rows written{resumed}, {self.total} in {self.out}; rejected: "
             f"{sum(self.rejected.values())}{f' ({rejected})' if rejected else ''}; "
+            f"{f'{self.passed_over} passed over (class full); ' if self.passed_over else ''}"
             f"{self.rows_per_second:,.0f} rows/s"
         )
 
@@ -282,6 +283,7 @@ def generate(cfg: DataGenerateConfig) -> GenerateResult:
                 if line is None:
                     unfilled.append(_short_classes(cfg, level, counts, quotas))
                     break
+                rejected_file.flush()  # this row's rejections reach the file before the row does
                 rows_file.write(line + "\n")
                 rows_file.flush()  # an interruption loses at most this row
                 written += 1
