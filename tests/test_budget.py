@@ -209,6 +209,9 @@ def test_budget_flags_set_the_budget_fields_fresh_and_on_resume(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "max_minutes = 30.0" in result.output and f'resume = "{run.id}"' in result.output
+    # sft takes the same flags
+    result = runner.invoke(app, ["sft", "--budget-minutes", "3", "--runs-dir", runs, "--print-config"])
+    assert result.exit_code == 0 and "max_minutes = 3.0" in result.output, result.output
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ def invoke(*args):
 
 def test_version_and_short_help():
     assert invoke("--version") == (0, f"rewardlab {version('rewardlab')}\n")
-    for args in ([], ["runs"], ["env"], *([command] for command in COMMANDS)):
+    for args in ([], ["runs"], ["env"], ["data"], ["data", "generate"], *([command] for command in COMMANDS)):
         code, out = invoke(*args, "-h")
         assert code == 0 and "Usage:" in out and "-h, --help" in out
 
@@ -44,8 +44,8 @@ def test_help_config_shows_the_defaults_a_run_uses():
     assert re.search(r"lora\.enabled +│ False", out)
     _, out = invoke("train", "--help-config")
     assert re.search(r"lora\.enabled +│ True", out)
-    for command in COMMANDS:  # answers before any required argument is asked for
-        code, out = invoke(command, "--help-config")
+    for command in [*COMMANDS, "data generate"]:  # answers before any required argument is asked for
+        code, out = invoke(*command.split(), "--help-config")
         assert code == 0 and "fields" in out, (command, out)
 
 

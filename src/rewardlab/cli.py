@@ -243,29 +243,6 @@ EndpointsOption = Annotated[
 ]
 
 
-@app.command()
-@user_errors
-def sft(
-    ctx: typer.Context,
-    config: ConfigOption = None,
-    set_: SetOption = None,
-    model: ModelOption = None,
-    env: EnvOption = None,
-    runs_dir: RunsDir = "runs",
-    print_config: PrintConfig = False,
-    _help_config: SFTHelp = False,
-):
-    """Prime a model with supervised fine-tuning on demonstrations."""
-    from rewardlab.train.sft import run_sft
-
-    flags = {"model.name_or_path": model, "env.name": env, **typed(ctx, runs_dir=runs_dir)}
-    result = run_sft(located(configured(SFTConfig, config, set_, flags, print_config)))
-    console.print(
-        f"primed model: [bold]{result.model_dir}[/] (final loss {result.final_loss:.4f}, "
-        f"{result.wall_seconds:.0f}s) run {result.run_id}"
-    )
-
-
 BudgetUSD = Annotated[
     float | None,
     typer.Option(
@@ -287,6 +264,32 @@ def budget_overrides(usd: float | None, minutes: float | None) -> list[str]:
     """``--budget-usd`` and ``--budget-minutes`` as ``--set`` overrides: they apply to a resumed run too."""
     fields = {"budget.max_usd": usd, "budget.max_minutes": minutes}
     return [f"{name}={value!r}" for name, value in fields.items() if value is not None]
+
+
+@app.command()
+@user_errors
+def sft(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    model: ModelOption = None,
+    env: EnvOption = None,
+    budget_usd: BudgetUSD = None,
+    budget_minutes: BudgetMinutes = None,
+    runs_dir: RunsDir = "runs",
+    print_config: PrintConfig = False,
+    _help_config: SFTHelp = False,
+):
+    """Prime a model with supervised fine-tuning on demonstrations."""
+    from rewardlab.train.sft import run_sft
+
+    set_ = [*(set_ or []), *budget_overrides(budget_usd, budget_minutes)]  # as typed last: they win
+    flags = {"model.name_or_path": model, "env.name": env, **typed(ctx, runs_dir=runs_dir)}
+    result = run_sft(located(configured(SFTConfig, config, set_, flags, print_config)))
+    console.print(
+        f"primed model: [bold]{result.model_dir}[/] (final loss {result.final_loss:.4f}, "
+        f"{result.wall_seconds:.0f}s) run {result.run_id}"
+    )
 
 
 @app.command()
