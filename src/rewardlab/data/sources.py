@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,22 +18,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from rewardlab.errors import RewardlabError
+from rewardlab.user_code import import_file
 
 
 def _import_file(path: Path, what: str):
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
-    module_name = f"rewardlab_user_{what}_{path.stem}_{digest}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise RewardlabError(f"{what} {path}: cannot import it")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as error:
-        del sys.modules[module_name]
-        raise RewardlabError(f"{what} {path} failed to import: {type(error).__name__}: {error}") from None
-    return module
+    return import_file(path, f"rewardlab_user_{what}_{path.stem}_{digest}", RewardlabError, what)
 
 
 def load_object(spec: str, what: str) -> Any:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import importlib.util
 import inspect
 import sys
 from importlib.metadata import entry_points
@@ -24,6 +23,7 @@ from typing import Any
 
 from rewardlab.envs.base import Environment
 from rewardlab.errors import EnvironmentLoadError
+from rewardlab.user_code import import_file
 
 BUILTIN = {
     "arithmetic": "rewardlab.envs.builtin.arithmetic",
@@ -41,20 +41,7 @@ def _installed() -> dict[str, Any]:
 
 
 def _import_file(path: Path) -> ModuleType:
-    module_name = f"rewardlab_user_env_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise EnvironmentLoadError(f"cannot import environment file {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as error:
-        del sys.modules[module_name]
-        raise EnvironmentLoadError(
-            f"environment file {path} failed to import: {type(error).__name__}: {error}"
-        ) from error
-    return module
+    return import_file(path, f"rewardlab_user_env_{path.stem}", EnvironmentLoadError, "environment file")
 
 
 def _resolve(spec: str) -> tuple[str, ModuleType | Any]:
