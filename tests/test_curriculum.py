@@ -4,7 +4,7 @@ exact resume on a real tiny run, and mode off drawing what the trainer always dr
 import pytest
 
 from conftest import user_error
-from rewardlab.config import TrainConfig, deep_merge, validated
+from rewardlab.config import TrainConfig
 from rewardlab.config.sections import CurriculumConfig
 from rewardlab.data.curriculum import Curriculum
 from rewardlab.envs import SingleTurnEnv
@@ -12,6 +12,7 @@ from rewardlab.rubrics import Rubric
 from rewardlab.runs import RunStore
 from rewardlab.train.trainer import examples_for_step, train
 from rewardlab.types import Example, Rollout, ScoredRollout
+from test_train import digit_fraction, easy_config
 
 LEVELS = (1, 2, 3)
 
@@ -146,10 +147,6 @@ def test_state_round_trips_and_draws_the_same_next_step():
     assert copy.promotions == cur.promotions and copy.level == cur.level
 
 
-def digit_fraction(completion: str) -> float:
-    return sum(c.isdigit() for c in completion) / max(len(completion), 1)
-
-
 def levelled_env(with_levels: bool = True) -> SingleTurnEnv:
     rows = [
         {"prompt": f"say something {i}", "answer": "", "info": {"level": 1 + i % 3} if with_levels else {}}
@@ -159,19 +156,9 @@ def levelled_env(with_levels: bool = True) -> SingleTurnEnv:
 
 
 def tiny_config(tmp_path, changes: dict | None = None, **overrides) -> TrainConfig:
-    values = {
-        "runs_dir": str(tmp_path / "runs"),
-        "max_steps": 3,
-        "prompts_per_step": 4,
-        "group_size": 4,
-        "optimizer": {"learning_rate": 1e-2},
-        "sampling": {"max_new_tokens": 6},
-        "log_rollouts_per_step": 16,
-        "lora": {"rank": 8, "alpha": 16},
-        "checkpoint_every": 1,
-        "seed": 0,
-    }
-    return validated(TrainConfig, deep_merge(values, {**(changes or {}), **overrides}))
+    """test_train's small run: 3 steps of 4 groups of 4, a checkpoint every step, every rollout stored."""
+    values = {"max_steps": 3, "group_size": 4, "log_rollouts_per_step": 16, "checkpoint_every": 1}
+    return easy_config(tmp_path, **{**values, **(changes or {}), **overrides})
 
 
 def test_an_environment_without_levels_is_one_line_naming_it_and_the_field(tmp_path):

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from rewardlab.config import TrainConfig, deep_merge, validated
+from rewardlab.config import TrainConfig
 from rewardlab.config.commands import LOSS_DEFAULTS, DemoConfig
 from rewardlab.envs import SingleTurnEnv
 from rewardlab.rubrics import Rubric
@@ -24,6 +24,7 @@ from rewardlab.train.grpo import (
     token_logprobs_and_entropy,
 )
 from rewardlab.train.trainer import setting_notes, train
+from test_train import digit_fraction, easy_config
 
 # -- paper defaults ---------------------------------------------------------------------------------------
 
@@ -215,10 +216,6 @@ def test_top_k_keeps_the_k_likeliest_and_zero_changes_nothing():
 # -- the trainer's controls, on the tiny model ------------------------------------------------------------
 
 
-def digit_fraction(completion: str) -> float:
-    return sum(c.isdigit() for c in completion) / max(len(completion), 1)
-
-
 def half_silent(completion: str, answer: str) -> float:
     """Signal on half the prompts only: the others score 0 whatever the model writes."""
     return digit_fraction(completion) if answer == "live" else 0.0
@@ -230,18 +227,8 @@ def env_of(reward) -> SingleTurnEnv:
 
 
 def config_of(tmp_path, **overrides) -> TrainConfig:
-    values = {
-        "runs_dir": str(tmp_path / "runs"),
-        "max_steps": 3,
-        "prompts_per_step": 4,
-        "group_size": 4,
-        "optimizer": {"learning_rate": 1e-2},
-        "sampling": {"max_new_tokens": 6},
-        "log_rollouts_per_step": 0,
-        "lora": {"rank": 8, "alpha": 16},
-        "seed": 0,
-    }
-    return validated(TrainConfig, deep_merge(values, overrides))
+    """test_train's small run, shorter: 3 steps of 4 groups of 4, no rollouts stored."""
+    return easy_config(tmp_path, **{"max_steps": 3, "group_size": 4, "log_rollouts_per_step": 0, **overrides})
 
 
 def series(store, run_id, name):
