@@ -65,16 +65,24 @@ def covariance_selections(
     logprobs: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
-    generator: torch.Generator,
+    draw: tuple[int, ...],
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The (Clip-Cov, KL-Cov) token selections of one micro-batch, None for a method that is off."""
+    """The (Clip-Cov, KL-Cov) token selections of one micro-batch, None for a method that is off.
+
+    ``draw`` (seed, step, pass, micro-batch) seeds Clip-Cov's random choice, so a resumed run draws the same
+    tokens; the generator is only made when Clip-Cov is on."""
     if not (config.clip_cov_fraction or config.kl_cov_fraction):
         return None, None
     covariance = token_covariance(logprobs, advantages, mask)
     clip = None
     if config.clip_cov_fraction:
         clip = clip_cov_selection(
-            covariance, mask, config.clip_cov_fraction, config.cov_low, config.cov_high, generator
+            covariance,
+            mask,
+            config.clip_cov_fraction,
+            config.cov_low,
+            config.cov_high,
+            torch.Generator().manual_seed(hash(draw)),
         )
     kl = kl_cov_selection(covariance, mask, config.kl_cov_fraction) if config.kl_cov_fraction else None
     return clip, kl

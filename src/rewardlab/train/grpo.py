@@ -401,10 +401,11 @@ def policy_loss(
 
     advantage = advantages.to(logprobs.dtype)[:, None]
     ratio = _importance_ratio(logprobs, old_logprobs, mask, loss_type)
-    clipped = ratio.clamp(1.0 - epsilon_low, 1.0 + epsilon_high)
-    per_token = -torch.minimum(ratio * advantage, clipped * advantage)
     selected = torch.zeros_like(mask)
-    if kl_cov is not None:
+    if kl_cov is None:
+        clipped = ratio.clamp(1.0 - epsilon_low, 1.0 + epsilon_high)
+        per_token = -torch.minimum(ratio * advantage, clipped * advantage)
+    else:  # KL-Cov replaces the clip
         log_ratio = torch.where(mask, logprobs - old_logprobs, 0.0)
         per_token = -ratio * advantage + torch.where(kl_cov, kl_cov_coef * log_ratio.abs(), 0.0)
         selected = selected | kl_cov.to(torch.bool)

@@ -298,9 +298,12 @@ def train(
                         with_entropy=iteration == 0 or entropy_coef > 0,
                         entropy_grad=entropy_coef > 0,
                     )
-                    generator = torch.Generator().manual_seed(hash((config.seed, step, iteration, index)))
                     clip_cov, kl_cov = covariance_selections(
-                        config.entropy, logprobs, part.advantages, part.mask, generator
+                        config.entropy,
+                        logprobs,
+                        part.advantages,
+                        part.mask,
+                        (config.seed, step, iteration, index),
                     )
                     out = policy_loss(
                         logprobs,
