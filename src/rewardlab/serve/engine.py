@@ -249,30 +249,28 @@ class Engine:
 def _step_callback(row_jobs: list[Job], loop: asyncio.AbstractEventLoop):
     """The sampler's step callback: each streaming job's new tokens go to its queue on the event loop, and the
     rows of a job whose client has left (its future cancelled) are ended, so a batch does not keep
-    generating answers nobody will read."""
-    # Row of each flat batch row within its own job (a job's rows are contiguous).
-    row_in_job = []
+    generating answers nobody will read. It runs after every decoding step, so it works job by job (a few
+    per batch), not row by row."""
+    spans: list[list] = []  # [job, first flat row, end]: a job's rows are contiguous
     for row, job in enumerate(row_jobs):
-        row_in_job.append(row_in_job[-1] + 1 if row and row_jobs[row - 1] is job else 0)
+        if spans and spans[-1][0] is job:
+            spans[-1][2] = row + 1
+        else:
+            spans.append([job, row, row + 1])
     ended: set[int] = set()  # flat rows already ended
 
     def on_step(first_row: int, tokens: list[int]) -> list[int]:
-        per_job: dict[int, tuple[Job, int, list[int]]] = {}
         leaving = []
-        for offset, token in enumerate(tokens):
-            row = first_row + offset
-            job = row_jobs[row]
+        for job, start, end in spans:
+            low, high = max(start, first_row), min(end, first_row + len(tokens))
+            if low >= high:
+                continue  # not in this chunk
             if job.future.cancelled():
-                if row not in ended:
-                    ended.add(row)
-                    leaving.append(offset)
-                continue
-            if job.stream is None:
-                continue
-            entry = per_job.setdefault(id(job), (job, row_in_job[row], []))
-            entry[2].append(token)
-        for job, row, job_tokens in per_job.values():
-            loop.call_soon_threadsafe(job.stream.put_nowait, (row, job_tokens))
+                leaving += [row - first_row for row in range(low, high) if row not in ended]
+                ended.update(range(low, high))
+            elif job.stream is not None:
+                chunk = tokens[low - first_row : high - first_row]
+                loop.call_soon_threadsafe(job.stream.put_nowait, (low - start, chunk))
         return leaving
 
     return on_step
