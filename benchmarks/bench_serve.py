@@ -34,9 +34,10 @@ import torch
 from server_process import ServerProcess
 
 SETUPS = {
-    "batched": ["--max-batch-size", "32"],
-    "batched, mixed adapters": ["--max-batch-size", "32", "--mix-adapters"],
-    "unbatched": ["--max-batch-size", "1"],
+    "continuous": ["--max-batch-size", "32"],
+    "static batched": ["--scheduler", "static", "--max-batch-size", "32"],
+    "static, mixed adapters": ["--scheduler", "static", "--max-batch-size", "32", "--mix-adapters"],
+    "unbatched": ["--scheduler", "static", "--max-batch-size", "1"],
 }
 TRAFFIC = {"base only": ["base"], "mixed base + adapter": ["base", "tuned"]}
 COLUMNS = ("setup", "traffic", "clients", "requests", "tokens/s", "mean latency (s)", "p95 (s)", "per batch")
@@ -136,7 +137,7 @@ def run_setup(model: str, adapter: Path, setup: str, args) -> list[Cell]:
     cells = []
     try:
         server.wait_ready(timeout=180)
-        traffic_kinds = ["mixed base + adapter"] if setup == "batched, mixed adapters" else list(TRAFFIC)
+        traffic_kinds = ["mixed base + adapter"] if setup == "static, mixed adapters" else list(TRAFFIC)
         drive(server, model, ["base", "tuned"], 2, args)  # warm-up: first calls build caches
         for traffic in traffic_kinds:
             for clients in args.clients:

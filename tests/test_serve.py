@@ -232,17 +232,25 @@ def test_streamed_logprobs_and_usage_match_the_non_streamed_ones(server):
 
 
 def test_logprobs_are_computed_only_for_requests_that_ask(server, monkeypatch):
-    generate, asked = server.engine.sampler.generate, []
+    computed, steps = server.engine._logprobs, []
 
-    def spy(prompts, params, *args, **kwargs):
-        asked.append(params.logprobs)
-        return generate(prompts, params, *args, **kwargs)
+    def spy(*args):
+        steps.append(True)
+        return computed(*args)
 
-    monkeypatch.setattr(server.engine.sampler, "generate", spy)
+    monkeypatch.setattr(server.engine, "_logprobs", spy)
     client = server.client()
-    greedy(client, "tuned", max_tokens=4)
-    greedy(client, "tuned", max_tokens=4, logprobs=True)
-    client.completions.create(model="tuned", prompt="3+4=", max_tokens=4, temperature=0, logprobs=0)
+    asked = []
+    for request in (
+        lambda: greedy(client, "tuned", max_tokens=4),
+        lambda: greedy(client, "tuned", max_tokens=4, logprobs=True),
+        lambda: client.completions.create(
+            model="tuned", prompt="3+4=", max_tokens=4, temperature=0, logprobs=0
+        ),
+    ):
+        steps.clear()
+        request()
+        asked.append(bool(steps))
     assert asked == [False, True, True]
 
 
@@ -698,7 +706,7 @@ def test_a_crash_in_generation_is_a_500_and_the_server_goes_on(server, monkeypat
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory, say")
 
-    monkeypatch.setattr(server.engine.sampler, "generate", broken)
+    monkeypatch.setattr(server.engine, "_decode", broken)
     with pytest.raises(openai.InternalServerError) as error:
         greedy(server.client(), "tiny")
     assert "out of memory, say" in error.value.message
@@ -739,8 +747,32 @@ def test_concurrent_requests_are_batched(server):
     assert len(set(results)) == 1  # same prompt, greedy
 
 
-@pytest.mark.parametrize("mix", [False, True])
-def test_base_and_adapter_requests_answer_as_alone_batched_apart_or_mixed(server, monkeypatch, mix):
+@pytest.fixture(scope="module")
+def static_server(tmp_path_factory):
+    """The batch-at-a-time engine (what models the fused decoder does not run get)."""
+    tmp = tmp_path_factory.mktemp("static")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    engine = build_engine(
+        "tiny",
+        {"tuned": make_adapter(tmp / "tuned")},
+        max_batch_size=32,
+        batch_wait_ms=50,
+        scheduler="static",
+    )
+    assert engine.scheduler == "static"
+    running = Server(engine, tmp).start()
+    yield running
+    running.stop()
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("scheduler, mix", [("continuous", True), ("static", False), ("static", True)])
+def test_base_and_adapter_requests_answer_as_alone_batched_apart_or_mixed(
+    request, monkeypatch, scheduler, mix
+):
+    server = request.getfixturevalue("server" if scheduler == "continuous" else "static_server")
+    assert server.engine.scheduler == scheduler
     monkeypatch.setattr(server.engine, "mix_adapters", mix)
     alone = {model: greedy(server.client(), model, max_tokens=8) for model in ("tiny", "tuned")}
     before = server.metrics()
@@ -987,15 +1019,10 @@ def wait_for(condition, what: str) -> None:
 
 def test_too_many_requests_in_flight_and_a_full_queue_are_429_with_retry_after(limited):
     engine = limited.engine
-    requests = engine.metrics.requests
     first = {"model": "tiny", "messages": MESSAGES, "max_tokens": 2, "n": 2}
-    engine._lock.acquire()  # the model is busy: a batch taken from the queue waits, requests stay in flight
+    engine._lock.acquire()  # the model is busy between two steps: requests stay queued and in flight
     try:
-        background = [send_in_background(limited, first)]
-        wait_for(
-            lambda: engine.metrics.requests == requests + 1 and engine.queued_completions == 0, "a batch"
-        )
-        background.append(send_in_background(limited, first))  # queued: 2 completions waiting
+        background = [send_in_background(limited, first)]  # queued: 2 completions waiting
         wait_for(lambda: engine.queued_completions == 2, "the queue")
         # 2 prompts x n = 2 more would make 6 waiting, over the 4 allowed.
         full = limited.post(
@@ -1003,9 +1030,10 @@ def test_too_many_requests_in_flight_and_a_full_queue_are_429_with_retry_after(l
         )
         assert error_of(full) == (429, "rate_limit_exceeded", None) and full.headers["retry-after"] == "1"
         assert "queue is full" in full.json()["error"]["message"]
-        background.append(send_in_background(limited, {**first, "n": 1}))  # the third in flight
-        wait_for(lambda: engine.queued_completions == 3, "the third request")
-        busy = limited.post("/v1/chat/completions", first)
+        for queued in (3, 4):  # the second and third in flight
+            background.append(send_in_background(limited, {**first, "n": 1}))
+            wait_for(lambda queued=queued: engine.queued_completions == queued, "the next request")
+        busy = limited.post("/v1/chat/completions", {**first, "n": 1})
         assert error_of(busy) == (429, "rate_limit_exceeded", None) and busy.headers["retry-after"] == "1"
         assert "at most 3 at once" in busy.json()["error"]["message"]
         assert httpx.get(f"{limited.url}/health").status_code == 200  # never limited

@@ -667,16 +667,25 @@ def serve(
         str | None,
         typer.Option(envvar="REWARDLAB_API_KEY", help="Bearer key required on every route but /health."),
     ] = None,
+    scheduler: Annotated[
+        str,
+        typer.Option(
+            help="continuous (requests join the running batch at every step) or static (batch by batch)."
+        ),
+    ] = default(ServeConfig, "scheduler"),
     max_batch_size: Annotated[
         int, typer.Option(min=1, help="Most completions generated together.")
     ] = default(ServeConfig, "max_batch_size"),
+    prefill_chunk_tokens: Annotated[
+        int, typer.Option(min=1, help="Continuous: most prompt tokens prefilled between two decoding steps.")
+    ] = default(ServeConfig, "prefill_chunk_tokens"),
     batch_wait_ms: Annotated[
-        float, typer.Option(min=0, help="How long an idle server waits for more requests to batch.")
+        float, typer.Option(min=0, help="Static: how long an idle server waits for more requests to batch.")
     ] = default(ServeConfig, "batch_wait_ms"),
     mix_adapters: Annotated[
         bool,
         typer.Option(
-            "--mix-adapters", help="Batch base and adapter requests together (peft per-row adapters)."
+            "--mix-adapters", help="Static: batch base and adapter requests together (peft per-row adapters)."
         ),
     ] = False,
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = default(ServeConfig, "dtype"),
@@ -700,8 +709,9 @@ def serve(
     from rewardlab.serve import serve as run_server
 
     options = typed(
-        ctx, {"adapter_dir": "adapter_dirs"}, model=model, host=host, port=port,
-        max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms, mix_adapters=mix_adapters, dtype=dtype,
+        ctx, {"adapter_dir": "adapter_dirs"}, model=model, host=host, port=port, scheduler=scheduler,
+        max_batch_size=max_batch_size, prefill_chunk_tokens=prefill_chunk_tokens,
+        batch_wait_ms=batch_wait_ms, mix_adapters=mix_adapters, dtype=dtype,
         device=device, runs_dir=runs_dir, allow_runtime_adapters=allow_runtime_adapters,
         adapter_dir=adapter_dir,
     )  # fmt: skip

@@ -338,12 +338,26 @@ class ServeConfig(Section):
     )
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
+    scheduler: Literal["continuous", "static"] = Field(
+        "continuous",
+        description="'continuous': requests join and leave the running batch at every decoding step, base "
+        "and adapter rows together (Llama and Qwen2 models, plain LoRA); 'static': batch by batch (any "
+        "model; also what other models get).",
+    )
     max_batch_size: int = Field(32, gt=0, description="Most completions generated together.")
+    prefill_chunk_tokens: int = Field(
+        256,
+        gt=0,
+        description="Continuous: most prompt tokens prefilled between two decoding steps (a longer prompt is "
+        "prefilled in chunks), bounding how long a new prompt stalls the running rows.",
+    )
     batch_wait_ms: float = Field(
-        5.0, ge=0, description="How long an idle server waits for more requests to batch."
+        5.0, ge=0, description="Static: how long an idle server waits for more requests to batch."
     )
     mix_adapters: bool = Field(
-        False, description="Batch base and adapter requests together (peft per-row adapters)."
+        False,
+        description="Static: batch base and adapter requests together (peft per-row adapters; continuous "
+        "batching always does, with batched LoRA).",
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
     device: str = Field("auto", description="'auto' (CUDA if available, else CPU), 'cpu', 'cuda', ...")

@@ -22,9 +22,10 @@ Tests hold the fused forward and transformers' to the same logits, gradients and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -79,9 +80,14 @@ class Projection:
     bias: torch.Tensor | None
     lora_a: torch.Tensor | None = None  # (sum of ranks, in): the adapters' A matrices, stacked
     lora_b: torch.Tensor | None = None  # (out, sum of ranks): block-diagonal B, already scaled
+    # Several adapters at once, each row on its own (a server's batch): see rewardlab.models.routed_lora.
+    routed: Callable[[torch.Tensor], torch.Tensor | None] | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = F.linear(x, self.weight, self.bias)
+        if self.routed is not None:
+            low_rank = self.routed(x)
+            return out if low_rank is None else (out + low_rank).to(x.dtype)
         if self.lora_a is not None:
             # peft keeps adapters in float32 under a half-precision model: the low-rank path runs in the
             # adapters' dtype and the sum is rounded back once, as peft's own forward does.
@@ -358,8 +364,16 @@ def supports(model: torch.nn.Module) -> bool:
     return True
 
 
-def _fused_decoder(hf: torch.nn.Module, training: bool, reuse: dict) -> LeanDecoder:
-    """The :class:`LeanDecoder` of ``hf``'s weights and adapters as they are now (see :func:`_fuse`)."""
+def _fused_decoder(
+    hf: torch.nn.Module,
+    training: bool,
+    reuse: dict,
+    fuse: Callable[[list[torch.nn.Module]], Projection] | None = None,
+) -> LeanDecoder:
+    """The :class:`LeanDecoder` of ``hf``'s weights and adapters as they are now (see :func:`_fuse`);
+    ``fuse`` replaces :func:`_fuse` (a server routing each row to its adapter)."""
+    if fuse is None:
+        fuse = partial(_fuse, training=training, reuse=reuse)
     inner = hf.model
     layers = []
     for block in inner.layers:
@@ -368,10 +382,10 @@ def _fused_decoder(hf: torch.nn.Module, training: bool, reuse: dict) -> LeanDeco
             Layer(
                 input_norm=block.input_layernorm.weight,
                 post_norm=block.post_attention_layernorm.weight,
-                qkv=_fuse([attention.q_proj, attention.k_proj, attention.v_proj], training, reuse),
-                o=_fuse([attention.o_proj], training, reuse),
-                gate_up=_fuse([mlp.gate_proj, mlp.up_proj], training, reuse),
-                down=_fuse([mlp.down_proj], training, reuse),
+                qkv=fuse([attention.q_proj, attention.k_proj, attention.v_proj]),
+                o=fuse([attention.o_proj]),
+                gate_up=fuse([mlp.gate_proj, mlp.up_proj]),
+                down=fuse([mlp.down_proj]),
             )
         )
     first = inner.layers[0].self_attn
@@ -379,7 +393,7 @@ def _fused_decoder(hf: torch.nn.Module, training: bool, reuse: dict) -> LeanDeco
         embed=inner.embed_tokens.weight,
         layers=layers,
         final_norm=inner.norm.weight,
-        head=_fuse([hf.lm_head], training, reuse),
+        head=fuse([hf.lm_head]),
         eps=inner.norm.variance_epsilon,
         num_heads=hf.config.num_attention_heads,
         num_kv_heads=hf.config.num_key_value_heads,

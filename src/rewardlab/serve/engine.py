@@ -39,6 +39,8 @@ class Metrics:
     largest_batch: int = 0  # completions in the largest batch
     failed_batches: int = 0
     abandoned: int = 0  # requests whose client left before their batch began: never generated
+    decode_steps: int = 0  # continuous batching: decoding steps run
+    joined_running: int = 0  # continuous batching: rows that joined a batch already running
     generation_seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -46,6 +48,8 @@ class Metrics:
 
 
 class Engine:
+    scheduler = "static"
+
     def __init__(
         self,
         models: ServedModels,

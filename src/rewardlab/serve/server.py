@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -10,11 +11,15 @@ from rewardlab.config import ServeConfig
 from rewardlab.errors import RewardlabError
 from rewardlab.models.adapters import check_base
 from rewardlab.models.loading import load_model, locate, resolve
+from rewardlab.models.routed_lora import Unsupported
 from rewardlab.serve.app import create_app
+from rewardlab.serve.continuous import ContinuousEngine
 from rewardlab.serve.engine import Engine
 from rewardlab.serve.errors import AdapterError
 from rewardlab.serve.limits import ServeLimits
 from rewardlab.serve.registry import ServedModels, adapter_dir, parse_adapter_specs
+
+logger = logging.getLogger("rewardlab.serve")
 
 
 def build_engine(
@@ -26,8 +31,14 @@ def build_engine(
     max_batch_size: int = 32,
     batch_wait_ms: float = 5.0,
     mix_adapters: bool = False,
+    scheduler: str = "continuous",
+    prefill_chunk: int = 256,
 ) -> Engine:
-    """The engine over ``model`` (anything ``load_model`` takes) and ``adapters`` ({name: adapter or run})."""
+    """The engine over ``model`` (anything ``load_model`` takes) and ``adapters`` ({name: adapter or run}).
+
+    ``scheduler="continuous"`` (:class:`ContinuousEngine`) schedules every decoding step; a model or adapter
+    it cannot run (an architecture other than Llama and Qwen2, DoRA) is served batch by batch instead, as
+    ``"static"`` (:class:`Engine`) always is."""
     adapters = adapters or {}
     base_dir, _ = resolve(model)
     for path in adapters.values():
@@ -40,6 +51,11 @@ def build_engine(
     served = ServedModels(base, tokenizer, served_name or model)
     for name, path in adapters.items():
         served.load(name, path)
+    if scheduler == "continuous":
+        try:
+            return ContinuousEngine(served, max_batch_size=max_batch_size, prefill_chunk=prefill_chunk)
+        except Unsupported as error:
+            logger.warning("serving batch by batch: continuous batching cannot run this model (%s)", error)
     return Engine(
         served, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms, mix_adapters=mix_adapters
     )
@@ -101,6 +117,8 @@ def serve(
             max_batch_size=config.max_batch_size,
             batch_wait_ms=config.batch_wait_ms,
             mix_adapters=config.mix_adapters,
+            scheduler=config.scheduler,
+            prefill_chunk=config.prefill_chunk_tokens,
         )
     except BaseException:
         sock.close()
