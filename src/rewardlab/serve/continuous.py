@@ -531,7 +531,8 @@ class ContinuousEngine(Engine):
         for request in self._requests():
             if request.adapter == internal and internal is not None:
                 self._fail(request, UnknownModelError(f"The adapter '{name}' was unloaded"))
-        self._compact([0] * len(self._rows))
+        with torch.inference_mode():  # the slots are inference tensors
+            self._compact([0] * len(self._rows))
         self._rebuild()
 
     def _rebuild(self) -> None:
