@@ -342,3 +342,23 @@ def test_top_logprobs_list_the_likeliest_tokens_of_each_step(tiny):
                     assert top[0] == (token, pytest.approx(logprob))  # greedy takes the likeliest
                 elif token in dict(top):
                     assert dict(top)[token] == pytest.approx(logprob)
+
+
+@pytest.mark.parametrize("top_k, top_p", [(0, 1.0), (3, 1.0), (0, 0.7), (4, 0.8)])
+def test_sampling_by_the_cumulative_distribution_draws_what_multinomial_draws(top_k, top_p):
+    """The server's sampler inverts each row's cumulative distribution; it must keep the same tokens, with
+    the same probabilities, as ``sample_next`` (torch.multinomial)."""
+    from rewardlab.sampling.local import sample_by_cdf, sample_next
+
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, -30.0], [0.0, 0.1, 3.0, 0.2, -0.5, 1.0]])
+    draws = 40_000
+    rows = logits.repeat_interleave(draws, 0)
+    generator = torch.Generator().manual_seed(0)
+    ours = sample_by_cdf(rows, 0.9, top_p, generator, top_k).view(2, draws)
+    reference = sample_next(rows, 0.9, top_p, generator, top_k).view(2, draws)
+    for row in range(2):
+        got = torch.bincount(ours[row], minlength=6).float() / draws
+        expected = torch.bincount(reference[row], minlength=6).float() / draws
+        assert set(torch.nonzero(got).flatten().tolist()) == set(torch.nonzero(expected).flatten().tolist())
+        assert torch.allclose(got, expected, atol=0.012), (got, expected)
+    assert torch.equal(sample_by_cdf(logits, 0.0, top_p, None, top_k), logits.argmax(-1))

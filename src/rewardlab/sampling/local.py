@@ -60,6 +60,38 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def sample_by_cdf(
+    logits: torch.Tensor,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | None,
+    top_k: int = 0,
+) -> torch.Tensor:
+    """:func:`sample_next`'s distribution (the same greedy, top-k and top-p cuts), drawn by inverting each
+    row's cumulative distribution at one uniform number: ``B`` random numbers instead of the ``B * V`` that
+    ``torch.multinomial`` draws, which on a CPU and a 49k-token vocabulary is most of a decoding step (34 ms
+    of a 90 ms step at 32 rows). The server samples this way; the local sampler keeps ``torch.multinomial``,
+    so training and evaluation draw exactly what they drew before.
+    """
+    if temperature < GREEDY_BELOW:
+        return logits.argmax(dim=-1)
+    logits = logits.float()
+    if 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, -torch.inf)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    order = None
+    if top_p < 1.0:
+        probs, order = probs.sort(dim=-1, descending=True)
+        probs = probs.masked_fill(probs.cumsum(dim=-1) - probs > top_p, 0.0)
+    cumulative = probs.cumsum(dim=-1)
+    # A point uniform in [0, mass): the first token whose cumulative mass exceeds it. A token of probability
+    # zero adds no mass, so it is never the first to exceed anything.
+    uniform = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device) * cumulative[:, -1:]
+    chosen = torch.searchsorted(cumulative, uniform, right=True).clamp_(max=probs.shape[-1] - 1)
+    return (chosen if order is None else order.gather(-1, chosen)).squeeze(-1)
+
+
 def adjusted_logits(
     logits: torch.Tensor, bias: torch.Tensor | None, counts: torch.Tensor | None, params: SamplingParams
 ) -> torch.Tensor:

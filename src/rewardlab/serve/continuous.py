@@ -37,7 +37,7 @@ from rewardlab.errors import ResponseFormatError
 from rewardlab.models.lean import HALF_DTYPES, KVCache, attention_mask
 from rewardlab.models.routed_lora import Unsupported, routed_decoder
 from rewardlab.sampling.base import Generation
-from rewardlab.sampling.local import GREEDY_BELOW, adjusted_logits, sample_next
+from rewardlab.sampling.local import GREEDY_BELOW, adjusted_logits, sample_by_cdf
 from rewardlab.sampling.structured import Constraint, parse_response_format
 from rewardlab.serve.batching import Job
 from rewardlab.serve.engine import Engine
@@ -371,17 +371,17 @@ class ContinuousEngine(Engine):
         for i, row in enumerate(rows):
             if row.generator is not None:
                 job = row.job
-                tokens[i] = sample_next(
+                tokens[i] = sample_by_cdf(
                     logits[i : i + 1], job.temperature, job.top_p, row.generator, job.top_k
                 )[0]
             else:
                 groups.setdefault((row.job.temperature, row.job.top_p, row.job.top_k), []).append(i)
         for (temperature, top_p, top_k), members in groups.items():
             if len(members) == len(rows):
-                tokens = sample_next(logits, temperature, top_p, None, top_k)
+                tokens = sample_by_cdf(logits, temperature, top_p, None, top_k)
             else:
                 index = torch.tensor(members, device=logits.device)
-                tokens[index] = sample_next(logits[index], temperature, top_p, None, top_k)
+                tokens[index] = sample_by_cdf(logits[index], temperature, top_p, None, top_k)
         if any(row.job.logprobs for row in rows):  # a pass over the vocabulary: only for rows that ask
             self._logprobs(logits, tokens)
         return tokens.tolist()
