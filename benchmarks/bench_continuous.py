@@ -7,8 +7,9 @@ Each server is a subprocess on 127.0.0.1 with the same model directory, dtype an
 threads in this process stream chat completions back to back (``stream: true`` with usage), so each request
 gives its time to first token (the first chunk that carries text or ends the choice) and its total latency.
 Requests are sampled at temperature 1 and mix lengths: ``max_tokens`` cycles through 16, 48, 24 and 96, and
-every 16th request is heavy (``max_tokens`` 384). Every server gets the same bodies; a model may end an
-answer before its ``max_tokens`` (the table's tokens per request says how long answers were). Servers:
+every 16th request is heavy (``max_tokens`` 384, asking to count to 300). Every server gets the same bodies;
+a model may end an answer before its ``max_tokens`` (the table's tokens per request says how long answers
+were). Servers:
 
 * ``static``: ``rewardlab serve --scheduler static`` (batch by batch: what rewardlab did before);
 * ``continuous``: ``rewardlab serve`` (the default: rows join and leave the batch at every step);
@@ -40,6 +41,7 @@ from server_process import ServerProcess
 
 LENGTHS = (16, 48, 24, 96)
 HEAVY_EVERY, HEAVY_TOKENS = 16, 384
+HEAVY_PROMPT = "Count from 1 to 300, one number per line."
 TRAFFIC = {"base": ["base"], "adapter": ["one"], "mixed": ["base", "one", "two"]}
 
 
@@ -67,8 +69,22 @@ def server_command(kind: str, model_dir: str, adapters: dict[str, str], args, po
     if kind == "transformers":
         return [str(Path(sys.executable).parent / "transformers"), "serve", model_dir, "--port", str(port),
                 "--dtype", args.dtype, "--device", "cpu", "--continuous-batching"]  # fmt: skip
-    command = [sys.executable, "-m", "rewardlab.cli", "serve", "--model", model_dir, "--port", str(port),
-               "--dtype", args.dtype, "--max-batch-size", str(args.max_batch_size)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "rewardlab.cli",
+        "serve",
+        "--model",
+        model_dir,
+        "--port",
+        str(port),
+        "--dtype",
+        args.dtype,
+        "--max-batch-size",
+        str(args.max_batch_size),
+        "--set",
+        "max_concurrent_requests=1024",
+    ]  # fmt: skip  (128 clients: over the default 64)
     for name, path in adapters.items():
         command += ["--adapter", f"{name}={path}"]
     return command + (["--scheduler", "static"] if kind == "static" else [])
@@ -133,7 +149,7 @@ def drive(server: ServerProcess, kind: str, names: dict, traffic: str, clients: 
             a, b = 10 + (index * 37 + k * 11) % 90, 10 + (index * 17 + k * 29) % 90
             body = {
                 "model": names[TRAFFIC[traffic][number % len(TRAFFIC[traffic])]],
-                "messages": [{"role": "user", "content": f"What is {a} + {b}? Explain briefly."}],
+                "messages": [{"role": "user", "content": HEAVY_PROMPT if heavy else f"What is {a} + {b}?"}],
                 "max_tokens": HEAVY_TOKENS if heavy else LENGTHS[number % len(LENGTHS)],
                 "temperature": 1.0,
                 "stream": True,

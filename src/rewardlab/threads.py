@@ -58,3 +58,28 @@ def configure_threads() -> int | None:
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
     return threads
+
+
+def release_openmp_threads() -> bool:
+    """Free the OpenMP threads that torch started for the calling thread (``omp_pause_resource_all``).
+
+    OpenMP keeps a pool of worker threads per thread that ran parallel work. A server loads its model on the
+    main thread and then computes on a worker thread: the main thread's idle pool stays, the worker's pool is
+    added, and the runtime, seeing more threads than cores, stops spinning and sleeps between parallel
+    regions. On 2 cores a bfloat16 projection of 32 rows then took 238 µs instead of 91, and SmolLM2 decoded
+    at 160 tokens/s instead of 400. Called on the main thread once it is done computing; True if released.
+    """
+    import ctypes
+    from pathlib import Path
+
+    import torch
+
+    library = Path(torch.__file__).parent / "lib"
+    for name in ("libgomp.so.1", "libomp.dylib", "libiomp5.so", "libomp.so"):
+        if (library / name).exists():
+            try:
+                runtime = ctypes.CDLL(str(library / name))
+                return runtime.omp_pause_resource_all(1) == 0  # omp_pause_soft
+            except (OSError, AttributeError):
+                return False
+    return False

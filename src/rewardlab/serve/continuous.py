@@ -44,6 +44,7 @@ from rewardlab.serve.engine import Engine
 from rewardlab.serve.errors import AdapterError, UnknownModelError
 from rewardlab.serve.registry import ServedModels
 from rewardlab.serve.slots import SlotCache
+from rewardlab.threads import release_openmp_threads
 
 logger = logging.getLogger("rewardlab.serve")
 
@@ -133,6 +134,9 @@ class ContinuousEngine(Engine):
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        # From here on the model computes on the worker only: the OpenMP threads this thread started while
+        # loading would otherwise slow every step (see release_openmp_threads).
+        release_openmp_threads()
         self._stopping.clear()
         self._thread = threading.Thread(target=self._serve, name="rewardlab-steps", daemon=True)
         self._thread.start()
@@ -154,9 +158,9 @@ class ContinuousEngine(Engine):
 
     @property
     def queued_completions(self) -> int:
-        """Completions not yet prefilled (those whose client left are not counted)."""
-        waiting = [*self._pending, *(w.request.job for w in list(self._work) if w.index == 0)]
-        return sum(job.rows for job in waiting if not job.future.done())
+        """Completions of prompts not yet prefilled (those whose client left are not counted)."""
+        waiting = sum(job.rows for job in list(self._pending) if not job.future.done())
+        return waiting + sum(w.request.job.n for w in list(self._work) if not w.request.gone)
 
     async def load_adapter(self, name: str, path: str) -> None:
         await self._command(self._load, name, path)
@@ -235,13 +239,13 @@ class ContinuousEngine(Engine):
                 self._settle(job, error)
                 continue
             request = Request(job, adapter, time.perf_counter(), [None] * job.rows, job.rows)
-            self._live[id(request)] = request
             if job.logit_bias:
                 try:
                     request.bias = self.sampler._logit_bias(job.logit_bias, self._vocab)
                 except ValueError as error:
                     self._settle(job, error)
                     continue
+            self._live[id(request)] = request
             self.metrics.prompt_tokens += sum(len(ids) for ids in job.prompts)
             self._work.extend(PromptWork(request, index, ids) for index, ids in enumerate(job.prompts))
 
@@ -411,6 +415,7 @@ class ContinuousEngine(Engine):
                 row.done = True
                 continue
             row.tokens.append(token)
+            self.metrics.completion_tokens += 1  # every token generated, a row that is then left included
             if row.counts is not None:
                 row.counts[0, token] += 1
             if row.constraint is not None:
@@ -452,7 +457,6 @@ class ContinuousEngine(Engine):
             latency_s=time.perf_counter() - request.started,
         )
         self.metrics.completions += 1
-        self.metrics.completion_tokens += len(row.tokens)
         request.remaining -= 1
         if request.remaining == 0:
             self._settle(job, request.results)

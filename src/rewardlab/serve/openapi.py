@@ -68,6 +68,8 @@ class Metrics(Answer):
     largest_batch: int
     failed_batches: int
     abandoned: int
+    decode_steps: int
+    joined_running: int
     generation_seconds: float
     models: list[str]
 
