@@ -125,7 +125,9 @@ def _fuse_routed(
             blocks += [(index, position, a, b * scale) for i, a, b, scale in found if i == index]
     if not blocks:
         return Projection(weight, bias)
-    a_all = torch.cat([a for _, _, a, _ in blocks])
+    # Served in the model's dtype, as vLLM serves adapters: peft keeps them in float32 under a half-precision
+    # model, and converting every projection's input and output to and fro cost more than the low-rank path.
+    a_all = torch.cat([a for _, _, a, _ in blocks]).to(weight.dtype)
     b_all = a_all.new_zeros(offsets[-1], a_all.shape[0])
     column_adapter, layout, alone_columns = [], [], {}
     column = 0
