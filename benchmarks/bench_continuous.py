@@ -189,7 +189,7 @@ def main() -> None:
     parser.add_argument("--requests-per-client", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=60.0, help="a cell sends no new request after this")
     parser.add_argument("--threads", type=int, default=2, help="torch threads in each server")
-    parser.add_argument("--max-batch-size", type=int, default=32, help="rewardlab's --max-batch-size")
+    parser.add_argument("--max-batch-size", type=int, default=128, help="rewardlab's --max-batch-size")
     parser.add_argument("--servers", nargs="+", default=["static", "continuous", "transformers"])
     parser.add_argument("--traffic", nargs="+", default=list(TRAFFIC), choices=list(TRAFFIC))
     args = parser.parse_args()

@@ -1066,7 +1066,7 @@ def test_serve_flags_reach_the_server_and_bad_ones_are_one_line(tmp_path, monkey
     assert result.exit_code == 0, result.output
     assert started["adapter_dirs"] == [str(adapters.resolve())]
     assert started["limits"].max_n == 4 and started["limits"].max_request_bytes == 1000
-    assert started["limits"].max_concurrent_requests == 64  # the defaults
+    assert started["limits"].max_concurrent_requests == 256  # the defaults
     assert "without an API key: anyone who can reach it can generate and load adapters from" in result.output
     started.clear()
     assert runner.invoke(cli_app, base).exit_code == 0 and started["adapter_dirs"] is None  # off by default

@@ -344,7 +344,12 @@ class ServeConfig(Section):
         "and adapter rows together (Llama and Qwen2 models, plain LoRA); 'static': batch by batch (any "
         "model; also what other models get).",
     )
-    max_batch_size: int = Field(32, gt=0, description="Most completions generated together.")
+    max_batch_size: int = Field(
+        128,
+        gt=0,
+        description="Most completions generated together (continuous: rows running at once; their keys and "
+        "values are allocated as traffic needs them).",
+    )
     prefill_chunk_tokens: int = Field(
         256,
         gt=0,
@@ -376,7 +381,7 @@ class ServeConfig(Section):
     max_n: int = Field(32, gt=0, le=128, description="Most completions per prompt a request may ask for (n).")
     max_tokens: int = Field(4096, gt=0, description="Most tokens one completion may ask for (and get).")
     max_concurrent_requests: int = Field(
-        64, gt=0, description="Requests handled at once, streams until they end (429 beyond)."
+        256, gt=0, description="Requests handled at once, streams until they end (429 beyond)."
     )
     max_queued_completions: int = Field(
         1024,

@@ -114,7 +114,7 @@ class ContinuousEngine(Engine):
 
     scheduler = "continuous"
 
-    def __init__(self, models: ServedModels, max_batch_size: int = 32, prefill_chunk: int = 256, **_ignored):
+    def __init__(self, models: ServedModels, max_batch_size: int = 128, prefill_chunk: int = 256):
         super().__init__(models, max_batch_size=max_batch_size, batch_wait_ms=0, mix_adapters=True)
         self.prefill_chunk = prefill_chunk
         self._build_decoder()  # an architecture or adapter it cannot run fails here, before serving

@@ -55,7 +55,7 @@ class Engine:
     def __init__(
         self,
         models: ServedModels,
-        max_batch_size: int = 32,
+        max_batch_size: int = 128,
         batch_wait_ms: float = 5.0,
         mix_adapters: bool = False,
     ):

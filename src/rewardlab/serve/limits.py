@@ -20,7 +20,7 @@ class ServeLimits:
     max_request_bytes: int = 1024 * 1024
     max_n: int = 32
     max_tokens: int = 4096
-    max_concurrent_requests: int = 64
+    max_concurrent_requests: int = 256
     max_queued_completions: int = 1024
 
 

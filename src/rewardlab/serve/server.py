@@ -28,7 +28,7 @@ def build_engine(
     served_name: str | None = None,
     dtype: str = "float32",
     device: str = "auto",
-    max_batch_size: int = 32,
+    max_batch_size: int = 128,
     batch_wait_ms: float = 5.0,
     mix_adapters: bool = False,
     scheduler: str = "continuous",
