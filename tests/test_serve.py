@@ -1050,9 +1050,16 @@ def test_serve_flags_reach_the_server_and_bad_ones_are_one_line(tmp_path, monkey
 
     import rewardlab.serve.server as server_module
 
-    started = {}
-    fake = SimpleNamespace(models=SimpleNamespace(names=["tiny"], warnings=[]))
-    monkeypatch.setattr(server_module, "build_engine", lambda *args, **kwargs: fake)
+    started, built = {}, {}
+
+    def fake_engine(*args, **kwargs):
+        built.update(kwargs)
+        models = SimpleNamespace(names=["tiny"], warnings=[])
+        return SimpleNamespace(
+            models=models, scheduler=kwargs["scheduler"], max_batch_size=kwargs["max_batch_size"]
+        )
+
+    monkeypatch.setattr(server_module, "build_engine", fake_engine)
     monkeypatch.setattr(server_module, "run_server", lambda engine, **kwargs: started.update(kwargs))
     monkeypatch.delenv("REWARDLAB_API_KEY", raising=False)
     adapters = tmp_path / "adapters"
@@ -1068,6 +1075,10 @@ def test_serve_flags_reach_the_server_and_bad_ones_are_one_line(tmp_path, monkey
     assert started["limits"].max_n == 4 and started["limits"].max_request_bytes == 1000
     assert started["limits"].max_concurrent_requests == 256  # the defaults
     assert "without an API key: anyone who can reach it can generate and load adapters from" in result.output
+    assert "continuous batching of up to 128 completions" in result.output  # the defaults
+    result = runner.invoke(cli_app, [*base, "--scheduler", "static", "--prefill-chunk-tokens", "64"])
+    assert result.exit_code == 0 and "static batching" in result.output
+    assert built["scheduler"] == "static" and built["prefill_chunk"] == 64
     started.clear()
     assert runner.invoke(cli_app, base).exit_code == 0 and started["adapter_dirs"] is None  # off by default
     for flags, expected in [

@@ -128,6 +128,7 @@ def serve(
     say(
         f"serving {', '.join(engine.models.names)} at http://{config.host}:{sock.getsockname()[1]}/v1"
         + (" (API key required)" if api_key else "")
+        + f", {engine.scheduler} batching of up to {engine.max_batch_size} completions"
     )
     limits = ServeLimits(
         max_request_bytes=config.max_request_bytes,
