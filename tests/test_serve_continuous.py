@@ -161,10 +161,13 @@ def test_a_seeded_request_samples_the_same_whatever_runs_beside_it(engine):
 
 def test_a_long_prompt_is_prefilled_a_chunk_at_a_time_between_decoding_steps(engine, monkeypatch):
     events: list[tuple] = []
-    prefill, decode = engine._run_prefill, engine._decode
-    monkeypatch.setattr(
-        engine, "_run_prefill", lambda b, w, s, e: events.append(("prefill", e - s)) or prefill(b, w, s, e)
-    )
+    sliced, decode = engine._prefilled_slice, engine._decode
+
+    def log_slice(batch, width, start, end, *rest):
+        events.append(("prefill", end - start))
+        return sliced(batch, width, start, end, *rest)
+
+    monkeypatch.setattr(engine, "_prefilled_slice", log_slice)
     monkeypatch.setattr(engine, "_decode", lambda tokens: events.append(("decode",)) or decode(tokens))
     long_prompt = engine.models.tokenizer("3+4=" * 20)["input_ids"]  # 80 tokens: 5 chunks of 16
 
@@ -262,3 +265,40 @@ def test_an_adapter_unloaded_while_its_rows_run_fails_them_and_the_rest_go_on(en
     prompt = engine.sampler.renderer.prompt_ids(MESSAGES)
     assert texts(after) == [static_greedy(engine, "one", prompt, 4)]
     assert len(bystander.future.result()[0].token_ids) == 30
+
+
+def test_decoding_rows_and_a_prefill_in_one_forward_compute_what_they_compute_apart(adapters):
+    from rewardlab.serve.slots import SlotCache
+
+    engine = build_engine("tiny", adapters, scheduler="static")
+    names = [None, *sorted(a for a in engine.models.routes.values() if a)]
+    decoder, routing = routed_decoder(engine.models.model, names)
+    prompt = torch.tensor([engine.sampler.renderer.prompt_ids(MESSAGES)] * 2)
+    width = prompt.shape[1]
+
+    def segments():
+        """Three decoding rows (base and both adapters) at their own lengths, and a prompt of two rows."""
+        torch.manual_seed(0)  # the same earlier keys and values each time
+        slots = SlotCache(decoder)
+        slots.reserve(3, 16)
+        for layer in range(len(decoder.layers)):
+            slots.keys[layer].normal_()
+            slots.values[layer].normal_()
+        lengths = torch.tensor([3, 7, 5])
+        step = slots.step(lengths)
+        decoding = (torch.tensor([[5], [9], [11]]), lengths[:, None], step.mask(), step)
+        staging = KVCache.allocate(decoder, 2, width, like=decoder.embed)
+        mask = attention_mask(torch.ones(2, width, dtype=torch.bool), 0)
+        return decoding, (prompt, torch.arange(width).expand(2, -1), mask, staging)
+
+    with torch.no_grad():
+        decoding, prefill = segments()
+        routing.route([0, 1, 2], prompt.device)
+        alone_decoding = decoder.forward(*decoding)
+        routing.route([2, 1], prompt.device)
+        alone_prefill = decoder.forward(*prefill)
+        decoding, prefill = segments()
+        routing.route([0, 1, 2] + [2] * width + [1] * width, prompt.device)
+        together = decoder.forward_together([decoding, prefill])
+    torch.testing.assert_close(together[0], alone_decoding, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(together[1], alone_prefill, atol=2e-5, rtol=1e-4)

@@ -260,6 +260,49 @@ class LeanDecoder:
         kv.advance(length)
         return self._norm(x, self.final_norm)
 
+    def forward_together(self, segments: list[tuple]) -> list[torch.Tensor]:
+        """:meth:`forward` of several batches at once, each ``(input_ids, positions, mask, kv)`` of its own
+        shape: a server's decoding rows (one token each) beside a prompt being prefilled.
+
+        Every projection runs once over all their tokens (on a CPU a small batch costs about one pass over the
+        weights, whatever its size, so two batches in one pass cost about half of two passes); attention runs
+        per batch, over its own keys and values. Each token is a row of the projections, so a routed LoRA
+        (:mod:`rewardlab.models.routed_lora`) is routed per token. Returns each batch's final hidden states.
+        """
+        shapes = [ids.shape for ids, _, _, _ in segments]
+        counts = [batch * length for batch, length in shapes]
+        x = torch.cat(
+            [F.embedding(ids, self.embed).reshape(-1, 1, self.embed.shape[1]) for ids, *_ in segments]
+        )
+        rotary = [self._rotary(positions, x.dtype) for _, positions, _, _ in segments]
+        q_width = self.num_heads * self.head_dim
+        kv_width = self.num_kv_heads * self.head_dim
+        keys_max = max(mask.shape[-1] for _, _, mask, _ in segments)
+        with _attention_kernels(x.device, keys_max):
+            for index, layer in enumerate(self.layers):
+                projected = layer.qkv(self._norm(x, layer.input_norm)).split(counts)
+                attended = []
+                for part, (batch, length), (cos, sin), (_, _, mask, kv) in zip(
+                    projected, shapes, rotary, segments, strict=True
+                ):
+                    q, k, v = part.view(batch, length, -1).split([q_width, kv_width, kv_width], -1)
+                    q = q.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+                    k = k.view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+                    v = v.view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+                    q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+                    keys, values = kv.extend(index, k, v)
+                    out = _attend(q, keys, values, mask, self.scaling)
+                    attended.append(out.transpose(1, 2).reshape(batch * length, 1, q_width))
+                x = x + layer.o(torch.cat(attended))
+                gate, up = layer.gate_up(self._norm(x, layer.post_norm)).chunk(2, -1)
+                x = x + layer.down(F.silu(gate) * up)
+        for (_, length), (_, _, _, kv) in zip(shapes, segments, strict=True):
+            kv.advance(length)
+        hidden = self._norm(x, self.final_norm)
+        return [
+            h.view(batch, length, -1) for h, (batch, length) in zip(hidden.split(counts), shapes, strict=True)
+        ]
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.head(hidden)
 

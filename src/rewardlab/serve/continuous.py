@@ -124,6 +124,7 @@ class ContinuousEngine(Engine):
         self._live: dict[int, Request] = {}  # requests taken from the queue, not yet answered
         self._logits: torch.Tensor | None = None  # (B, V): what each running row samples from next
         self._routed: list[int] | None = None  # the adapters the decoder is routed to now
+        self._plan: tuple | None = None  # this step's prefill slice: (prompts, width, start, end)
         self._commands: deque = deque()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -207,8 +208,13 @@ class ContinuousEngine(Engine):
     @torch.inference_mode()
     def _step(self) -> bool:
         self._admit()
-        self._prefill()
         self._place()
+        self._plan = None
+        self._prefill()  # plans this step's prefill slice; the decoding step below carries it
+        if not self._rows and self._plan is not None:  # nothing decoding: the slice runs alone, at once
+            self._run_prefill(*self._plan)
+            self._plan = None
+            self._place()
         if not self._rows:
             if not self._has_work():
                 self._slots.release()  # an idle server holds no keys and values
@@ -222,6 +228,9 @@ class ContinuousEngine(Engine):
             self._decode(kept)
         else:
             self._logits = None
+            if self._plan is not None:
+                self._run_prefill(*self._plan)
+        self._plan = None
         self.metrics.generation_seconds += time.perf_counter() - started
         return True
 
@@ -277,7 +286,7 @@ class ContinuousEngine(Engine):
             width, rows = wider, rows + job.n
         for work in batch:
             self._work.remove(work)
-        self._run_prefill(batch, width, 0, width)
+        self._plan = (batch, width, 0, width)
 
     def _prefill_chunk_of(self, work: PromptWork) -> None:
         """The next ``prefill_chunk`` tokens of a long prompt; it joins the batch when the last is done."""
@@ -287,10 +296,11 @@ class ContinuousEngine(Engine):
         end = min(start + self.prefill_chunk, len(work.ids))
         if end == len(work.ids):
             self._work.popleft()
-        self._run_prefill([work], len(work.ids), start, end)
+        self._plan = ([work], len(work.ids), start, end)
 
-    def _run_prefill(self, batch: list[PromptWork], width: int, start: int, end: int) -> None:
-        """Prompts ``batch`` (right-padded to ``width``) from column ``start`` to ``end``."""
+    def _prefill_segment(self, batch: list[PromptWork], width: int, start: int, end: int) -> tuple:
+        """(input ids, positions, mask, keys and values) of prompts ``batch`` (right-padded to ``width``) from
+        column ``start`` to ``end``."""
         decoder, device = self._decoder, self._device
         staging = batch[0].staging if len(batch) == 1 and batch[0].staging is not None else None
         if staging is None:
@@ -302,8 +312,27 @@ class ContinuousEngine(Engine):
         positions = torch.arange(start, end, device=device).expand(len(batch), -1)
         # Right-padded rows: causality alone keeps every real query off the padding after its prompt.
         mask = attention_mask(torch.ones(len(batch), end, dtype=torch.bool, device=device), start)
+        return ids, positions, mask, staging
+
+    def _run_prefill(self, batch: list[PromptWork], width: int, start: int, end: int) -> None:
+        """A prefill slice on its own (nothing is decoding to share the forward with)."""
+        segment = self._prefill_segment(batch, width, start, end)
         self._route([self._adapter_index[w.request.adapter] for w in batch])
-        hidden = decoder.forward(ids, positions, mask, staging)
+        hidden = self._decoder.forward(*segment)
+        self._prefilled_slice(batch, width, start, end, segment[3], hidden)
+
+    def _prefilled_slice(
+        self,
+        batch: list[PromptWork],
+        width: int,
+        start: int,
+        end: int,
+        staging: KVCache,
+        hidden: torch.Tensor,
+    ) -> None:
+        """After a prefill slice: a prompt with slices to go keeps its keys and values; finished prompts
+        wait, with their first logits, for slots."""
+        decoder, device = self._decoder, self._device
         self.metrics.batches += 1
         if end < width:  # a long prompt with chunks to go
             batch[0].staging = staging
@@ -489,10 +518,21 @@ class ContinuousEngine(Engine):
         device = self._device
         lengths = torch.tensor([row.length for row in rows], device=device)
         self._slots.reserve(len(rows), max(row.length for row in rows) + 1)
-        self._route([self._adapter_index[row.request.adapter] for row in rows])
+        adapters = [self._adapter_index[row.request.adapter] for row in rows]
         step = self._slots.step(lengths)
         token = torch.tensor(tokens, device=device)
-        hidden = self._decoder.forward(token[:, None], lengths[:, None], step.mask(), step)
+        decoding = (token[:, None], lengths[:, None], step.mask(), step)
+        if self._plan is None:
+            self._route(adapters)
+            hidden = self._decoder.forward(*decoding)
+        else:  # this step's prefill slice shares the pass over the weights (routed token by token)
+            batch, width, start, end = self._plan
+            prefill = self._prefill_segment(batch, width, start, end)
+            adapters += [self._adapter_index[w.request.adapter] for w in batch for _ in range(end - start)]
+            self._route(adapters)
+            hidden, prefilled = self._decoder.forward_together([decoding, prefill])
+            self._prefilled_slice(batch, width, start, end, prefill[3], prefilled)
+            self._plan = None
         self._logits = self._decoder.logits(hidden[:, -1])
         for row in rows:
             row.length += 1
