@@ -19,25 +19,11 @@ import time
 from pathlib import Path
 
 import torch
+from random_adapters import make_adapters
 
 from rewardlab.serve import build_engine
 
 TRAFFIC = {"base only": ["base"], "one adapter": ["one"], "mixed: base + 2 adapters": ["base", "one", "two"]}
-
-
-def make_adapters(model: str, directory: Path) -> dict[str, str]:
-    from rewardlab.models import LoraSettings, load_model
-
-    made = {}
-    for seed, name in enumerate(("one", "two"), start=1):
-        torch.manual_seed(seed)
-        peft_model, _ = load_model(model, lora=LoraSettings(rank=16))
-        for parameter_name, parameter in peft_model.named_parameters():
-            if "lora_B" in parameter_name:
-                parameter.data.normal_(0, 0.02)
-        peft_model.save_pretrained(directory / name)
-        made[name] = str(directory / name)
-    return made
 
 
 async def run(engine, models: list[str], rows: int, tokens: int) -> float:

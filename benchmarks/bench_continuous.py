@@ -37,6 +37,7 @@ from functools import partial
 from pathlib import Path
 
 import httpx
+from random_adapters import make_adapters
 from server_process import ServerProcess
 
 LENGTHS = (16, 48, 24, 96)
@@ -89,23 +90,6 @@ def server_command(kind: str, model_dir: str, adapters: dict[str, str], args, po
     for name, path in adapters.items():
         command += ["--adapter", f"{name}={path}"]
     return command + (["--scheduler", "static"] if kind == "static" else [])
-
-
-def make_adapters(model: str, directory: Path) -> dict[str, str]:
-    import torch
-
-    from rewardlab.models import LoraSettings, load_model
-
-    made = {}
-    for seed, name in enumerate(("one", "two"), start=1):
-        torch.manual_seed(seed)
-        peft_model, _ = load_model(model, lora=LoraSettings(rank=16))
-        for parameter_name, parameter in peft_model.named_parameters():
-            if "lora_B" in parameter_name:
-                parameter.data.normal_(0, 0.02)
-        peft_model.save_pretrained(directory / name)
-        made[name] = str(directory / name)
-    return made
 
 
 def stream_one(http: httpx.Client, url: str, body: dict, cell: Cell, lock: threading.Lock) -> str | None:

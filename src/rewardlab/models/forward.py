@@ -227,6 +227,12 @@ def _row_codes(per_row: dict[str, list], batch: int, device: torch.device) -> to
     return torch.tensor(codes, dtype=torch.long, device=device)[:, None]
 
 
+def is_lora_variant(layer: torch.nn.Module, adapter: str) -> bool:
+    """Whether ``adapter`` on a peft LoRA ``layer`` is more than ``scale * B @ A`` (DoRA, a LoRA bias), which
+    the fused and folded forwards do not reproduce."""
+    return adapter in layer.lora_variant or getattr(layer, "lora_bias", {}).get(adapter, False)
+
+
 def _foldable_lora_layers(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str]]:
     """(layer, adapter) for every LoRA linear layer whose one active adapter can be folded into its weight.
 
@@ -248,8 +254,7 @@ def _foldable_lora_layers(model: torch.nn.Module) -> list[tuple[torch.nn.Module,
         base = module.get_base_layer()
         if (
             adapter in module.lora_A
-            and adapter not in module.lora_variant
-            and not getattr(module, "lora_bias", {}).get(adapter, False)
+            and not is_lora_variant(module, adapter)
             and not module.fan_in_fan_out
             and type(base) is torch.nn.Linear
             and base.weight.dtype == torch.float32

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from rewardlab.models.forward import Forward, distinct_rows, position_ids
+from rewardlab.models.forward import Forward, distinct_rows, is_lora_variant, position_ids
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 # A fused projection at most this large (q/k/v of a 128-wide model: 49k) folds its adapters in training too.
@@ -129,7 +129,7 @@ def _parts(module: torch.nn.Module, training: bool) -> tuple[torch.Tensor, torch
     if not active:
         return base.weight, base.bias, None
     adapter = active[0]
-    if adapter in module.lora_variant or getattr(module, "lora_bias", {}).get(adapter, False):
+    if is_lora_variant(module, adapter):
         raise _Unsupported("LoRA variant")
     if training and module.training and not isinstance(module.lora_dropout[adapter], torch.nn.Identity):
         raise _Unsupported("LoRA dropout while training")  # inference has no dropout: that case is fine
@@ -240,25 +240,40 @@ class LeanDecoder:
     def _forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, kv: KVCache | KVSegments
     ) -> torch.Tensor:
-        batch, length = input_ids.shape
         x = F.embedding(input_ids, self.embed)
         cos, sin = self._rotary(positions, x.dtype)
-        q_width = self.num_heads * self.head_dim
-        kv_width = self.num_kv_heads * self.head_dim
         for index, layer in enumerate(self.layers):
-            h = self._norm(x, layer.input_norm)
-            q, k, v = layer.qkv(h).split([q_width, kv_width, kv_width], -1)
-            q = q.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
-            k = k.view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-            v = v.view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-            q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
-            keys, values = kv.extend(index, k, v)
-            attended = _attend(q, keys, values, mask, self.scaling)
-            x = x + layer.o(attended.transpose(1, 2).reshape(batch, length, q_width))
-            gate, up = layer.gate_up(self._norm(x, layer.post_norm)).chunk(2, -1)
-            x = x + layer.down(F.silu(gate) * up)
-        kv.advance(length)
+            qkv = layer.qkv(self._norm(x, layer.input_norm))
+            x = x + layer.o(self._attention(index, qkv, cos, sin, mask, kv))
+            x = self._mlp(layer, x)
+        kv.advance(input_ids.shape[1])
         return self._norm(x, self.final_norm)
+
+    def _attention(
+        self,
+        layer: int,
+        qkv: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor,
+        kv: KVCache | KVSegments,
+    ) -> torch.Tensor:
+        """Attention of layer ``layer`` from its fused q/k/v projection (B, T, q + 2 kv), through ``kv``;
+        returns (B, T, heads * head_dim), ready for the output projection."""
+        batch, length, _ = qkv.shape
+        kv_width = self.num_kv_heads * self.head_dim
+        q, k, v = qkv.split([self.num_heads * self.head_dim, kv_width, kv_width], -1)
+        q = q.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+        k = k.view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+        keys, values = kv.extend(layer, k, v)
+        attended = _attend(q, keys, values, mask, self.scaling)
+        return attended.transpose(1, 2).reshape(batch, length, -1)
+
+    def _mlp(self, layer: Layer, x: torch.Tensor) -> torch.Tensor:
+        gate, up = layer.gate_up(self._norm(x, layer.post_norm)).chunk(2, -1)
+        return x + layer.down(F.silu(gate) * up)
 
     def forward_together(self, segments: list[tuple]) -> list[torch.Tensor]:
         """:meth:`forward` of several batches at once, each ``(input_ids, positions, mask, kv)`` of its own
@@ -275,27 +290,20 @@ class LeanDecoder:
             [F.embedding(ids, self.embed).reshape(-1, 1, self.embed.shape[1]) for ids, *_ in segments]
         )
         rotary = [self._rotary(positions, x.dtype) for _, positions, _, _ in segments]
-        q_width = self.num_heads * self.head_dim
-        kv_width = self.num_kv_heads * self.head_dim
         keys_max = max(mask.shape[-1] for _, _, mask, _ in segments)
+        width = self.num_heads * self.head_dim
         with _attention_kernels(x.device, keys_max):
             for index, layer in enumerate(self.layers):
                 projected = layer.qkv(self._norm(x, layer.input_norm)).split(counts)
-                attended = []
-                for part, (batch, length), (cos, sin), (_, _, mask, kv) in zip(
-                    projected, shapes, rotary, segments, strict=True
-                ):
-                    q, k, v = part.view(batch, length, -1).split([q_width, kv_width, kv_width], -1)
-                    q = q.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
-                    k = k.view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-                    v = v.view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-                    q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
-                    keys, values = kv.extend(index, k, v)
-                    out = _attend(q, keys, values, mask, self.scaling)
-                    attended.append(out.transpose(1, 2).reshape(batch * length, 1, q_width))
-                x = x + layer.o(torch.cat(attended))
-                gate, up = layer.gate_up(self._norm(x, layer.post_norm)).chunk(2, -1)
-                x = x + layer.down(F.silu(gate) * up)
+                attended = [  # each batch's tokens back to rows of one token, as the projections take them
+                    self._attention(index, part.view(batch, length, -1), cos, sin, mask, kv).view(
+                        -1, 1, width
+                    )
+                    for part, (batch, length), (cos, sin), (_, _, mask, kv) in zip(
+                        projected, shapes, rotary, segments, strict=True
+                    )
+                ]
+                x = self._mlp(layer, x + layer.o(torch.cat(attended)))
         for (_, length), (_, _, _, kv) in zip(shapes, segments, strict=True):
             kv.advance(length)
         hidden = self._norm(x, self.final_norm)

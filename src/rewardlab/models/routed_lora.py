@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from rewardlab.models.forward import is_lora_variant
 from rewardlab.models.lean import LeanDecoder, Projection, _concat, _fused_decoder, _transformers_model
 from rewardlab.models.lean import _Unsupported as Unsupported
 
@@ -100,7 +101,7 @@ def _base_and_adapters(module: torch.nn.Module, adapters: list[str | None]):
     for index, name in enumerate(adapters):
         if name is None or name not in module.lora_A:
             continue
-        if name in module.lora_variant or getattr(module, "lora_bias", {}).get(name, False):
+        if is_lora_variant(module, name):
             raise Unsupported(f"LoRA variant (DoRA or a LoRA bias) in adapter {name}")
         found.append((index, module.lora_A[name].weight, module.lora_B[name].weight, module.scaling[name]))
     return base, found

@@ -40,7 +40,7 @@ from rewardlab.sampling.base import Generation
 from rewardlab.sampling.local import GREEDY_BELOW, adjusted_logits, sample_by_cdf
 from rewardlab.sampling.structured import Constraint, parse_response_format
 from rewardlab.serve.batching import Job
-from rewardlab.serve.engine import Engine
+from rewardlab.serve.engine import Engine, settle
 from rewardlab.serve.errors import AdapterError, UnknownModelError
 from rewardlab.serve.registry import ServedModels
 from rewardlab.serve.slots import SlotCache
@@ -589,7 +589,7 @@ class ContinuousEngine(Engine):
     # -- answers ---------------------------------------------------------------------------------------
 
     def _settle(self, job: Job, outcome) -> None:
-        self._loop.call_soon_threadsafe(_settle, job, outcome)
+        self._loop.call_soon_threadsafe(settle, job, outcome)
 
     def _fail(self, request: Request, error: Exception) -> None:
         self._live.pop(id(request), None)
@@ -613,14 +613,3 @@ class ContinuousEngine(Engine):
 def _put_all(items: list[tuple[asyncio.Queue, tuple]]) -> None:
     for queue, item in items:
         queue.put_nowait(item)
-
-
-def _settle(job: Job, outcome) -> None:
-    if job.stream is not None:
-        job.stream.put_nowait(None)  # no more tokens: the stream reads the future next
-    if job.future.done():
-        return
-    if isinstance(outcome, Exception):
-        job.future.set_exception(outcome)
-    else:
-        job.future.set_result(outcome)

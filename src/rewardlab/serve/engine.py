@@ -191,14 +191,7 @@ class Engine:
             self.metrics.failed_batches += 1
             outcomes = [error] * len(jobs)
         for job, outcome in zip(jobs, outcomes, strict=True):
-            if job.stream is not None:
-                job.stream.put_nowait(None)  # no more tokens: the stream reads the future next
-            if job.future.done():
-                continue
-            if isinstance(outcome, Exception):
-                job.future.set_exception(outcome)
-            else:
-                job.future.set_result(outcome)
+            settle(job, outcome)
 
     def _generate_locked(
         self, jobs: list[Job], loop: asyncio.AbstractEventLoop
@@ -257,6 +250,19 @@ class Engine:
         metrics.completion_tokens += sum(len(g.token_ids or []) for g in generations)
         metrics.generation_seconds += seconds
         logger.debug("batch of %d completions from %d requests in %.3fs", len(rows), len(live), seconds)
+
+
+def settle(job: Job, outcome: list[Generation] | Exception) -> None:
+    """Answer ``job`` with its completions or its error (on the event loop), unless its client has left;
+    a stream is told first that no more tokens come, so it reads the answer next."""
+    if job.stream is not None:
+        job.stream.put_nowait(None)
+    if job.future.done():
+        return
+    if isinstance(outcome, Exception):
+        job.future.set_exception(outcome)
+    else:
+        job.future.set_result(outcome)
 
 
 def _step_callback(row_jobs: list[Job], loop: asyncio.AbstractEventLoop):
