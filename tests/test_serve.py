@@ -1086,6 +1086,7 @@ def test_serve_flags_reach_the_server_and_bad_ones_are_one_line(tmp_path, monkey
         (["--adapter-dir", str(adapters)], "adapter_dirs only matter with runtime adapters"),
         (["--allow-runtime-adapters", "--adapter-dir", str(tmp_path / "nope")], "--adapter-dir is not a dir"),
         (["--set", "max_n=0"], "max_n"),
+        (["--scheduler", "continous"], "config field 'scheduler': Input should be 'continuous' or 'static'"),
     ]:
         result = runner.invoke(cli_app, [*base, *flags])
         lines = [line for line in result.output.strip().splitlines() if line.strip()]

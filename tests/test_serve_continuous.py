@@ -302,3 +302,32 @@ def test_decoding_rows_and_a_prefill_in_one_forward_compute_what_they_compute_ap
         together = decoder.forward_together([decoding, prefill])
     torch.testing.assert_close(together[0], alone_decoding, atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(together[1], alone_prefill, atol=2e-5, rtol=1e-4)
+
+
+def test_a_dora_adapter_loaded_at_runtime_is_refused_naming_the_static_scheduler(engine, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from rewardlab.models import load_model
+    from rewardlab.serve.errors import AdapterError
+
+    base, _ = load_model("tiny")
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], use_dora=True)).save_pretrained(
+        tmp_path / "dora"
+    )
+
+    async def scenario():
+        with pytest.raises(AdapterError) as refused:
+            await engine.load_adapter("dora", str(tmp_path / "dora"))
+        after = ask(engine, model="one", max_tokens=4)  # the engine serves on, its adapters unchanged
+        await after.future
+        return str(refused.value), after
+
+    message, after = running(engine, scenario)
+    assert (
+        "continuous batching" in message
+        and "--scheduler static" in message
+        and len(message.splitlines()) == 1
+    )
+    assert "dora" not in engine.models.names
+    prompt = engine.sampler.renderer.prompt_ids(MESSAGES)
+    assert texts(after) == [static_greedy(engine, "one", prompt, 4)]
