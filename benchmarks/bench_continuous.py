@@ -19,8 +19,10 @@ Traffic: ``base`` (every request names the base model: the only traffic ``transf
 it does not serve LoRA adapters), ``adapter`` (every request on one LoRA adapter) and ``mixed`` (requests
 alternate between the base and two adapters). Adapters are made for the run (LoRA rank 16 on every linear
 layer, B drawn at random so they answer differently). A cell stops sending after ``--seconds``; tokens/s is
-the servers' ``usage.completion_tokens`` over the cell's wall time. Prints markdown tables; BENCHMARKS.md has
-the command and the results.
+the servers' ``usage.completion_tokens`` over the cell's wall time. Answers are sampled, so a cell's wall time
+depends on how long its heavy answers ran: ``--repeats`` runs every server that many rounds, interleaved, and
+reports the median tokens/s (with each round's) and percentiles over all rounds' requests. Prints markdown
+tables; BENCHMARKS.md has the command and the results.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -176,6 +179,7 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=128, help="rewardlab's --max-batch-size")
     parser.add_argument("--servers", nargs="+", default=["static", "continuous", "transformers"])
     parser.add_argument("--traffic", nargs="+", default=list(TRAFFIC), choices=list(TRAFFIC))
+    parser.add_argument("--repeats", type=int, default=1, help="rounds over every server, interleaved")
     args = parser.parse_args()
 
     from rewardlab.models.loading import resolve
@@ -187,7 +191,7 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         adapters = make_adapters(args.model, Path(tmp))
-        for kind in args.servers:
+        for kind in [kind for _ in range(args.repeats) for kind in args.servers]:
             command = partial(server_command, kind, model_dir, adapters, args)
             server = ServerProcess(kind, command, args.threads, Path(tmp) / f"{kind}.log")
             names = {"base": model_dir, "one": "one", "two": "two"}
@@ -220,16 +224,32 @@ def main() -> None:
         "| latency p50 / p95 / p99 (s) |"
     )
     print("|---|---|---:|---:|---:|---:|---|---|")
-    for cell in cells:
-        if cell.failed or not cell.latency:
-            print(f"| {cell.server} | {cell.traffic} | {cell.clients} | {cell.requests} answered, "
-                  f"{cell.failed} failed | - | - | - | - |")  # fmt: skip
+    for runs in pooled(cells):
+        cell = runs[0]
+        if any(run.failed or not run.latency for run in runs):
+            print(f"| {cell.server} | {cell.traffic} | {cell.clients} | "
+                  f"{sum(run.requests for run in runs)} answered, {sum(run.failed for run in runs)} failed "
+                  "| - | - | - | - |")  # fmt: skip
             continue
-        ttft = " / ".join(f"{percentile(cell.first_token, q):.2f}" for q in (0.5, 0.95, 0.99))
-        total = " / ".join(f"{percentile(cell.latency, q):.2f}" for q in (0.5, 0.95, 0.99))
-        per_request, rate = cell.tokens / cell.requests, cell.tokens / cell.seconds
-        print(f"| {cell.server} | {cell.traffic} | {cell.clients} | {cell.requests} | {per_request:.0f} | "
-              f"{rate:.0f} | {ttft} | {total} |")  # fmt: skip
+        first = [t for run in runs for t in run.first_token]
+        latency = [t for run in runs for t in run.latency]
+        ttft = " / ".join(f"{percentile(first, q):.2f}" for q in (0.5, 0.95, 0.99))
+        total = " / ".join(f"{percentile(latency, q):.2f}" for q in (0.5, 0.95, 0.99))
+        rates = [run.tokens / run.seconds for run in runs]
+        rate = f"{statistics.median(rates):.0f}"
+        if len(runs) > 1:  # the median, and every round's
+            rate += " (" + ", ".join(f"{r:.0f}" for r in rates) + ")"
+        per_request = sum(run.tokens for run in runs) / len(latency)
+        print(f"| {cell.server} | {cell.traffic} | {cell.clients} | {len(latency)} | {per_request:.0f} | "
+              f"{rate} | {ttft} | {total} |")  # fmt: skip
+
+
+def pooled(cells: list[Cell]) -> list[list[Cell]]:
+    """The rounds of each (server, traffic, clients) cell together, in the order they first ran."""
+    groups: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.server, cell.traffic, cell.clients), []).append(cell)
+    return list(groups.values())
 
 
 if __name__ == "__main__":
