@@ -27,6 +27,7 @@ from rich.text import Text
 from rewardlab.config import (
     AuditConfig,
     CompareConfig,
+    DataFilterConfig,
     DataGenerateConfig,
     DemoConfig,
     EvalConfig,
@@ -69,7 +70,7 @@ models_app = typer.Typer(
 app.add_typer(runs_app, name="runs")
 app.add_typer(env_app, name="env")
 data_app = typer.Typer(
-    help="Datasets: generate rows for environments.",
+    help="Datasets: generate rows for environments, filter them, inspect them.",
     no_args_is_help=True,
     rich_markup_mode=None,
     context_settings=HELP_SETTINGS,
@@ -119,6 +120,7 @@ CompareHelp, AuditHelp, ExportHelp = (
 )
 ServeHelp, DemoHelp = help_config(ServeConfig), help_config(DemoConfig)
 DataGenerateHelp = help_config(DataGenerateConfig)
+DataFilterHelp = help_config(DataFilterConfig)
 
 
 def package_version() -> str:
@@ -743,17 +745,104 @@ def data_generate(
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same rows.")] = default(
         DataGenerateConfig, "seed"
     ),
+    template: Annotated[
+        str | None, typer.Option(help="Instead of a generator: a prompt template a model answers with rows.")
+    ] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint for --template.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name at --base-url.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Template requests in flight.")] = default(
+        DataGenerateConfig, "concurrency"
+    ),
     print_config: PrintConfig = False,
     _help_config: DataGenerateHelp = False,
 ):
-    """Generate a dataset from a generator function: every row checked against a schema, resumable."""
+    """Generate a dataset from a generator function or a model's replies to a template: every row checked
+    against a schema, resumable."""
     from rewardlab.data.generate import generate
 
     options = typed(ctx, {"schema": "row_schema"}, generator=generator, schema=schema, rows=rows, out=out,
-                    levels=levels, balance=balance, seed=seed)  # fmt: skip
+                    levels=levels, balance=balance, seed=seed, template=template, base_url=base_url,
+                    model=model, concurrency=concurrency)  # fmt: skip
     result = generate(configured(DataGenerateConfig, config, set_, options, print_config))
     for line in [*result.unfilled, result.summary()]:
         console.print(line, soft_wrap=True)
+
+
+@data_app.command("filter")
+@user_errors
+def data_filter(
+    ctx: typer.Context,
+    input_path: Annotated[
+        Path | None, typer.Argument(metavar="IN.jsonl", help="Rows to filter (prompt, answer, info).")
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="JSONL of accepted train rows; <stem>.held_out.jsonl, .rejected.jsonl beside."),
+    ] = None,
+    schema: Annotated[
+        str | None,
+        typer.Option(help="JSON Schema file (.json) or pydantic model (path.py:Model) every row must pass."),
+    ] = None,
+    check: Annotated[
+        list[str] | None,
+        typer.Option(metavar="PATH.py:FN", help="fn(row) -> reason to reject, or None (repeatable)."),
+    ] = None,
+    env: Annotated[
+        str | None, typer.Option(help="Environment whose rubric must give each row's gold reply its maximum.")
+    ] = None,
+    dedup: Annotated[str, typer.Option(help="exact, near or none.")] = default(DataFilterConfig, "dedup"),
+    near_threshold: Annotated[
+        float, typer.Option(help="Jaccard similarity of word 3-grams that makes a near duplicate.")
+    ] = default(DataFilterConfig, "near_threshold"),
+    held_out: Annotated[
+        float, typer.Option(help="Fraction held out, chosen by a hash of the prompt.")
+    ] = default(DataFilterConfig, "held_out"),
+    contamination: Annotated[
+        list[str] | None,
+        typer.Option(metavar="FILE.jsonl", help="Rows no kept row's prompt may nearly repeat (repeatable)."),
+    ] = None,
+    print_config: PrintConfig = False,
+    _help_config: DataFilterHelp = False,
+):
+    """Filter a dataset: schema, checks, the environment's oracle, duplicates, contamination; then split."""
+    from rewardlab.data.quality import filter_rows
+
+    fields = {"input_path": "input", "schema": "row_schema", "check": "checks"}
+    options = typed(ctx, fields, input_path=input_path, out=out, schema=schema, check=check, env=env,
+                    dedup=dedup, near_threshold=near_threshold, held_out=held_out,
+                    contamination=contamination)  # fmt: skip
+    result = filter_rows(configured(DataFilterConfig, config, set_, options, print_config))
+    print_whole(result.table())
+    console.print(result.summary(), soft_wrap=True)
+
+
+@data_app.command("inspect")
+@user_errors
+def data_inspect(
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE.jsonl", help="Dataset: rows of prompt, answer, info.")
+    ],
+    balance: Annotated[
+        str | None,
+        typer.Option(help="Class field, dotted (info.operation); default: the one data generate recorded."),
+    ] = None,
+    plots: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="Where the PNG plots go; default: <stem>.inspect/ beside the file."),
+    ] = None,
+    no_plots: Annotated[bool, typer.Option("--no-plots", help="Write no plots.")] = False,
+    samples: Annotated[int, typer.Option(min=0, help="Sample rows to show, drawn with a fixed seed.")] = 3,
+):
+    """Rows per level and class, rejected reasons, lengths, duplicate prompts, samples, and plots of them."""
+    from rewardlab.data.inspect import default_plot_dir, inspect_dataset
+    from rewardlab.data.inspect_view import plot_inspection, render_inspection
+
+    inspection = inspect_dataset(file, balance=balance, samples=samples)
+    render_inspection(inspection)
+    for path in [] if no_plots else plot_inspection(inspection, plots or default_plot_dir(file)):
+        console.print(f"plot: {escape(str(path))}", soft_wrap=True)
 
 
 def main() -> None:

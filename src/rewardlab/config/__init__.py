@@ -15,6 +15,7 @@ from rewardlab.config.base import RenamedField, Section, deep_merge
 from rewardlab.config.commands import (
     AuditConfig,
     CompareConfig,
+    DataFilterConfig,
     DataGenerateConfig,
     DemoConfig,
     DemoEvalSettings,
@@ -59,6 +60,7 @@ __all__ = [
     "BudgetConfig",
     "CompareConfig",
     "CurriculumConfig",
+    "DataFilterConfig",
     "DataGenerateConfig",
     "DemoConfig",
     "DynamicSamplingConfig",

@@ -568,6 +568,41 @@ class DataGenerateConfig(Section):
     max_attempts: int = Field(
         200, gt=0, description="Draws per row before giving up on it (rejected rows, balanced classes full)."
     )
+    template: str | None = Field(
+        None,
+        description="Instead of a generator: a prompt template file sent to a model behind base_url, whose "
+        "reply, constrained to the schema, is the row. {level} is the row's level; {field} (dotted) a "
+        "schema field with listed values, drawn for the row and pinned in the reply.",
+    )
+    base_url: str | None = Field(
+        None,
+        description="The OpenAI-compatible endpoint a template is sent to, e.g. http://127.0.0.1:8000/v1.",
+    )
+    model: str | None = Field(None, description="The model name the endpoint knows (with a template).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key.")
+    concurrency: int = Field(8, gt=0, description="Template requests in flight at once.")
+    constrained: bool = Field(
+        True,
+        description="Send the schema as response_format (json_schema) so the server decodes under it; false "
+        "for an endpoint without structured outputs (replies are parsed and checked all the same).",
+    )
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature for template requests.")
+    max_tokens: int = Field(512, gt=0, description="Longest reply to a template request, in tokens.")
+    usd_per_million_input: float = Field(0.0, ge=0, description="Price of prompt tokens; 0: unpriced.")
+    usd_per_million_output: float = Field(0.0, ge=0, description="Price of reply tokens; 0: unpriced.")
+    environment_rows: bool = Field(
+        True,
+        description="Rows must be loadable by an environment (prompt, answer, info); false for another "
+        "table, such as a pool of window titles that a generator reads.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataGenerateConfig:
+        if self.generator and self.template:
+            raise ValueError("give a generator or a template, not both")
+        if self.template and not (self.base_url and self.model):
+            raise ValueError("a template is sent to a model: give base_url and model too")
+        return self
 
     @field_validator("levels", mode="before")
     @classmethod
@@ -592,4 +627,70 @@ class DataGenerateConfig(Section):
             raise ValueError("every level needs a share above 0, as in 1=0.5,2=0.3,3=0.2")
         if abs(sum(value.values()) - 1) > 1e-6:
             raise ValueError(f"the shares sum to {sum(value.values()):g}, not 1")
+        return value
+
+
+# -- data filter ---------------------------------------------------------------------------------------
+
+
+class DataFilterConfig(Section):
+    """Dataset filtering: schema, user checks, the environment's oracle, duplicates, contamination, split."""
+
+    input: str | None = Field(None, description="The JSONL rows to filter (prompt, answer, info) (required).")
+    out: str | None = Field(
+        None,
+        description="The JSONL file of accepted train-split rows (required); the held-out rows go to "
+        "<stem>.held_out.jsonl and the rejected ones to <stem>.rejected.jsonl beside it.",
+    )
+    # Not ``schema``: that name is pydantic's own.
+    row_schema: str | None = Field(
+        None,
+        description="What every row must satisfy: a JSON Schema file (.json) or a pydantic model "
+        "(path.py:Model or module:Model) (--schema); none: no schema stage.",
+    )
+    checks: list[str] = Field(
+        default_factory=list,
+        description="Checks, path.py:function or module:function, each called as fn(row) -> str | None: "
+        "a string rejects the row with that reason, None accepts it (--check, repeatable).",
+    )
+    env: str | None = Field(
+        None,
+        description="An environment whose rubric must give each row's gold reply its maximum total "
+        "(the oracle stage); none: no oracle stage.",
+    )
+    env_args: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for the environment's load_environment()."
+    )
+    dedup: Literal["exact", "near", "none"] = Field(
+        "exact",
+        description="Duplicate prompts: 'exact' (same text once whitespace and case are normalised), 'near' "
+        "(also MinHash-estimated Jaccard of word 3-grams >= near_threshold) or 'none'.",
+    )
+    near_threshold: float = Field(
+        0.9,
+        description="Jaccard similarity at which two prompts are near duplicates (dedup and contamination).",
+    )
+    held_out: float = Field(
+        0.1,
+        description="Fraction of the accepted rows for the held-out split, chosen by a hash of the prompt "
+        "(the same prompt always lands on the same side).",
+    )
+    contamination: list[str] = Field(
+        default_factory=list,
+        description="JSONL files (an eval set) whose prompts no accepted row may repeat or nearly repeat "
+        "(--contamination, repeatable).",
+    )
+
+    @field_validator("near_threshold")
+    @classmethod
+    def _threshold(cls, value: float) -> float:
+        if not 0 < value <= 1:
+            raise ValueError(f"near_threshold must be in (0, 1], got {value}")
+        return value
+
+    @field_validator("held_out")
+    @classmethod
+    def _fraction(cls, value: float) -> float:
+        if not 0 <= value < 1:
+            raise ValueError(f"held_out must be in [0, 1), got {value}")
         return value

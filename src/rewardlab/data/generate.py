@@ -32,6 +32,7 @@ from typing import Any
 from rewardlab import atomic
 from rewardlab.config import DataGenerateConfig
 from rewardlab.console import progress
+from rewardlab.data.endpoint import DrawRejected, TemplateGenerator
 from rewardlab.data.sources import Rejection, RowSchema, fingerprint, load_generator, load_schema
 from rewardlab.envs.dataset import row_to_example
 from rewardlab.errors import DatasetError, RewardlabError
@@ -47,6 +48,9 @@ class GenerateResult:
     rejected: Counter = field(default_factory=Counter)  # reason -> draws
     passed_over: int = 0  # draws of a class that already had its share
     unfilled: list[str] = field(default_factory=list)  # one line per level whose classes ran short
+    prompt_tokens: int = 0  # a template's requests, as the endpoint counted them
+    completion_tokens: int = 0
+    usd: float | None = None  # their price, when priced
 
     @property
     def rows_per_second(self) -> float:
@@ -55,11 +59,15 @@ class GenerateResult:
     def summary(self) -> str:
         resumed = f" (resumed after {self.resumed_from})" if self.resumed_from else ""
         rejected = ", ".join(f"{count} {reason}" for reason, count in self.rejected.most_common())
+        tokens = ""
+        if self.prompt_tokens or self.completion_tokens:
+            price = f", ${self.usd:,.4f}" if self.usd is not None else ""
+            tokens = f"{self.prompt_tokens:,} prompt + {self.completion_tokens:,} reply tokens{price}; "
         return (
             f"{self.written} rows written{resumed}, {self.total} in {self.out}; rejected: "
             f"{sum(self.rejected.values())}{f' ({rejected})' if rejected else ''}; "
-            f"{f'{self.passed_over} passed over (class full); ' if self.passed_over else ''}"
-            f"{self.rows_per_second:,.0f} rows/s"
+            f"{f'{self.passed_over} passed over (class full); ' if self.passed_over else ''}{tokens}"
+            f"{self.rows_per_second:,.1f} rows/s"
         )
 
 
@@ -108,6 +116,7 @@ def settings_of(cfg: DataGenerateConfig) -> dict[str, Any]:
     settings = cfg.model_dump(mode="json", exclude={"out"})
     settings["generator_file"] = fingerprint(cfg.generator or "")
     settings["schema_file"] = fingerprint(cfg.row_schema or "")
+    settings["template_file"] = fingerprint(cfg.template or "")
     return settings
 
 
@@ -170,11 +179,13 @@ class Drawer:
         self.cfg, self.generator, self.schema, self.rejected_file = cfg, generator, schema, rejected_file
         self.rejected: Counter = Counter()
         self.passed_over = 0
+        self.dealing = hasattr(generator, "prefetch")  # a template's generator
         self.provenance = {
             "generator": cfg.generator,
             "schema": cfg.row_schema,
             "seed": cfg.seed,
             "rewardlab_version": package_version(),
+            **getattr(generator, "provenance", {}),  # a template's: its version, the model, the endpoint
         }
 
     def draw(self, index: int, level: int | None, counts: Counter, quotas: dict[str, int] | None):
@@ -184,7 +195,13 @@ class Drawer:
         for attempt in range(self.cfg.max_attempts):
             row = None
             try:
-                row = self.generator(random.Random(f"{self.cfg.seed}:{index}:{attempt}"), level)
+                rng = draw_rng(self.cfg.seed, index, attempt)
+                turn = (index + attempt,) if self.dealing else ()  # a template deals classes in turn
+                row = self.generator(rng, level, *turn)
+            except DrawRejected as rejected:  # a template's reply that is not JSON
+                made, problem = None, rejected.rejection
+            except RewardlabError:  # an endpoint that refuses: the command stops, the rows written stay
+                raise
             except Exception as error:  # the user's code: a failed draw, counted, not a crash
                 made, problem = None, Rejection(f"generator raised {type(error).__name__}", repr(error))
             else:
@@ -229,7 +246,8 @@ class Drawer:
         }
         made = {**row, "info": info}
         try:
-            row_to_example(made, f"row {index}")
+            if self.cfg.environment_rows:
+                row_to_example(made, f"row {index}")
             line = json.dumps(made, ensure_ascii=False)
         except DatasetError as error:
             return None, Rejection("environment cannot load it", str(error))
@@ -251,13 +269,28 @@ def _resumed_rejections(path: Path, next_index: int) -> None:
         atomic.write_text(path, "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in kept))
 
 
+def draw_rng(seed: int, index: int, attempt: int) -> random.Random:
+    return random.Random(f"{seed}:{index}:{attempt}")
+
+
 def generate(cfg: DataGenerateConfig) -> GenerateResult:
     """Write (or finish writing) ``cfg.out``; see the module's docstring."""
-    for name, value in (("generator", cfg.generator), ("schema", cfg.row_schema), ("out", cfg.out)):
+    if not (cfg.generator or cfg.template):
+        raise RewardlabError("data generate needs --generator (a function) or --template (a model's rows)")
+    for name, value in (("schema", cfg.row_schema), ("out", cfg.out)):
         if not value:
             raise RewardlabError(f"data generate needs --{name}")
+    schema = load_schema(cfg.row_schema)
+    generator = TemplateGenerator(cfg, schema) if cfg.template else load_generator(cfg.generator)
+    try:
+        return _generate(cfg, generator, schema)
+    finally:
+        if hasattr(generator, "close"):
+            generator.close()
+
+
+def _generate(cfg: DataGenerateConfig, generator, schema: RowSchema) -> GenerateResult:
     out = Path(cfg.out)
-    generator, schema = load_generator(cfg.generator), load_schema(cfg.row_schema)
     values = schema.values(cfg.balance) if cfg.balance else None
     out.parent.mkdir(parents=True, exist_ok=True)
     _claim(out, settings_of(cfg))
@@ -278,7 +311,11 @@ def generate(cfg: DataGenerateConfig) -> GenerateResult:
             of_level = [row for row in existing if row["info"]["provenance"]["level"] == level]
             counts = Counter(_key(_field(row, cfg.balance)) for row in of_level) if cfg.balance else Counter()
             quotas = class_quotas(count, values) if values else None
+            ahead = max(start, next_index)
             for index in range(max(start, next_index), start + count):
+                if hasattr(generator, "prefetch") and index >= ahead:  # a template's requests, sent together
+                    ahead = min(start + count, index + 4 * cfg.concurrency)
+                    generator.prefetch([(draw_rng(cfg.seed, i, 0), level, i) for i in range(index, ahead)])
                 line = drawer.draw(index, level, counts, quotas)
                 if line is None:
                     unfilled.append(_short_classes(cfg, level, counts, quotas))
@@ -288,10 +325,19 @@ def generate(cfg: DataGenerateConfig) -> GenerateResult:
                 rows_file.flush()  # an interruption loses at most this row
                 written += 1
                 advance(1, rejected=sum(drawer.rejected.values()))
-    return GenerateResult(
+    result = GenerateResult(
         out, written, len(existing) + written, len(existing), time.perf_counter() - started,
         drawer.rejected, drawer.passed_over, unfilled,
     )  # fmt: skip
+    if hasattr(generator, "stats"):
+        stats = generator.stats
+        result.prompt_tokens, result.completion_tokens = stats.prompt_tokens, stats.completion_tokens
+        if cfg.usd_per_million_input or cfg.usd_per_million_output:
+            result.usd = (
+                result.prompt_tokens * cfg.usd_per_million_input
+                + result.completion_tokens * cfg.usd_per_million_output
+            ) / 1e6
+    return result
 
 
 def _short_classes(cfg: DataGenerateConfig, level, counts: Counter, quotas: dict[str, int]) -> str:

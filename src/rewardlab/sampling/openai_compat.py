@@ -48,13 +48,18 @@ class RequestStats:
     retried: int = 0  # requests that needed at least one retry
     retries: int = 0  # retry attempts in all
     failed: int = 0  # requests given up on: their error was raised
+    prompt_tokens: int = 0  # as the server's usage counts them (servers that send none add nothing)
+    completion_tokens: int = 0
 
     @property
     def requests(self) -> int:
         return len(self.latencies_s) + self.failed
 
     def copy(self) -> RequestStats:
-        return RequestStats(list(self.latencies_s), self.retried, self.retries, self.failed)
+        return RequestStats(
+            list(self.latencies_s), self.retried, self.retries, self.failed,
+            self.prompt_tokens, self.completion_tokens,
+        )  # fmt: skip
 
     def since(self, earlier: RequestStats) -> RequestStats:
         """The requests made after ``earlier`` (a :meth:`copy` of these stats) was taken."""
@@ -63,6 +68,8 @@ class RequestStats:
             self.retried - earlier.retried,
             self.retries - earlier.retries,
             self.failed - earlier.failed,
+            self.prompt_tokens - earlier.prompt_tokens,
+            self.completion_tokens - earlier.completion_tokens,
         )
 
 
@@ -158,11 +165,16 @@ class OpenAISampler:
         self._loop: _LoopThread | None = _LoopThread()  # last: nothing after it can fail and leak the thread
 
     def generate(self, prompts: list[Prompt], params: SamplingParams) -> list[list[Generation]]:
-        if not prompts:
+        return self.generate_each([(prompt, params) for prompt in prompts])
+
+    def generate_each(self, requests: list[tuple[Prompt, SamplingParams]]) -> list[list[Generation]]:
+        """:meth:`generate` with each prompt's own parameters (its own response format, say), all of them
+        in flight together within ``max_concurrency``."""
+        if not requests:
             return []
         if self._loop is None:
             raise EndpointError(f"endpoint {self.base_url}: the sampler was closed")
-        return self._loop.run(self._generate(prompts, params))
+        return self._loop.run(self._generate(requests))
 
     def close(self) -> None:
         if self._loop is None:
@@ -179,10 +191,10 @@ class OpenAISampler:
 
     # -- on the private loop ------------------------------------------------------------------------
 
-    async def _generate(self, prompts: list[Prompt], params: SamplingParams) -> list[list[Generation]]:
+    async def _generate(self, requests: list[tuple[Prompt, SamplingParams]]) -> list[list[Generation]]:
         tasks = [
             asyncio.ensure_future(self._completions(prompt.messages, params, index))
-            for index, prompt in enumerate(prompts)
+            for index, (prompt, params) in enumerate(requests)
         ]
         try:
             return list(await asyncio.gather(*tasks))
@@ -257,6 +269,9 @@ class OpenAISampler:
                     continue
                 latency = time.perf_counter() - started
                 self.stats.latencies_s.append(latency)
+                if response.usage is not None:
+                    self.stats.prompt_tokens += response.usage.prompt_tokens or 0
+                    self.stats.completion_tokens += response.usage.completion_tokens or 0
                 return [
                     Generation(
                         text=choice.message.content or "",
