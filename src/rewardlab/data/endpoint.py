@@ -5,10 +5,10 @@ level; ``{field}`` (dotted: ``{info.kind}``) names a schema field with listed va
 bool): the draw picks one of them with its own random generator, and the schema sent along as
 ``response_format`` pins the field to it (a ``const``). So a server that decodes under the schema
 (``rewardlab serve``, vLLM) returns a row of that class. The ``--balance`` field, when the template names
-it, is not drawn but dealt in turn (row ``i``'s attempt ``a`` gets value ``(i + a) mod k``), so the classes
-fill their equal shares with hardly a request spent on a class already full. Any other placeholder is
-refused before anything is sent. Each draw also sends a seed drawn from its generator: a server that
-honours seeds answers a rerun alike.
+it, is not drawn but dealt in turn (the ``i``-th row of a level gets value ``i mod k``, in the schema's
+order, at every attempt), so the classes fill their equal shares and no request is spent on a class already
+full. Any other placeholder is refused before anything is sent. Each draw also sends a seed drawn from its
+generator: a server that honours seeds answers a rerun alike.
 
 Draws are requested ahead, ``concurrency`` at a time (:meth:`TemplateGenerator.prefetch`); a row's later
 attempts (after a rejection) are sent one by one. A reply that is not JSON is a rejected draw, counted like a
@@ -135,7 +135,7 @@ class TemplateGenerator:
             self._ready[key] = generations[0].text
 
     def __call__(self, rng: random.Random, level: int | None, turn: int = 0) -> dict:
-        """One draw's row; ``turn`` is the row's index plus the attempt (see the module)."""
+        """One draw's row; ``turn`` is the row's place in its level (see the module)."""
         key = draw_key(rng)
         text = self._ready.pop(key, None)
         if text is None:

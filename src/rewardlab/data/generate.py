@@ -188,16 +188,16 @@ class Drawer:
             **getattr(generator, "provenance", {}),  # a template's: its version, the model, the endpoint
         }
 
-    def draw(self, index: int, level: int | None, counts: Counter, quotas: dict[str, int] | None):
-        """The row, or None when every valid draw belonged to a class already full."""
+    def draw(self, index: int, level: int | None, counts: Counter, quotas: dict[str, int] | None, turn: int):
+        """The row, or None when every valid draw belonged to a class already full. ``turn`` is the row's
+        place in its level, which a template deals its balanced class by (every attempt the same class)."""
         last: Rejection | None = None
         valid = 0
         for attempt in range(self.cfg.max_attempts):
             row = None
             try:
                 rng = draw_rng(self.cfg.seed, index, attempt)
-                turn = (index + attempt,) if self.dealing else ()  # a template deals classes in turn
-                row = self.generator(rng, level, *turn)
+                row = self.generator(rng, level, turn) if self.dealing else self.generator(rng, level)
             except DrawRejected as rejected:  # a template's reply that is not JSON
                 made, problem = None, rejected.rejection
             except RewardlabError:  # an endpoint that refuses: the command stops, the rows written stay
@@ -315,8 +315,9 @@ def _generate(cfg: DataGenerateConfig, generator, schema: RowSchema) -> Generate
             for index in range(max(start, next_index), start + count):
                 if hasattr(generator, "prefetch") and index >= ahead:  # a template's requests, sent together
                     ahead = min(start + count, index + 4 * cfg.concurrency)
-                    generator.prefetch([(draw_rng(cfg.seed, i, 0), level, i) for i in range(index, ahead)])
-                line = drawer.draw(index, level, counts, quotas)
+                    draws = [(draw_rng(cfg.seed, i, 0), level, i - start) for i in range(index, ahead)]
+                    generator.prefetch(draws)
+                line = drawer.draw(index, level, counts, quotas, turn=index - start)
                 if line is None:
                     unfilled.append(_short_classes(cfg, level, counts, quotas))
                     break

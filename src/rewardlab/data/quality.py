@@ -222,12 +222,15 @@ class Checks(Stage):
                 return Rejection(f"check {name} raised {type(error).__name__}", repr(error))
             if reason is None:
                 continue
+            detail = reason
+            if isinstance(reason, tuple) and len(reason) == 2 and all(isinstance(r, str) for r in reason):
+                reason, detail = reason  # counted by the reason; the detail (which event, which value) kept
             if not isinstance(reason, str):
                 raise RewardlabError(
                     f"check {name} returned a {type(reason).__name__} for row {row.index}: a check returns "
-                    f"a reason (str) to reject the row, or None to accept it"
+                    f"a reason (str, or a (reason, detail) pair) to reject the row, or None to accept it"
                 )
-            return Rejection(f"check {name}: {reason}", f"check {name} rejected the row: {reason}")
+            return Rejection(f"check {name}: {reason}", f"check {name} rejected the row: {detail}")
         return None
 
 

@@ -258,28 +258,32 @@ def generate_logs(
         log = "\n".join(render_event(event) for event in events)
         return log, (log, events, kinds)
 
-    rows: list[dict[str, Any]] = []
     draws = split_draws(count, levels, split, eval_fraction, draw, "event logs", "event_selection:")
-    for level, (log, events, kinds) in draws:
-        gold = [event["id"] for event in events if low_productivity(event)]
-        rows.append(
-            {
-                "prompt": f"Activity log, one event per line:\n{log}\n\nWhich events show low productivity?",
-                # The answer is the gold JSON itself (what compare's debug view reads); info holds the
-                # gold ids for id_set_reward, and the event kinds for breakdowns.
-                "answer": json.dumps({ANSWER_FIELD: gold}),
-                "info": {
-                    "gold_ids": gold,
-                    "level": level if profile is None else "adversarial",
-                    "events": events,
-                    "kinds": kinds,
-                    "num_events": len(events),
-                    "num_decoys": sum(kind in DECOY_KINDS for kind in kinds),
-                    "num_traps": sum(kind in TRAP_KINDS for kind in kinds),
-                },
-            }
-        )
-    return rows
+    return [
+        log_row(events, kinds, level if profile is None else "adversarial", log)
+        for level, (log, events, kinds) in draws
+    ]
+
+
+def log_row(events: list[dict], kinds: list[str], level: int | str, log: str | None = None) -> dict[str, Any]:
+    """The dataset row of one log: gold ids are the events the rule labels low productivity."""
+    log = log if log is not None else "\n".join(render_event(event) for event in events)
+    gold = [event["id"] for event in events if low_productivity(event)]
+    return {
+        "prompt": f"Activity log, one event per line:\n{log}\n\nWhich events show low productivity?",
+        # The answer is the gold JSON itself (what compare's debug view reads); info holds the gold ids for
+        # id_set_reward, and the event kinds for breakdowns.
+        "answer": json.dumps({ANSWER_FIELD: gold}),
+        "info": {
+            "gold_ids": gold,
+            "level": level,
+            "events": events,
+            "kinds": kinds,
+            "num_events": len(events),
+            "num_decoys": sum(kind in DECOY_KINDS for kind in kinds),
+            "num_traps": sum(kind in TRAP_KINDS for kind in kinds),
+        },
+    }
 
 
 # -- the environment ---------------------------------------------------------------------------------------
@@ -332,10 +336,16 @@ def load_environment(
     format_weight: float = 0.05,
     system_prompt: str | None = SYSTEM_PROMPT,
     prompt_style: str = "terse",
+    dataset: str | None = None,
+    eval_dataset: str | None = None,
 ) -> EventSelectionEnv:
     """Activity logs at ``level`` (an int or a list for a mix). Rubric: ``id_f1`` (1) + ``json_valid`` and
     ``json_schema_match`` (``format_weight`` each); ``id_precision`` and ``id_recall`` are weight-0
-    measurements. An answer with no JSON object scores 0 on every component (not an error)."""
+    measurements. An answer with no JSON object scores 0 on every component (not an error).
+
+    ``dataset`` / ``eval_dataset``: JSONL files of logs to use instead of the generated ones (rows as
+    :func:`generate_logs` makes them, e.g. written by ``rewardlab data generate``); ``num_train`` and
+    ``num_eval`` then do not apply."""
     levels = checked_levels(level, LEVELS)
     check_split_sizes(num_train, num_eval, eval_fraction)
     if format_weight < 0:
@@ -357,8 +367,8 @@ def load_environment(
     return EventSelectionEnv(
         levels=levels,
         eval_fraction=eval_fraction,
-        dataset=generate_logs(levels, num_train, "train", seed, eval_fraction),
-        eval_dataset=generate_logs(levels, num_eval, "eval", seed, eval_fraction),
+        dataset=dataset or generate_logs(levels, num_train, "train", seed, eval_fraction),
+        eval_dataset=eval_dataset or generate_logs(levels, num_eval, "eval", seed, eval_fraction),
         system_prompt=system_prompt,
         rubric=rubric,
         parser=parser,
