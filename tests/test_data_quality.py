@@ -2,6 +2,7 @@
 duplicates, contamination), a split that depends on the prompt alone, rejected rows kept with their reason,
 one-line errors and nothing written when the input is wrong."""
 
+import functools
 import json
 import random
 from pathlib import Path
@@ -236,3 +237,74 @@ def test_mistakes_are_one_line_and_write_nothing(tmp_path, extra, rows, expected
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert expected in lines[0]
     assert not any(path.name.startswith("clean") for path in tmp_path.iterdir())
+
+
+def test_a_check_may_give_a_reason_to_count_and_a_detail_to_keep(tmp_path):
+    checks_file = tmp_path / "checks.py"
+    checks_file.write_text(
+        "def small(row):\n"
+        "    n = int(row['answer'])\n"
+        "    return ('answer too big', f'{n} is over 8') if n > 8 else None\n"
+    )
+    rows = [word_problem(2, 3), word_problem(4, 5), word_problem(6, 7)]
+    result, out = run(tmp_path, rows, checks=[f"{checks_file}:small"], dedup="none")
+    entries = rejected(out)
+    assert [e["reason"] for e in entries] == ["check small: answer too big"] * 2  # counted together
+    assert [e["message"] for e in entries] == [
+        "check small rejected the row: 9 is over 8",
+        "check small rejected the row: 13 is over 8",
+    ]
+
+
+class ScriptedJudge:
+    """Stands for OpenAISampler: accepts a row when the answer in its message is the prompt's sum."""
+
+    sent: list = []
+
+    def __init__(self, base_url, model, api_key_env="OPENAI_API_KEY", max_concurrency=8, **_):
+        self.closed = False
+
+    def generate_each(self, requests):
+        from rewardlab.sampling.base import Generation
+
+        replies = []
+        for prompt, params in requests:
+            ScriptedJudge.sent.append((prompt.messages[0]["content"], params))
+            text = prompt.messages[0]["content"]
+            numbers = [int(word) for word in text.replace(".", " ").split() if word.isdigit()]
+            a, b, answer = numbers[0], numbers[1], numbers[-1]
+            if a == 99:  # a judge that does not keep to the format
+                replies.append([Generation(text="I think it is fine")])
+                continue
+            verdict = {"reason": f"{a} + {b} is {a + b}", "accept": a + b == answer}
+            replies.append([Generation(text=json.dumps(verdict))])
+        return replies
+
+    def close(self):
+        self.closed = True
+
+
+def test_the_judge_rejects_with_its_reason_and_a_reply_out_of_format_is_counted(tmp_path, monkeypatch):
+    ScriptedJudge.sent = []
+    monkeypatch.setattr("rewardlab.sampling.openai_compat.OpenAISampler", ScriptedJudge)
+    rows = [word_problem(2, 3), word_problem(4, 5, answer=8), word_problem(99, 1), word_problem(6, 7)]
+    result, out = run(tmp_path, rows, dedup="none", judge_base_url="http://judge/v1", judge_model="j")
+    judge = result.stage("judge")
+    assert (judge.seen, judge.rejected) == (4, 2)
+    entries = {e["index"]: (e["reason"], e["message"]) for e in rejected(out)}
+    assert entries == {
+        1: ("judge: rejected", "the judge: 4 + 5 is 9"),
+        2: ("judge: reply not JSON", "the judge replied 'I think it is fine'"),
+    }
+    message, params = ScriptedJudge.sent[0]
+    assert "Ada has 2 apples" in message and "\n5\n" in message  # the prompt and the answer, filled in
+    assert params.temperature == 0 and params.response_format["json_schema"]["schema"]["required"] == [
+        "reason", "accept"
+    ]  # fmt: skip
+    bad = tmp_path / "judge.txt"
+    bad.write_text("Judge {prompt} given {label}")
+    with pytest.raises(ValueError, match="judge_base_url and judge_model"):
+        DataFilterConfig(input="x.jsonl", out="y.jsonl", judge_base_url="http://judge/v1")
+    judged = functools.partial(run, judge_base_url="http://judge/v1", judge_model="j", judge_prompt=str(bad))
+    message = user_error(judged, tmp_path, rows)
+    assert "{label} is not a field it fills" in message

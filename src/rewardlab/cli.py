@@ -803,16 +803,22 @@ def data_filter(
         list[str] | None,
         typer.Option(metavar="FILE.jsonl", help="Rows no kept row's prompt may nearly repeat (repeatable)."),
     ] = None,
+    judge_base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible endpoint of a model that judges every row left.")
+    ] = None,
+    judge_model: Annotated[str | None, typer.Option(help="Judge model name at --judge-base-url.")] = None,
     print_config: PrintConfig = False,
     _help_config: DataFilterHelp = False,
 ):
-    """Filter a dataset: schema, checks, the environment's oracle, duplicates, contamination; then split."""
+    """Filter a dataset: schema, checks, the environment's oracle, duplicates, contamination, a model judge;
+    then split."""
     from rewardlab.data.quality import filter_rows
 
     fields = {"input_path": "input", "schema": "row_schema", "check": "checks"}
     options = typed(ctx, fields, input_path=input_path, out=out, schema=schema, check=check, env=env,
                     dedup=dedup, near_threshold=near_threshold, held_out=held_out,
-                    contamination=contamination)  # fmt: skip
+                    contamination=contamination, judge_base_url=judge_base_url,
+                    judge_model=judge_model)  # fmt: skip
     result = filter_rows(configured(DataFilterConfig, config, set_, options, print_config))
     print_whole(result.table())
     console.print(result.summary(), soft_wrap=True)

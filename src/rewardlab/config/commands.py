@@ -680,6 +680,21 @@ class DataFilterConfig(Section):
         description="JSONL files (an eval set) whose prompts no accepted row may repeat or nearly repeat "
         "(--contamination, repeatable).",
     )
+    judge_base_url: str | None = Field(
+        None,
+        description="An OpenAI-compatible endpoint whose model judges every row left (the judge stage, "
+        "last): it replies with a reason and accept true/false, under a JSON Schema; none: no judge stage.",
+    )
+    judge_model: str | None = Field(None, description="The judge's model name at judge_base_url.")
+    judge_api_key_env: str = Field(
+        "OPENAI_API_KEY", description="Environment variable holding the judge's API key."
+    )
+    judge_prompt: str | None = Field(
+        None,
+        description="A template file for the judge's message, with {prompt} and {answer}; none: a built-in "
+        "one asking whether the answer is right and the task well posed.",
+    )
+    judge_concurrency: int = Field(8, gt=0, description="Judge requests in flight at once.")
 
     @field_validator("near_threshold")
     @classmethod
@@ -694,3 +709,9 @@ class DataFilterConfig(Section):
         if not 0 <= value < 1:
             raise ValueError(f"held_out must be in [0, 1), got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _judge(self) -> DataFilterConfig:
+        if bool(self.judge_base_url) != bool(self.judge_model):
+            raise ValueError("the judge stage needs both judge_base_url and judge_model")
+        return self

@@ -14,13 +14,15 @@ each stage sees only the rows every earlier one kept, and counts what it rejects
 5. ``dedup``: a row whose normalised prompt (whitespace collapsed, lowercased) repeats a kept row's, or with
    ``near`` whose word 3-gram MinHash estimates a Jaccard similarity of ``near_threshold`` or more, is
    rejected as a duplicate of the first;
-6. ``contamination``: a row whose prompt equals or nearly equals one in a ``--contamination`` file.
+6. ``contamination``: a row whose prompt equals or nearly equals one in a ``--contamination`` file;
+7. ``judge``: with ``judge_base_url``, a model reads each row left and accepts it or says why not
+   (:class:`Judge`).
 
 The rows kept are then split by a hash of their normalised prompt alone, so a row's side does not depend
 on the order of the rows or on which other rows there are. A stage is an object with a ``name`` and
-``run(rows, advance) -> {row index: Rejection}``; :func:`build_stages` lists them, and is where another
-(a model judging each row, last) goes. Outputs are written only when every stage has run, each file
-atomically: a bad input stops the command before anything is written.
+``run(rows, advance) -> {row index: Rejection}``; :func:`build_stages` lists them. Outputs are written
+only when every stage has run, each file atomically: a bad input stops the command before anything is
+written.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -46,6 +49,7 @@ from rewardlab.data.generate import rejected_path
 from rewardlab.data.sources import Rejection, RowSchema, load_object, load_schema
 from rewardlab.envs.dataset import row_to_example
 from rewardlab.errors import DatasetError, RewardlabError
+from rewardlab.sampling.base import Prompt, SamplingParams
 
 NUM_PERM = 128  # MinHash permutations: the similarity estimate's standard deviation is about 0.03 near 0.9
 SHINGLE_WORDS = 3
@@ -388,6 +392,90 @@ class Contamination(Stage):
         return rejected
 
 
+JUDGE_PROMPT = """You check one row of a dataset that will train a model.
+
+The task the model is given:
+{prompt}
+
+The answer it is expected to give:
+{answer}
+
+Is that answer correct, and is the task clear enough to have one right answer? Reply with JSON: first a
+short reason, then accept (true or false)."""
+
+JUDGE_SCHEMA = {
+    "type": "object",
+    "properties": {"reason": {"type": "string", "pattern": "^[^\\n]{1,200}$"}, "accept": {"type": "boolean"}},
+    "required": ["reason", "accept"],
+    "additionalProperties": False,
+}
+JUDGE_BATCH = 64  # rows sent together; the sampler keeps judge_concurrency of them in flight
+
+
+class Judge(Stage):
+    """A model behind an OpenAI-compatible endpoint reads each row and accepts it or gives its reason not
+    to. Its reply is held to :data:`JUDGE_SCHEMA` (``response_format``), at temperature 0; a reply that is
+    not that JSON rejects the row too (``judge: reply not JSON``), counted apart. An endpoint that refuses
+    or keeps failing stops the command before anything is written."""
+
+    name = "judge"
+
+    def __init__(self, cfg: DataFilterConfig):
+        from rewardlab.sampling.openai_compat import OpenAISampler
+
+        template = JUDGE_PROMPT
+        if cfg.judge_prompt:
+            path = Path(cfg.judge_prompt)
+            if not path.is_file():
+                raise RewardlabError(f"judge prompt file not found: {cfg.judge_prompt}")
+            template = path.read_text(encoding="utf-8")
+        unknown = sorted(set(re.findall(r"\{(\w+)\}", template)) - {"prompt", "answer"})
+        if unknown:
+            raise RewardlabError(
+                f"judge prompt: {{{unknown[0]}}} is not a field it fills (it fills {{prompt}} and {{answer}})"
+            )
+        self.template = template
+        self.sampler = OpenAISampler(
+            cfg.judge_base_url, cfg.judge_model, api_key_env=cfg.judge_api_key_env,
+            max_concurrency=cfg.judge_concurrency,
+        )  # fmt: skip
+        response_format = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": JUDGE_SCHEMA}}
+        self.params = SamplingParams(temperature=0.0, max_new_tokens=160, response_format=response_format)
+
+    def message(self, row: Row) -> Prompt:
+        answer = row.data.get("answer")
+        answer = answer if isinstance(answer, str) else json.dumps(answer)
+        text = self.template.replace("{prompt}", prompt_text(row.data) or "").replace("{answer}", answer)
+        return Prompt([{"role": "user", "content": text}])
+
+    def run(self, rows: list[Row], advance: Advance) -> dict[int, Rejection]:
+        rejected = {}
+        try:
+            for start in range(0, len(rows), JUDGE_BATCH):
+                batch = rows[start : start + JUDGE_BATCH]
+                replies = self.sampler.generate_each([(self.message(row), self.params) for row in batch])
+                for row, reply in zip(batch, replies, strict=True):
+                    problem = verdict(reply[0].text)
+                    if problem is not None:
+                        rejected[row.index] = problem
+                advance(len(batch))
+        finally:
+            self.sampler.close()
+        return rejected
+
+
+def verdict(text: str) -> Rejection | None:
+    """The judge's reply: None to keep the row, else why not."""
+    try:
+        reply = json.loads(text)
+        accept, reason = reply["accept"], str(reply["reason"])
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return Rejection("judge: reply not JSON", f"the judge replied {text[:200]!r}")
+    if accept is True:
+        return None
+    return Rejection("judge: rejected", f"the judge: {reason}")
+
+
 def build_stages(cfg: DataFilterConfig) -> list[Stage]:
     """The stages ``cfg`` asks for, in order. Each is built (its files read, its code imported) before any
     row is looked at, so a mistake in the command stops it at once."""
@@ -402,7 +490,8 @@ def build_stages(cfg: DataFilterConfig) -> list[Stage]:
         stages.append(Dedup(cfg.dedup, cfg.near_threshold))
     if cfg.contamination:
         stages.append(Contamination(cfg.contamination, cfg.near_threshold))
-    # A model judging each row would go last: the costliest stage then sees the fewest rows.
+    if cfg.judge_base_url:  # last: the costliest stage sees the fewest rows
+        stages.append(Judge(cfg))
     return stages
 
 
