@@ -23,7 +23,8 @@ def invoke(*args):
 
 def test_version_and_short_help():
     assert invoke("--version") == (0, f"rewardlab {version('rewardlab')}\n")
-    for args in ([], ["runs"], ["env"], ["data"], ["data", "generate"], *([command] for command in COMMANDS)):
+    groups = ([], ["runs"], ["env"], ["data"], ["data", "generate"], ["probe"], ["probe", "logit-lens"])
+    for args in (*groups, ["probe", "entropy"], *([command] for command in COMMANDS)):
         code, out = invoke(*args, "-h")
         assert code == 0 and "Usage:" in out and "-h, --help" in out
 

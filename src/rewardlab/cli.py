@@ -55,28 +55,22 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings=HELP_SETTINGS,
 )
-runs_app = typer.Typer(
-    help="Browse the run store.", no_args_is_help=True, rich_markup_mode=None, context_settings=HELP_SETTINGS
-)
-env_app = typer.Typer(
-    help="Environments.", no_args_is_help=True, rich_markup_mode=None, context_settings=HELP_SETTINGS
-)
-models_app = typer.Typer(
-    help="Built-in and packaged models.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    context_settings=HELP_SETTINGS,
-)
-app.add_typer(runs_app, name="runs")
-app.add_typer(env_app, name="env")
-data_app = typer.Typer(
-    help="Datasets: generate rows for environments, filter them, inspect them.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    context_settings=HELP_SETTINGS,
-)
-app.add_typer(models_app, name="models")
-app.add_typer(data_app, name="data")
+
+
+def command_group(name: str, summary: str) -> typer.Typer:
+    """A subcommand group (``rewardlab runs ...``) with the app's plain help."""
+    group = typer.Typer(
+        help=summary, no_args_is_help=True, rich_markup_mode=None, context_settings=HELP_SETTINGS
+    )
+    app.add_typer(group, name=name)
+    return group
+
+
+runs_app = command_group("runs", "Browse the run store.")
+env_app = command_group("env", "Environments.")
+models_app = command_group("models", "Built-in and packaged models.")
+data_app = command_group("data", "Datasets: generate rows for environments, filter them, inspect them.")
+probe_app = command_group("probe", "Look inside a model: the logit lens, token entropy and forking tokens.")
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", metavar="FILE.toml", help="TOML config file.")
@@ -849,6 +843,79 @@ def data_inspect(
     render_inspection(inspection)
     for path in [] if no_plots else plot_inspection(inspection, plots or default_plot_dir(file)):
         console.print(f"plot: {escape(str(path))}", soft_wrap=True)
+
+
+ProbeModel = Annotated[str, typer.Option(help="Model to probe (name, path or run id).")]
+ProbeOut = Annotated[Path, typer.Option(metavar="DIR", help="Where the PNG and the numbers go.")]
+ProbeRaw = Annotated[bool, typer.Option("--raw", help="Feed the prompt as it is, without the chat template.")]
+ProbeDtype = Annotated[str, typer.Option(help="Weights' dtype: float32, bfloat16 or float16.")]
+
+
+@probe_app.command("logit-lens")
+@user_errors
+def probe_logit_lens(
+    model: ProbeModel,
+    prompt: Annotated[str, typer.Option(help="The user message (rendered with the chat template).")],
+    answer: Annotated[
+        str | None, typer.Option(help="Expected answer: its first token's rank and probability per layer.")
+    ] = None,
+    positions: Annotated[
+        str, typer.Option(help="Prompt positions to read, negative from the end: -1,-2.")
+    ] = "-1",
+    top_k: Annotated[int, typer.Option(help="Top tokens shown per layer.")] = 5,
+    raw: ProbeRaw = False,
+    out: ProbeOut = Path("probes"),
+    dtype: ProbeDtype = "float32",
+    runs_dir: RunsDir = "runs",
+):
+    """Each layer's hidden state through the final norm and LM head: what the model would say there."""
+    from rewardlab.probes.lens import logit_lens, parse_positions
+    from rewardlab.probes.view import render_lens, write_lens
+
+    result = logit_lens(model, prompt, answer=answer, positions=parse_positions(positions), top_k=top_k,
+                        raw=raw, dtype=dtype, runs_dir=runs_dir)  # fmt: skip
+    render_lens(result)
+    for path in write_lens(result, out):
+        console.print(f"wrote: {escape(str(path))}", soft_wrap=True)
+
+
+@probe_app.command("entropy")
+@user_errors
+def probe_entropy(
+    model: ProbeModel,
+    prompt: Annotated[
+        list[str] | None,
+        typer.Option(metavar="TEXT", help="A user message to sample completions of (repeatable)."),
+    ] = None,
+    run: Annotated[str | None, typer.Option(help="Instead of prompts: a run's stored rollouts.")] = None,
+    samples: Annotated[int, typer.Option(help="Completions per prompt, or the run's last rollouts.")] = 4,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest fresh completion, in tokens.")] = 48,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; entropy is taken at it.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    forking_share: Annotated[
+        float, typer.Option(help="The share of tokens, by highest entropy, marked forking.")
+    ] = 0.2,
+    threshold: Annotated[
+        float | None, typer.Option(help="Instead: every token at or above this entropy (nats) is forking.")
+    ] = None,
+    compare_model: Annotated[
+        str | None, typer.Option(help="A second model (base vs tuned) scored on the same tokens.")
+    ] = None,
+    raw: ProbeRaw = False,
+    out: ProbeOut = Path("probes"),
+    dtype: ProbeDtype = "float32",
+    runs_dir: RunsDir = "runs",
+):
+    """Token entropy along fresh samples or a run's rollouts; the forking tokens; a second model beside."""
+    from rewardlab.probes.entropy import EntropySettings, entropy_probe
+    from rewardlab.probes.view import render_entropy, write_entropy
+
+    settings = EntropySettings(model, prompt or [], run, samples, max_new_tokens, temperature, seed,
+                               forking_share, threshold, compare_model, raw, dtype, runs_dir)  # fmt: skip
+    result = entropy_probe(settings)
+    render_entropy(result)
+    for path in write_entropy(result, out):
+        console.print(f"wrote: {escape(str(path))}", soft_wrap=True)
 
 
 def main() -> None:
