@@ -24,7 +24,8 @@ def invoke(*args):
 def test_version_and_short_help():
     assert invoke("--version") == (0, f"rewardlab {version('rewardlab')}\n")
     groups = ([], ["runs"], ["env"], ["data"], ["data", "generate"], ["probe"], ["probe", "logit-lens"])
-    for args in (*groups, ["probe", "entropy"], *([command] for command in COMMANDS)):
+    probes = (["probe", "entropy"], ["probe", "linear"], ["probe", "prefill"])
+    for args in (*groups, *probes, *([command] for command in COMMANDS)):
         code, out = invoke(*args, "-h")
         assert code == 0 and "Usage:" in out and "-h, --help" in out
 

@@ -70,7 +70,9 @@ runs_app = command_group("runs", "Browse the run store.")
 env_app = command_group("env", "Environments.")
 models_app = command_group("models", "Built-in and packaged models.")
 data_app = command_group("data", "Datasets: generate rows for environments, filter them, inspect them.")
-probe_app = command_group("probe", "Look inside a model: the logit lens, token entropy and forking tokens.")
+probe_app = command_group(
+    "probe", "Look inside a model: logit lens, token entropy, forced prefixes, linear probes per layer."
+)
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", metavar="FILE.toml", help="TOML config file.")
@@ -851,6 +853,11 @@ ProbeRaw = Annotated[bool, typer.Option("--raw", help="Feed the prompt as it is,
 ProbeDtype = Annotated[str, typer.Option(help="Weights' dtype: float32, bfloat16 or float16.")]
 
 
+def say_written(paths: list[Path]) -> None:
+    for path in paths:
+        console.print(f"wrote: {escape(str(path))}", soft_wrap=True)
+
+
 @probe_app.command("logit-lens")
 @user_errors
 def probe_logit_lens(
@@ -875,8 +882,7 @@ def probe_logit_lens(
     result = logit_lens(model, prompt, answer=answer, positions=parse_positions(positions), top_k=top_k,
                         raw=raw, dtype=dtype, runs_dir=runs_dir)  # fmt: skip
     render_lens(result)
-    for path in write_lens(result, out):
-        console.print(f"wrote: {escape(str(path))}", soft_wrap=True)
+    say_written(write_lens(result, out))
 
 
 @probe_app.command("entropy")
@@ -914,8 +920,85 @@ def probe_entropy(
                                forking_share, threshold, compare_model, raw, dtype, runs_dir)  # fmt: skip
     result = entropy_probe(settings)
     render_entropy(result)
-    for path in write_entropy(result, out):
-        console.print(f"wrote: {escape(str(path))}", soft_wrap=True)
+    say_written(write_entropy(result, out))
+
+
+@probe_app.command("linear")
+@user_errors
+def probe_linear(
+    model: ProbeModel,
+    concept: Annotated[
+        str,
+        typer.Option(
+            metavar="FILE.jsonl|NAME",
+            help='Labelled texts ({"text": ..., "label": ...} rows, two labels) or a built-in: hypernym.',
+        ),
+    ],
+    compare_model: Annotated[
+        str | None, typer.Option(help="A second model (base vs tuned) probed on the same split.")
+    ] = None,
+    position: Annotated[
+        str, typer.Option(help="The token read: last (the text's last) or mean (over its tokens).")
+    ] = "last",
+    test_fraction: Annotated[
+        float, typer.Option(help="Share of rows held out (whole words or groups).")
+    ] = 0.25,
+    seed: Annotated[int, typer.Option(help="Seed of the split, the shuffled control and a built-in.")] = 0,
+    out: ProbeOut = Path("probes"),
+    dtype: ProbeDtype = "float32",
+    runs_dir: RunsDir = "runs",
+):
+    """Logistic-regression probes per layer for a concept, beside a shuffled-label control."""
+    from rewardlab.probes.linear import LinearSettings, linear_probe
+    from rewardlab.probes.view import render_linear, write_linear
+
+    settings = LinearSettings(model, concept, compare_model, position, test_fraction, seed, dtype, runs_dir)
+    result = linear_probe(settings)
+    render_linear(result)
+    say_written(write_linear(result, out))
+
+
+@probe_app.command("prefill")
+@user_errors
+def probe_prefill(
+    model: ProbeModel,
+    prefix: Annotated[
+        list[str] | None,
+        typer.Option(metavar="TEXT", help="Text forced at the start of the reply (repeatable)."),
+    ] = None,
+    env: Annotated[
+        str, typer.Option(help="Single-turn environment: name, module or .py file.")
+    ] = "arithmetic",
+    env_arg: Annotated[
+        list[str] | None,
+        typer.Option(metavar="KEY=VALUE", help="An environment argument, valued as --set (repeatable)."),
+    ] = None,
+    num_examples: Annotated[int, typer.Option("--num-examples", "-n", help="Examples (n).")] = 50,
+    rollouts: Annotated[
+        int, typer.Option("--rollouts", "-r", help="Rollouts per example and condition.")
+    ] = 2,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 is greedy.")] = 1.0,
+    max_new_tokens: Annotated[
+        str, typer.Option(help="Most tokens sampled after the prefix; auto: the environment's budget.")
+    ] = "auto",
+    split: Annotated[
+        str, typer.Option(help="Examples: eval (held-out), train, fresh or adversarial.")
+    ] = "eval",
+    seed: Annotated[int, typer.Option(help="Seed of example choice and sampling, as eval's.")] = 0,
+    samples: Annotated[int, typer.Option(help="Sample replies per condition kept in the JSON.")] = 3,
+    out: ProbeOut = Path("probes"),
+    dtype: ProbeDtype = "float32",
+    runs_dir: RunsDir = "runs",
+):
+    """Force a prefix into the reply over many examples: how the reward and the parsed answers move."""
+    from rewardlab.probes.prefill import PrefillSettings, prefill_probe
+    from rewardlab.probes.prefill_view import render_prefill, write_prefill
+
+    settings = PrefillSettings(model, env, prefix or [], env_arg or [], num_examples, rollouts, temperature,
+                               max_new_tokens, split, seed, samples, dtype, runs_dir)  # fmt: skip
+    result = prefill_probe(settings)
+    render_prefill(result)
+    say_written(write_prefill(result, out))
 
 
 def main() -> None:

@@ -5,6 +5,11 @@
 * :mod:`~rewardlab.probes.entropy`: the entropy of the next-token distribution along completions (fresh
   samples or a run's stored rollouts), its high-entropy "forking" tokens, and the same tokens under a
   second model.
+* :mod:`~rewardlab.probes.prefill`: a prefix forced into the reply over an environment's examples, and how
+  the reward and the parsed answers move against no prefix (tables and plot in ``prefill_view``).
+* :mod:`~rewardlab.probes.linear`: logistic-regression probes per layer for a concept given as labelled
+  texts (:mod:`~rewardlab.probes.concepts`: a JSONL file or the built-in ``hypernym``), beside a control on
+  shuffled labels.
 * :mod:`~rewardlab.probes.view`: their rich tables, PNG plots and JSON/CSV files.
 
 Nothing here trains or writes to the run store.

@@ -19,12 +19,14 @@ from rewardlab.console import console, print_whole
 from rewardlab.errors import RewardlabError
 from rewardlab.probes.entropy import EntropyProbe, Trace
 from rewardlab.probes.lens import LogitLens
+from rewardlab.probes.linear import LinearProbe
 
 CELL_CHARS = 10  # a token's label in a heatmap cell
 LOGPROB_FLOOR = -15.0  # the heatmap's lowest colour: p(answer) below 3e-7 all looks the same
 CONTEXT_TOKENS = (10, 4)  # tokens shown before and after a forking token
 FORKING_SHOWN = 12
 LOW, MID, HIGH = (110, 110, 110), (230, 200, 60), (230, 60, 50)  # entropy colours: grey, yellow, red
+READS = {"last": "the last token", "mean": "the mean over tokens"}  # a linear probe's --position
 
 
 def _cut(text: str, limit: int) -> str:
@@ -264,11 +266,7 @@ def _differences_table(result: EntropyProbe) -> Table:
 
 def write_entropy(result: EntropyProbe, out_dir: str | Path) -> list[Path]:
     """``entropy.json`` (every token of every completion, the summary) and ``entropy.png`` in ``out_dir``."""
-    out = _directory(out_dir)
-    paths = [out / "entropy.json", out / "entropy.png"]
-    _write(paths[0], lambda path: path.write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False)))
-    _write(paths[1], lambda path: _save(plot_entropy(result), path))
-    return paths
+    return write_numbers_and_plot(out_dir, "entropy", result.to_dict(), lambda: plot_entropy(result))
 
 
 def plot_entropy(result: EntropyProbe):
@@ -307,6 +305,89 @@ def plot_entropy(result: EntropyProbe):
     return fig
 
 
+# -- linear probe: console -----------------------------------------------------------------------------
+
+
+def render_linear(result: LinearProbe) -> None:
+    """One row per layer: test accuracy, the shuffled-label control and their difference, for each model;
+    each model's most selective layer in bold; then the majority baseline and the best layers."""
+    concept, two = result.concept, len(result.models) > 1
+    head = Text.assemble(
+        ("linear probe", "bold"),
+        f": {concept.name} ({len(concept.rows)} rows: {len(result.train)} train, {len(result.test)} test, "
+        f"split by {concept.grouped_by}), {READS[result.position]}",
+    )
+    console.print(head, soft_wrap=True)
+    table = Table()
+    table.add_column("layer", justify="right", style="bold")
+    for scores in result.models:
+        for name in ("accuracy", "control", "selectivity"):
+            table.add_column(Text(f"{name}\n{scores.model}" if two else name), justify="right")
+    for layer in range(len(result.models[0].layers)):
+        cells = []
+        for scores in result.models:
+            score = scores.layers[layer]
+            style = "bold" if score is scores.best else ""
+            numbers = (f"{score.accuracy:.3f}", f"{score.control:.3f}", f"{score.selectivity:+.3f}")
+            cells += [Text(number, style=style) for number in numbers]
+        table.add_row(result.models[0].layers[layer].name, *cells)
+    print_whole(table)
+    label = concept.labels[result.majority_label]
+    console.print(
+        f"majority baseline {result.majority:.3f} (always {label!r}); control: the same probe on shuffled "
+        "labels; selectivity: accuracy - control",
+        soft_wrap=True, markup=False, highlight=False,
+    )  # fmt: skip
+    for scores in result.models:
+        best = scores.best
+        console.print(
+            Text(f"{scores.model}: most selective at layer {best.name}, accuracy {best.accuracy:.3f}, "
+                 f"selectivity {best.selectivity:+.3f}"),
+            soft_wrap=True,
+        )  # fmt: skip
+
+
+# -- linear probe: files -------------------------------------------------------------------------------
+
+
+def write_linear(result: LinearProbe, out_dir: str | Path) -> list[Path]:
+    """``linear_probe.json`` (per model and layer the scores; every row with its label and split) and
+    ``linear_probe.png`` in ``out_dir``."""
+    return write_numbers_and_plot(out_dir, "linear_probe", result.to_dict(), lambda: plot_linear(result))
+
+
+def plot_linear(result: LinearProbe):
+    """Test accuracy per layer (solid) and the shuffled-label control (dashed), one colour per model, and
+    the majority baseline as a grey line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 2.5 + 0.26 * len(result.models[0].layers)), 4.4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for n, scores in enumerate(result.models):
+        colour, xs = colours[n % len(colours)], [score.layer for score in scores.layers]
+        ax.plot(xs, [s.accuracy for s in scores.layers], color=colour, marker="o", markersize=3.5,
+                label=_plain(f"{scores.model}: accuracy"))  # fmt: skip
+        ax.plot(xs, [s.control for s in scores.layers], color=colour, linestyle="--", linewidth=1.0,
+                label=_plain(f"{scores.model}: control (shuffled labels)"))  # fmt: skip
+    ax.axhline(result.majority, color="grey", linestyle=":", linewidth=1.2,
+               label=f"majority baseline {result.majority:.2f}")  # fmt: skip
+    layers = result.models[0].layers
+    step = max(1, len(layers) // 16)  # a readable number of ticks
+    ax.set_xticks([s.layer for s in layers][::step], [s.name for s in layers][::step], fontsize=8)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel("layer (embed: the embeddings)")
+    ax.set_ylabel("test accuracy")
+    concept = result.concept
+    ax.set_title(
+        _plain(f"Linear probe: {concept.name} ({concept.labels[1]} vs {concept.labels[0]}), "
+               f"{READS[result.position]}\n{len(result.train)} train / {len(result.test)} test rows, "
+               f"split by {concept.grouped_by}"),
+        fontsize=10,
+    )  # fmt: skip
+    ax.legend(fontsize="small", loc="best")
+    ax.grid(True, alpha=0.3)
+    return fig
+
+
 # -- shared --------------------------------------------------------------------------------------------
 
 
@@ -322,6 +403,15 @@ def _pyplot():
 def _plain(text: str) -> str:
     """Text matplotlib draws as written: a ``$`` would start mathtext."""
     return text.replace("$", r"\$")
+
+
+def write_numbers_and_plot(out_dir: str | Path, stem: str, numbers: dict, plot) -> list[Path]:
+    """``<stem>.json`` (``numbers``) and ``<stem>.png`` (the figure ``plot()`` draws) in ``out_dir``."""
+    out = _directory(out_dir)
+    paths = [out / f"{stem}.json", out / f"{stem}.png"]
+    _write(paths[0], lambda path: path.write_text(json.dumps(numbers, indent=2, ensure_ascii=False)))
+    _write(paths[1], lambda path: _save(plot(), path))
+    return paths
 
 
 def _directory(out_dir: str | Path) -> Path:
