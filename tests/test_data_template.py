@@ -40,13 +40,13 @@ class ScriptedEndpoint:
     """Stands for OpenAISampler: answers each request with a row of the class its schema pins."""
 
     instances: list[ScriptedEndpoint] = []
+    garbage_every = 0  # every n-th reply is not JSON (0: none)
+    give_up_after: int | None = None  # requests answered before the endpoint gives up
 
     def __init__(self, base_url, model, api_key_env="OPENAI_API_KEY", max_concurrency=8, **_):
         self.calls: list[int] = []  # requests per call
         self.sent: list[tuple] = []
         self.stats = RequestStats()
-        self.garbage_every = 0
-        self.give_up_after: int | None = None
         ScriptedEndpoint.instances.append(self)
 
     def generate_each(self, requests):
@@ -74,6 +74,8 @@ class ScriptedEndpoint:
 def scripted(monkeypatch):
     ScriptedEndpoint.instances.clear()
     monkeypatch.setattr("rewardlab.sampling.openai_compat.OpenAISampler", ScriptedEndpoint)
+    for name in ("garbage_every", "give_up_after"):  # a test's script is undone after it
+        monkeypatch.setattr(ScriptedEndpoint, name, getattr(ScriptedEndpoint, name))
     return ScriptedEndpoint
 
 
@@ -119,17 +121,8 @@ def test_placeholders_are_filled_and_classes_pinned_in_the_schema_sent(tmp_path,
 
 
 def test_a_reply_that_is_not_json_is_a_counted_rejection_and_the_row_redrawn(tmp_path, scripted):
-    original = scripted.__init__
-
-    def garbage(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        self.garbage_every = 5
-
-    scripted.__init__ = garbage
-    try:
-        result = generate(config(tmp_path, rows=30, usd_per_million_input=1.0, usd_per_million_output=2.0))
-    finally:
-        scripted.__init__ = original
+    scripted.garbage_every = 5
+    result = generate(config(tmp_path, rows=30, usd_per_million_input=1.0, usd_per_million_output=2.0))
     assert result.written == 30
     sent = len(scripted.instances[0].sent)
     assert result.rejected == Counter({"endpoint: reply not JSON": sent // 5})
@@ -139,17 +132,9 @@ def test_a_reply_that_is_not_json_is_a_counted_rejection_and_the_row_redrawn(tmp
 
 
 def test_an_endpoint_that_gives_up_stops_in_one_line_and_keeps_the_rows_written(tmp_path, scripted):
-    original = scripted.__init__
-
-    def failing(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        self.give_up_after = 20
-
-    scripted.__init__ = failing
-    try:
-        message = user_error(generate, config(tmp_path, rows=50, concurrency=2))
-    finally:
-        scripted.__init__ = original
+    scripted.give_up_after = 20
+    message = user_error(generate, config(tmp_path, rows=50, concurrency=2))
+    scripted.give_up_after = None
     assert "gave up after 5 attempts" in message
     rows = read(tmp_path / "rows.jsonl")
     assert len(rows) == 16  # the first window of 8 twice; the third window failed

@@ -650,8 +650,8 @@ class DataFilterConfig(Section):
     )
     checks: list[str] = Field(
         default_factory=list,
-        description="Checks, path.py:function or module:function, each called as fn(row) -> str | None: "
-        "a string rejects the row with that reason, None accepts it (--check, repeatable).",
+        description="Checks, path.py:function or module:function, each called as fn(row): a string, or a "
+        "(reason, detail) pair, rejects the row with that reason; None accepts it (--check, repeatable).",
     )
     env: str | None = Field(
         None,

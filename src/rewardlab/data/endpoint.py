@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from rewardlab.data.sources import Rejection, RowSchema
+from rewardlab.data.sources import Rejection, RowSchema, resolved
 from rewardlab.errors import RewardlabError
 from rewardlab.sampling.base import Prompt, SamplingParams
 
@@ -52,20 +52,11 @@ def pinned(schema: dict, values: dict[str, Any]) -> dict:
         node = schema
         *parents, name = dotted.split(".")
         for part in parents:
-            node = _resolved(schema, node)["properties"][part]
-        node = _resolved(schema, node)
+            node = resolved(schema, node)["properties"][part]
+        node = resolved(schema, node)
         node["properties"][name] = {"const": value}
         node["required"] = sorted({*node.get("required", []), name})
     return schema
-
-
-def _resolved(root: dict, node: dict) -> dict:
-    while "$ref" in node and node["$ref"].startswith("#/"):
-        target: Any = root
-        for part in node["$ref"][2:].split("/"):
-            target = target[part]
-        node = target
-    return node
 
 
 class TemplateGenerator:

@@ -33,7 +33,14 @@ from rewardlab import atomic
 from rewardlab.config import DataGenerateConfig
 from rewardlab.console import progress
 from rewardlab.data.endpoint import DrawRejected, TemplateGenerator
-from rewardlab.data.sources import Rejection, RowSchema, fingerprint, load_generator, load_schema
+from rewardlab.data.sources import (
+    Rejection,
+    RowSchema,
+    field_value,
+    fingerprint,
+    load_generator,
+    load_schema,
+)
 from rewardlab.envs.dataset import row_to_example
 from rewardlab.errors import DatasetError, RewardlabError
 
@@ -95,12 +102,6 @@ def class_quotas(count: int, values: list[Any]) -> dict[str, int]:
 
 def _key(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
-
-
-def _field(row: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        row = row.get(part) if isinstance(row, dict) else None
-    return row
 
 
 def package_version() -> str:
@@ -179,7 +180,7 @@ class Drawer:
         self.cfg, self.generator, self.schema, self.rejected_file = cfg, generator, schema, rejected_file
         self.rejected: Counter = Counter()
         self.passed_over = 0
-        self.dealing = hasattr(generator, "prefetch")  # a template's generator
+        self.dealing = isinstance(generator, TemplateGenerator)  # it deals the balanced class in turn
         self.provenance = {
             "generator": cfg.generator,
             "schema": cfg.row_schema,
@@ -212,7 +213,7 @@ class Drawer:
                 continue
             valid += 1
             if quotas is not None:
-                key = _key(_field(row, self.cfg.balance or ""))
+                key = _key(field_value(row, self.cfg.balance or ""))
                 if counts[key] >= quotas[key]:
                     self.passed_over += 1
                     continue
@@ -285,7 +286,7 @@ def generate(cfg: DataGenerateConfig) -> GenerateResult:
     try:
         return _generate(cfg, generator, schema)
     finally:
-        if hasattr(generator, "close"):
+        if isinstance(generator, TemplateGenerator):
             generator.close()
 
 
@@ -309,11 +310,11 @@ def _generate(cfg: DataGenerateConfig, generator, schema: RowSchema) -> Generate
             if start + count <= next_index:
                 continue
             of_level = [row for row in existing if row["info"]["provenance"]["level"] == level]
-            counts = Counter(_key(_field(row, cfg.balance)) for row in of_level) if cfg.balance else Counter()
+            counts = Counter(_key(field_value(row, cfg.balance)) for row in of_level if cfg.balance)
             quotas = class_quotas(count, values) if values else None
             ahead = max(start, next_index)
             for index in range(max(start, next_index), start + count):
-                if hasattr(generator, "prefetch") and index >= ahead:  # a template's requests, sent together
+                if drawer.dealing and index >= ahead:  # a template's requests, sent together
                     ahead = min(start + count, index + 4 * cfg.concurrency)
                     draws = [(draw_rng(cfg.seed, i, 0), level, i - start) for i in range(index, ahead)]
                     generator.prefetch(draws)
@@ -330,7 +331,7 @@ def _generate(cfg: DataGenerateConfig, generator, schema: RowSchema) -> Generate
         out, written, len(existing) + written, len(existing), time.perf_counter() - started,
         drawer.rejected, drawer.passed_over, unfilled,
     )  # fmt: skip
-    if hasattr(generator, "stats"):
+    if isinstance(generator, TemplateGenerator):
         stats = generator.stats
         result.prompt_tokens, result.completion_tokens = stats.prompt_tokens, stats.completion_tokens
         if cfg.usd_per_million_input or cfg.usd_per_million_output:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rewardlab.data.generate import rejected_path
+from rewardlab.data.sources import field_value
 from rewardlab.errors import RewardlabError
 
 # Sample rows are drawn with this seed, so the same file always shows the same rows.
@@ -141,12 +142,6 @@ def read_objects(path: Path, notes: list[str]) -> Iterator[tuple[int, dict]]:
             yield number, row
 
 
-def _field(row: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        row = row.get(part) if isinstance(row, dict) else None
-    return row
-
-
 def _label(value: Any) -> Label:
     """A level or class as a dictionary key: ints and strings as they are (``True`` would equal ``1``, so it
     is its JSON text, as is any other value); ``None`` for a row without one."""
@@ -167,7 +162,7 @@ def _level(row: dict) -> Label:
     if not isinstance(info, dict):
         return None
     level = info.get("level")
-    return _label(level if level is not None else _field(info, "provenance.level"))
+    return _label(level if level is not None else field_value(info, "provenance.level"))
 
 
 def _text(value: Any) -> str:
@@ -223,7 +218,7 @@ def inspect_dataset(path: str | Path, balance: str | None = None, samples: int =
     for number, row in read_objects(path, result.notes):
         first_row = first_row if first_row is not None else row
         level = _level(row)
-        value = _field(row, result.balance) if result.balance else None
+        value = field_value(row, result.balance) if result.balance else None
         seen_balance = seen_balance or value is not None
         label = _label(value)
         prompt = row.get("prompt") if row.get("prompt") not in (None, "") else row.get("question")

@@ -109,13 +109,25 @@ class RowSchema:
         )
 
     def _resolved(self, node: dict) -> dict:
-        # pydantic puts an Enum or a nested model under $defs and refers to it; follow local references.
-        while isinstance(node, dict) and "$ref" in node and node["$ref"].startswith("#/"):
-            target: Any = self.json_schema
-            for part in node["$ref"][2:].split("/"):
-                target = target[part]
-            node = target
-        return node if isinstance(node, dict) else {}
+        return resolved(self.json_schema, node)
+
+
+def field_value(row: Any, dotted: str) -> Any:
+    """The value of a dotted field (``info.kind``) of a row, or None where the row has none."""
+    for part in dotted.split("."):
+        row = row.get(part) if isinstance(row, dict) else None
+    return row
+
+
+def resolved(root: dict, node: Any) -> dict:
+    """``node`` of the schema ``root``, its local references followed (pydantic puts an Enum or a nested
+    model under ``$defs`` and refers to it)."""
+    while isinstance(node, dict) and "$ref" in node and node["$ref"].startswith("#/"):
+        target: Any = root
+        for part in node["$ref"][2:].split("/"):
+            target = target[part]
+        node = target
+    return node if isinstance(node, dict) else {}
 
 
 def load_schema(spec: str) -> RowSchema:
