@@ -24,7 +24,7 @@ from rewardlab.probes.entropy import (
     teacher_forced,
 )
 from rewardlab.probes.inputs import render_prompt
-from rewardlab.probes.lens import final_norm, lens_logits, parse_positions, read_lens
+from rewardlab.probes.lens import compare_lens, final_norm, lens_logits, parse_positions, read_lens
 from rewardlab.probes.view import write_entropy, write_lens
 from rewardlab.runs import RunStore
 from rewardlab.sampling.base import Prompt, SamplingParams
@@ -104,6 +104,35 @@ def test_the_lens_is_written_as_png_json_and_csv(skewed, tmp_path):
     assert data["answer_token"] == "5" and len(data["positions"]) == 2
     rows = list(csv.DictReader(paths[1].open()))
     assert len(rows) == 2 * 5 * 3 and rows[0]["layer"] == "embed"
+
+
+def test_a_second_model_is_read_on_the_same_tokens_and_drawn_beside(tiny, skewed, tmp_path):
+    """Base against tuned: both lenses on one prompt, each its own model's numbers, one colour scale."""
+    args = dict(answer="5", positions=[-1, -2], top_k=3)
+    base = read_lens(*tiny, PROMPT, model_name="tiny", **args)
+    alone = read_lens(*skewed, PROMPT, model_name="skewed", **args)
+    both = compare_lens(read_lens(*tiny, PROMPT, model_name="tiny", **args), alone)
+    assert both.compare is alone and [lens.model for lens in both.models] == ["tiny", "skewed"]
+    ranks = [[row.answer_rank for row in p.rows] for p in both.positions]
+    assert ranks == [[row.answer_rank for row in p.rows] for p in base.positions]  # its own numbers kept
+    assert ranks != [[row.answer_rank for row in p.rows] for p in alone.positions]  # the models differ
+    paths = write_lens(both, tmp_path)
+    rows = list(csv.DictReader(paths[1].open()))
+    assert {row["model"] for row in rows} == {"tiny", "skewed"} and len(rows) == 2 * 2 * 5 * 3
+    assert json.loads(paths[0].read_text())["compare"]["model"] == "skewed"
+    single = write_lens(base, tmp_path / "single")[2]
+    from PIL import Image
+
+    assert Image.open(paths[2]).width > 1.6 * Image.open(single).width  # two heatmaps side by side
+
+
+def test_models_that_read_the_prompt_differently_are_not_compared(tiny):
+    first = read_lens(*tiny, PROMPT, answer="5", model_name="a")
+    other = read_lens(*tiny, "What is 2+4?", answer="5", model_name="b")
+    assert "reads the prompt as different tokens" in user_error(compare_lens, first, other)
+    assert "answer's first token differs" in user_error(
+        compare_lens, first, read_lens(*tiny, PROMPT, answer="6", model_name="b")
+    )
 
 
 def test_lens_mistakes_are_one_line(skewed):
@@ -205,6 +234,12 @@ def test_logit_lens_from_the_command_line(tmp_path):
     assert code == 0, out
     assert "position -1" in out and "position -2" in out and "rank of '5'" in out
     assert (tmp_path / "logit_lens.png").exists() and (tmp_path / "logit_lens.csv").exists()
+    both = ["logit-lens", "--model", "tiny", "--prompt", PROMPT, "--answer", "5", "--out", str(tmp_path)]
+    code, out = invoke(*both, "--compare-model", "tiny")
+    assert code == 0, out
+    assert out.count("tiny: logit lens") == 2 and "rank of '5' per layer" in out
+    # tiny-qwen2's tokenizer splits the same rendered prompt into other tokens: nothing to compare
+    assert "reads the prompt as different tokens" in one_line(*invoke(*both, "--compare-model", "tiny-qwen2"))
 
 
 def test_command_line_mistakes_are_one_line(tmp_path):

@@ -19,7 +19,7 @@ from rewardlab.probes.prefill import (
     compare_prefixes,
     prefill_probe,
 )
-from rewardlab.probes.prefill_view import write_prefill
+from rewardlab.probes.prefill_view import render_prefill, write_prefill
 from rewardlab.sampling.base import Generation, SamplingParams
 from rewardlab.sampling.local import LocalSampler
 
@@ -110,6 +110,31 @@ def test_the_baseline_is_evals_rollouts_at_the_same_seed(tmp_path):
     replies = [(s.rollout.example.id, s.rollout.completion_ids) for s in evaluated.scored]
     assert [(s.rollout.example.id, s.rollout.completion_ids) for s in probed.baseline.scored] == replies
     assert probed.baseline.mean_reward == pytest.approx(evaluated.summary["mean_reward"])
+
+
+def test_a_second_model_runs_the_same_conditions_and_is_paired_with_the_first(tmp_path, capsys):
+    """Base against tuned: the same examples and seeds under every condition, each model's own numbers, and
+    per condition the paired difference between the two models."""
+    settings = dict(num_examples=3, rollouts=2, max_new_tokens=6, seed=5, runs_dir=str(tmp_path))
+    alone = prefill_probe(PrefillSettings("tiny-qwen2", "arithmetic", ["<answer>"], **settings))
+    both = prefill_probe(PrefillSettings("tiny", "arithmetic", ["<answer>"], compare_model="tiny-qwen2",
+                                         **settings))  # fmt: skip
+    second = both.compare
+    assert [c.mean_reward for c in second.conditions] == [c.mean_reward for c in alone.conditions]
+    assert set(second.baseline.per_example) == set(both.baseline.per_example)
+    for between, a, b in zip(both.between, both.conditions, second.conditions, strict=True):
+        assert between["label"] == a.label
+        assert between["mean_diff"] == pytest.approx(b.mean_reward - a.mean_reward)
+        assert between["wins"] + between["ties"] + between["losses"] == 3
+    render_prefill(both)
+    assert "tiny-qwen2 against tiny, condition by condition" in capsys.readouterr().out
+    paths = write_prefill(both, tmp_path / "out")
+    data = json.loads(paths[0].read_text())
+    assert data["compare"]["model"] == "tiny-qwen2" and len(data["between"]) == 2
+    from PIL import Image
+
+    single = write_prefill(alone, tmp_path / "single")[1]
+    assert Image.open(paths[1]).height > 1.6 * Image.open(single).height  # a row per model
 
 
 def test_changed_answers_are_pairs_that_disagree():

@@ -870,6 +870,9 @@ def probe_logit_lens(
         str, typer.Option(help="Prompt positions to read, negative from the end: -1,-2.")
     ] = "-1",
     top_k: Annotated[int, typer.Option(help="Top tokens shown per layer.")] = 5,
+    compare_model: Annotated[
+        str | None, typer.Option(help="A second model (base vs tuned) read on the same tokens.")
+    ] = None,
     raw: ProbeRaw = False,
     out: ProbeOut = Path("probes"),
     dtype: ProbeDtype = "float32",
@@ -880,7 +883,7 @@ def probe_logit_lens(
     from rewardlab.probes.view import render_lens, write_lens
 
     result = logit_lens(model, prompt, answer=answer, positions=parse_positions(positions), top_k=top_k,
-                        raw=raw, dtype=dtype, runs_dir=runs_dir)  # fmt: skip
+                        raw=raw, dtype=dtype, runs_dir=runs_dir, compare_model=compare_model)  # fmt: skip
     render_lens(result)
     say_written(write_lens(result, out))
 
@@ -986,6 +989,9 @@ def probe_prefill(
     ] = "eval",
     seed: Annotated[int, typer.Option(help="Seed of example choice and sampling, as eval's.")] = 0,
     samples: Annotated[int, typer.Option(help="Sample replies per condition kept in the JSON.")] = 3,
+    compare_model: Annotated[
+        str | None, typer.Option(help="A second model (base vs tuned) under the same conditions.")
+    ] = None,
     out: ProbeOut = Path("probes"),
     dtype: ProbeDtype = "float32",
     runs_dir: RunsDir = "runs",
@@ -995,7 +1001,8 @@ def probe_prefill(
     from rewardlab.probes.prefill_view import render_prefill, write_prefill
 
     settings = PrefillSettings(model, env, prefix or [], env_arg or [], num_examples, rollouts, temperature,
-                               max_new_tokens, split, seed, samples, dtype, runs_dir)  # fmt: skip
+                               max_new_tokens, split, seed, samples, dtype, runs_dir,
+                               compare_model)  # fmt: skip
     result = prefill_probe(settings)
     render_prefill(result)
     say_written(write_prefill(result, out))

@@ -50,13 +50,20 @@ class LogitLens:
     model: str
     prompt: str  # as the model saw it (rendered with the chat template unless raw)
     num_tokens: int
+    prompt_ids: list[int]
     answer: str | None
     answer_id: int | None
     answer_token: str | None
     positions: list[LensPosition]
+    compare: LogitLens | None = None  # a second model (base against tuned) on the very same tokens
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def models(self) -> list[LogitLens]:
+        """This lens, then the compared model's, if any."""
+        return [self] if self.compare is None else [self, self.compare]
 
 
 def parse_positions(text: str) -> list[int]:
@@ -148,6 +155,7 @@ def read_lens(
         model=model_name,
         prompt=text,
         num_tokens=len(ids),
+        prompt_ids=ids,
         answer=answer,
         answer_id=answer_id,
         answer_token=None if answer_id is None else token_text(tokenizer, answer_id),
@@ -171,11 +179,34 @@ def read_lens(
 def logit_lens(
     model_name: str, prompt: str, *, answer: str | None = None, positions: Sequence[int] = (-1,),
     top_k: int = 5, raw: bool = False, dtype: str = "float32", runs_dir: str | Path = "runs",
+    compare_model: str | None = None,
 ) -> LogitLens:  # fmt: skip
-    """``rewardlab probe logit-lens``: the model loaded by name, then :func:`read_lens`."""
+    """``rewardlab probe logit-lens``: the model loaded by name, then :func:`read_lens`; with
+    ``compare_model`` the second model's lens on the same prompt (see :func:`compare_lens`)."""
     checked_prompt(prompt)  # before a model loads
-    model, tokenizer = load_probe_model(model_name, dtype=dtype, runs_dir=runs_dir)
-    return read_lens(
-        model, tokenizer, prompt, answer=answer, positions=positions, top_k=top_k, raw=raw,
-        model_name=model_name,
-    )  # fmt: skip
+    lenses = []
+    for name in [model_name] if compare_model is None else [model_name, compare_model]:
+        model, tokenizer = load_probe_model(name, dtype=dtype, runs_dir=runs_dir)
+        lenses.append(read_lens(
+            model, tokenizer, prompt, answer=answer, positions=positions, top_k=top_k, raw=raw,
+            model_name=name,
+        ))  # fmt: skip
+        del model
+    return lenses[0] if compare_model is None else compare_lens(*lenses)
+
+
+def compare_lens(first: LogitLens, second: LogitLens) -> LogitLens:
+    """``first`` with ``second`` beside it, once they are known to read the same tokens: base against tuned
+    only means something when both saw the same prompt ids and look for the same answer token."""
+    if first.prompt_ids != second.prompt_ids:
+        raise RewardlabError(
+            f"{second.model} reads the prompt as different tokens from {first.model}: the lens compares "
+            "models that share a tokenizer and chat template (a base and its tuned adapter)"
+        )
+    if first.answer_id != second.answer_id:
+        raise RewardlabError(
+            f"the answer's first token differs between {first.model} and {second.model}: "
+            "their tokenizers differ"
+        )
+    first.compare = second
+    return first

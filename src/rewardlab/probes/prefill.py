@@ -131,10 +131,18 @@ class PrefillProbe:
     seed: int
     conditions: list[Condition]
     warnings: list[str] = field(default_factory=list)
+    # A second model (base against tuned) under the same conditions on the same examples, and, per
+    # condition, its paired difference from this model (compare - this): mean_diff, ci95, wins/ties/losses.
+    compare: PrefillProbe | None = None
+    between: list[dict] = field(default_factory=list)
 
     @property
     def baseline(self) -> Condition:
         return self.conditions[0]
+
+    @property
+    def models(self) -> list[PrefillProbe]:
+        return [self] if self.compare is None else [self, self.compare]
 
     def to_dict(self) -> dict:
         conditions = []
@@ -142,9 +150,17 @@ class PrefillProbe:
             data = {k: v for k, v in asdict(condition).items() if k != "scored"}
             data["top_answers"] = [list(pair) for pair in condition.top_answers]
             conditions.append(data)
-        head = {k: v for k, v in asdict(self).items() if k != "conditions"}
-        return {**head, "reward_ci_method": REWARD_METHOD, "difference_method": INTERVAL_METHOD,
-                "conditions": conditions}  # fmt: skip
+        head = {
+            k: getattr(self, k)
+            for k in ("model", "env", "split", "num_examples", "rollouts", "temperature", "max_new_tokens",
+                      "seed", "warnings")
+        }  # fmt: skip
+        out = {**head, "reward_ci_method": REWARD_METHOD, "difference_method": INTERVAL_METHOD,
+               "conditions": conditions}  # fmt: skip
+        if self.compare is not None:
+            out["compare"] = self.compare.to_dict()
+            out["between"] = self.between
+        return out
 
 
 # -- running -------------------------------------------------------------------------------------------
@@ -301,6 +317,7 @@ class PrefillSettings:
     samples: int = 3
     dtype: str = "float32"
     runs_dir: str = "runs"
+    compare_model: str | None = None  # a second model under the same conditions (base against tuned)
 
 
 def checked_prefixes(prefixes: list[str]) -> list[str]:
@@ -389,8 +406,29 @@ def prefill_probe(settings: PrefillSettings) -> PrefillProbe:
         sampling={"temperature": s.temperature, "max_new_tokens": max_new_tokens}, runs_dir=s.runs_dir,
     )  # fmt: skip
     examples = select_examples(env, config)
-    model, tokenizer = load_probe_model(name, dtype=s.dtype, runs_dir=s.runs_dir)
-    sampler = LocalSampler(model, tokenizer, max_batch_size=config.max_batch_size)
-    result = compare_prefixes(env, sampler, config, examples, prefixes, samples=s.samples, model_name=s.model)
-    result.env = s.env
-    return result
+    second = None if s.compare_model is None else locate(s.compare_model, s.runs_dir)
+    if second is not None and is_scripted(second):
+        raise RewardlabError(
+            f"probe prefill needs a model to continue the prefix; {s.compare_model} is scripted"
+        )
+    results = []
+    for shown, path in [(s.model, name)] + ([] if second is None else [(s.compare_model, second)]):
+        model, tokenizer = load_probe_model(path, dtype=s.dtype, runs_dir=s.runs_dir)
+        sampler = LocalSampler(model, tokenizer, max_batch_size=config.max_batch_size)
+        # The same examples, prompts and seeds for both: the environment as worded for the first model.
+        results.append(
+            compare_prefixes(env, sampler, config, examples, prefixes, samples=s.samples, model_name=shown)
+        )
+        results[-1].env = s.env
+        del model, sampler
+    return results[0] if second is None else compare_models(*results)
+
+
+def compare_models(first: PrefillProbe, second: PrefillProbe) -> PrefillProbe:
+    """``first`` with ``second`` beside it, and per condition the paired difference second - first."""
+    first.compare = second
+    first.between = [
+        {"label": a.label, **paired_dict(a.per_example, b.per_example, first.seed)}
+        for a, b in zip(first.conditions, second.conditions, strict=True)
+    ]
+    return first

@@ -33,13 +33,39 @@ def _flat(text: str, limit: int) -> str:
 
 
 def render_prefill(result: PrefillProbe) -> None:
-    """The summary table, each condition's top answers, warnings, and the first example in every condition."""
-    print_whole(_summary_table(result))
-    print_whole(_answers_table(result))
-    for warning in result.warnings:
-        console.print(Text(f"note: {warning}", style="dim"), soft_wrap=True)
-    if result.baseline.samples:
-        print_whole(_samples_table(result))
+    """For each model: the summary table, each condition's top answers, warnings, and the first example in
+    every condition; with a second model, the two side by side per condition."""
+    for probe in result.models:
+        print_whole(_summary_table(probe))
+        print_whole(_answers_table(probe))
+        for warning in probe.warnings:
+            console.print(Text(f"note: {warning}", style="dim"), soft_wrap=True)
+        if probe.baseline.samples:
+            print_whole(_samples_table(probe))
+    if result.compare is not None:
+        print_whole(_between_table(result))
+
+
+def _between_table(result: PrefillProbe) -> Table:
+    first, second = result, result.compare
+    table = Table(title=Text(f"{second.model} against {first.model}, condition by condition (paired over "
+                             "examples)"), title_justify="left")  # fmt: skip
+    table.add_column("condition", style="bold")
+    for name in (first.model, second.model):
+        table.add_column(Text(f"{name} reward"), justify="right")
+        table.add_column(Text(f"{name} Δ vs no prefix"), justify="right")
+    table.add_column(Text("difference [95% CI]"), justify="right")
+    table.add_column("win/tie/loss", justify="right")
+    for a, b, between in zip(first.conditions, second.conditions, result.between, strict=True):
+        cells = []
+        for c in (a, b):
+            delta = "–" if c.difference is None else f"{c.difference['mean_diff']:+.3f}"
+            cells += [f"{c.mean_reward:.3f}", delta]
+        table.add_row(
+            Text(a.label), *cells, f"{between['mean_diff']:+.3f} {_interval(*between['ci95'])}",
+            f"{between['wins']}/{between['ties']}/{between['losses']}",
+        )  # fmt: skip
+    return table
 
 
 def _summary_table(result: PrefillProbe) -> Table:
@@ -116,11 +142,22 @@ def plotted_answers(conditions: list[Condition]) -> list[str]:
 def plot_prefill(result: PrefillProbe):
     """Left: mean reward per condition with its 95% interval (the baseline's dashed across). Right: each
     condition's answers as one stacked bar of shares, with the share of answers changed against the
-    baseline."""
+    baseline. With a second model, its row below, on the same reward scale."""
     plt = _pyplot()
+    probes = result.models
+    height = 0.9 + max(3.6, 0.55 * len(result.conditions) + 2.4)
+    fig, axes = plt.subplots(len(probes), 2, figsize=(12.0, height * len(probes)), squeeze=False)
+    low = min(0.0, *(c.ci95[0] for probe in probes for c in probe.conditions))
+    high = max(0.0, *(c.ci95[1] for probe in probes for c in probe.conditions)) * 1.25 + 0.05
+    for probe, (left, right) in zip(probes, axes, strict=True):
+        _draw_prefill(probe, plt, left, right)
+        left.set_ylim(low, high)
+    return fig
+
+
+def _draw_prefill(result: PrefillProbe, plt, left, right) -> None:
     conditions = result.conditions
     labels = [_plain(_cut(c.label, 18)) for c in conditions]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12.0, 0.9 + max(3.6, 0.55 * len(conditions) + 2.4)))
     xs = range(len(conditions))
     means = [c.mean_reward for c in conditions]
     # A bootstrap bound of equal values can sit a rounding error past the mean: never a negative bar.
@@ -137,8 +174,6 @@ def plot_prefill(result: PrefillProbe):
     else:
         left.set_xticks(list(xs), labels)
     left.set_ylabel("mean reward (95% CI over examples)")
-    top = max(max(c.ci95[1] for c in conditions), 0.0)
-    left.set_ylim(min(0.0, min(c.ci95[0] for c in conditions)), top * 1.25 + 0.05)
     left.set_title(
         f"Reward with a forced prefix: {_plain(result.model)} on {_plain(result.env)}\n"
         f"{result.num_examples} examples x {result.rollouts} rollouts, temperature {result.temperature:g}",
@@ -170,4 +205,3 @@ def plot_prefill(result: PrefillProbe):
     right.set_title("Parsed answers per condition\n(changed: answer pairs differing from the baseline's)",
                     fontsize=10)  # fmt: skip
     right.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.16, 1.0), title="answer")
-    return fig

@@ -41,7 +41,33 @@ def _format(value: float | None, digits: int = 3) -> str:
 
 
 def render_lens(result: LogitLens) -> None:
-    """One table per position: each layer's top tokens with probabilities, and the answer's rank."""
+    """One table per position and model: each layer's top tokens with probabilities, and the answer's rank;
+    with a second model, a table of the answer's rank per layer in both."""
+    for lens in result.models:
+        _render_one_lens(lens)
+    if result.compare is not None and result.answer_id is not None:
+        print_whole(_lens_rank_table(result))
+
+
+def _lens_rank_table(result: LogitLens) -> Table:
+    first, second = result, result.compare
+    table = Table(
+        title=Text(f"rank of '{result.answer_token}' per layer, both models"),
+        title_justify="left",
+    )
+    table.add_column("layer", justify="right", style="bold")
+    for position in result.positions:
+        for name in (first.model, second.model):
+            table.add_column(Text(f"{position.offset}: {name}"), justify="right")
+    for layer, row in enumerate(result.positions[0].rows):
+        cells = []
+        for a, b in zip(first.positions, second.positions, strict=True):
+            cells += [str(a.rows[layer].answer_rank), str(b.rows[layer].answer_rank)]
+        table.add_row(row.name, *cells)
+    return table
+
+
+def _render_one_lens(result: LogitLens) -> None:
     head = Text.assemble((f"{result.model}", "bold"), f": logit lens over {result.num_tokens} prompt tokens")
     if result.answer_id is not None:
         head.append(f", answer token '{result.answer_token}' (id {result.answer_id}, from {result.answer!r})")
@@ -82,30 +108,49 @@ def write_lens(result: LogitLens, out_dir: str | Path) -> list[Path]:
 def _lens_csv(result: LogitLens, path: Path) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["position", "offset", "layer", "rank", "token_id", "token", "prob",
+        writer.writerow(["model", "position", "offset", "layer", "rank", "token_id", "token", "prob",
                          "answer_rank", "answer_prob", "answer_logprob"])  # fmt: skip
-        for position in result.positions:
-            for row in position.rows:
-                for rank, (token_id, label, prob) in enumerate(row.top, start=1):
-                    writer.writerow([position.index, position.offset, row.name, rank, token_id, label, prob,
-                                     row.answer_rank, row.answer_prob, row.answer_logprob])  # fmt: skip
+        for lens in result.models:
+            for position in lens.positions:
+                for row in position.rows:
+                    for rank, (token_id, label, prob) in enumerate(row.top, start=1):
+                        writer.writerow([lens.model, position.index, position.offset, row.name, rank,
+                                         token_id, label, prob, row.answer_rank, row.answer_prob,
+                                         row.answer_logprob])  # fmt: skip
+
+
+def _lens_values(result: LogitLens):
+    """(layers, positions): the answer's log-probability when there is an answer, else the top-1's."""
+    import numpy as np
+
+    by_answer = result.answer_id is not None
+    return np.array(
+        [[row.answer_logprob if by_answer else row.top[0][2] for row in p.rows] for p in result.positions]
+    ).T
 
 
 def plot_lens(result: LogitLens):
     """Layers (embeddings at the bottom) by positions, each cell the top-1 token; coloured by the answer's
-    log-probability when there is an answer, else by the top-1 probability."""
-    import numpy as np
-
+    log-probability when there is an answer, else by the top-1 probability. With a second model, its
+    heatmap beside on the same colour scale."""
     plt = _pyplot()
+    lenses = result.models
+    layers, columns = len(result.positions[0].rows), len(result.positions)
+    width = max(5.0, 2.2 + 1.35 * columns)
+    fig, axes = plt.subplots(1, len(lenses), figsize=(width * len(lenses), max(3.2, 1.4 + 0.32 * layers)),
+                             squeeze=False)  # fmt: skip
+    lowest = min(float(_lens_values(lens).min()) for lens in lenses)
+    for lens, ax in zip(lenses, axes[0], strict=True):
+        _draw_lens(lens, fig, ax, max(lowest, LOGPROB_FLOOR), lowest < LOGPROB_FLOOR)
+    return fig
+
+
+def _draw_lens(result: LogitLens, fig, ax, floor: float, clipped: bool) -> None:
     layers, columns = len(result.positions[0].rows), len(result.positions)
     by_answer = result.answer_id is not None
-    values = np.array(
-        [[row.answer_logprob if by_answer else row.top[0][2] for row in p.rows] for p in result.positions]
-    ).T  # (layers, positions)
-    fig, ax = plt.subplots(figsize=(max(5.0, 2.2 + 1.35 * columns), max(3.2, 1.4 + 0.32 * layers)))
+    values = _lens_values(result)  # (layers, positions)
     if by_answer:
         # A floor, so one hopeless layer (often the embeddings) does not wash out the rest of the scale.
-        floor = max(float(values.min()), LOGPROB_FLOOR)
         image = ax.imshow(values, origin="lower", aspect="auto", cmap="viridis", vmin=floor, vmax=0.0)
         label = f"log p(answer token '{_plain(result.answer_token)}')"
     else:
@@ -117,7 +162,7 @@ def plot_lens(result: LogitLens):
             bright = (max(values[layer, col], low) - low) / (high - low or 1.0) > 0.6
             ax.text(col, layer, _plain(_cut(row.top[0][1], CELL_CHARS)), ha="center", va="center",
                     fontsize=8, color="black" if bright else "white")  # fmt: skip
-    extend = "min" if by_answer and values.min() < LOGPROB_FLOOR else "neither"
+    extend = "min" if by_answer and clipped else "neither"
     fig.colorbar(image, ax=ax, label=label, fraction=0.08 if columns < 3 else 0.04, extend=extend)
     ax.set_yticks(range(layers), [row.name for row in result.positions[0].rows], fontsize=8)
     ax.set_xticks(
@@ -127,7 +172,6 @@ def plot_lens(result: LogitLens):
     ax.set_ylabel("layer (embed: the embeddings)")
     what = f", answer '{_plain(result.answer or '')}'" if by_answer else ""
     ax.set_title(f"Logit lens: {_plain(result.model)}{what}\ncell: top-1 token of that layer", fontsize=10)
-    return fig
 
 
 # -- entropy: console ----------------------------------------------------------------------------------
