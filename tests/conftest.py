@@ -1,6 +1,10 @@
 import os
 from pathlib import Path
 
+# pytest-xdist's workers start with COLUMNS=80, which rich reads once, when the shared console is made: a
+# width fixed there would ignore the COLUMNS a test gives its CLI invocation.
+os.environ.pop("COLUMNS", None)
+
 import pytest
 
 from rewardlab.errors import RewardlabError

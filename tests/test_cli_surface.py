@@ -13,7 +13,7 @@ from rewardlab.cli import app
 from rewardlab.runs import RunStore
 
 runner = CliRunner()
-COMMANDS = ["sft", "train", "eval", "compare", "audit", "serve", "export", "demo"]
+COMMANDS = ["sft", "train", "eval", "compare", "audit", "serve", "export", "demo", "dashboard"]
 
 
 def invoke(*args):

@@ -2,7 +2,7 @@
 
     sft -> train.sft.run_sft          train -> train.trainer.train        eval -> eval.evaluate.evaluate
     compare -> eval.compare.run_compare     audit -> rubrics.audit.audit_run    export -> export.export_run
-    serve -> serve.server.serve       demo -> demo.run_demo
+    serve -> serve.server.serve       demo -> demo.run_demo     dashboard -> dashboard.serve_dashboard
 
 Every command that runs something takes ``--config FILE.toml`` and any number of ``--set key=value``
 overrides; ``--help-config`` lists every field with its default and meaning, and ``--print-config`` prints
@@ -27,6 +27,7 @@ from rich.text import Text
 from rewardlab.config import (
     AuditConfig,
     CompareConfig,
+    DashboardConfig,
     DataFilterConfig,
     DataGenerateConfig,
     DemoConfig,
@@ -115,6 +116,7 @@ CompareHelp, AuditHelp, ExportHelp = (
     help_config(ExportConfig),
 )
 ServeHelp, DemoHelp = help_config(ServeConfig), help_config(DemoConfig)
+DashboardHelp = help_config(DashboardConfig)
 DataGenerateHelp = help_config(DataGenerateConfig)
 DataFilterHelp = help_config(DataFilterConfig)
 
@@ -147,7 +149,7 @@ def main_options(
     try:
         configure_threads()  # the free cores, unless OMP_NUM_THREADS or REWARDLAB_THREADS says otherwise
     except RewardlabError as error:
-        console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -159,7 +161,7 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except RewardlabError as error:
-            console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -715,6 +717,26 @@ def serve(
     )  # fmt: skip
     cfg = configured(ServeConfig, config, set_, options, print_config)
     run_server(cfg, adapter, api_key, say=lambda text: console.print(text, soft_wrap=True))
+
+
+@app.command()
+@user_errors
+def dashboard(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = default(DashboardConfig, "host"),
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = default(DashboardConfig, "port"),
+    runs_dir: RunsDir = "runs",
+    print_config: PrintConfig = False,
+    _help_config: DashboardHelp = False,
+):
+    """The run store in a browser: runs, curves, rollouts, evals, comparisons, audits; live while training."""
+    from rewardlab.dashboard import serve_dashboard
+
+    options = typed(ctx, host=host, port=port, runs_dir=runs_dir)
+    cfg = configured(DashboardConfig, config, set_, options, print_config)
+    serve_dashboard(cfg, say=lambda text: console.print(text, soft_wrap=True))
 
 
 @data_app.command("generate")

@@ -47,6 +47,9 @@ class Rollout:
     prompt_ids: list[int] | None = None
     completion_ids: list[int] | None = None
     completion_mask: list[int] | None = None
+    # The sampling policy's log-prob of each completion token (0 on environment tokens), when the sampler
+    # was asked for them (``SamplingParams.logprobs``): a trainer sampling through a server uses them.
+    completion_logprobs: list[float] | None = None
     turn_tokens: list[int] = field(default_factory=list)  # tokens the model generated in each of its turns
     truncated: bool = False
     num_turns: int = 0

@@ -6,7 +6,7 @@ writes the config a command would run with as TOML, ready to save and pass back 
 * :mod:`~rewardlab.config.sections`: the tables commands share (``model``, ``env``, ``sampling``,
   ``optimizer``, ``lora``);
 * :mod:`~rewardlab.config.commands`: one config per command (``TrainConfig``, ``SFTConfig``, ``EvalConfig``,
-  ``CompareConfig``, ``ServeConfig``, ``AuditConfig``, ``ExportConfig``, ``DemoConfig``);
+  ``CompareConfig``, ``ServeConfig``, ``AuditConfig``, ``ExportConfig``, ``DashboardConfig``, ``DemoConfig``);
 * :mod:`~rewardlab.config.files`: TOML files and ``key=value`` overrides in, one-line errors and TOML out;
 * :mod:`~rewardlab.config.base`: what every table shares (renamed fields, a parent's defaults kept).
 """
@@ -15,6 +15,7 @@ from rewardlab.config.base import RenamedField, Section, deep_merge
 from rewardlab.config.commands import (
     AuditConfig,
     CompareConfig,
+    DashboardConfig,
     DataFilterConfig,
     DataGenerateConfig,
     DemoConfig,
@@ -60,6 +61,7 @@ __all__ = [
     "BudgetConfig",
     "CompareConfig",
     "CurriculumConfig",
+    "DashboardConfig",
     "DataFilterConfig",
     "DataGenerateConfig",
     "DemoConfig",

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from rewardlab.config.base import RenamedField, Section, preset
 from rewardlab.config.sections import (
     OPTIMIZER_FIELDS,
+    REPORT_TO,
     BudgetConfig,
     CurriculumConfig,
     DynamicSamplingConfig,
@@ -27,6 +28,7 @@ from rewardlab.config.sections import (
     LoraConfig,
     ModelConfig,
     OptimizerConfig,
+    ReportTo,
     SamplingConfig,
     check_precision,
 )
@@ -58,6 +60,7 @@ class SFTSettings(Section):
         description="Adapter settings (off: full fine-tune).",
     )
     log_every: int = Field(25, gt=0, description="Log loss every N steps.")
+    report_to: ReportTo = Field(default_factory=list, description=REPORT_TO)
     budget: BudgetConfig = Field(
         default_factory=BudgetConfig, description="What the run costs, and limits that stop it."
     )
@@ -177,7 +180,14 @@ class TrainSettings(Section):
     log_rollouts_per_step: int = Field(
         8, ge=0, description="Rollouts stored per step with their reward breakdown."
     )
+    report_to: ReportTo = Field(default_factory=list, description=REPORT_TO)
     max_batch_size: int = Field(256, gt=0, description="Most sequences per forward pass when sampling.")
+    seed_per_group: bool = Field(
+        False,
+        description="Sample each group from its own random stream, seeded by (seed, step, group), so what a "
+        "group draws does not depend on the rest of the batch: on by itself in data-parallel training "
+        "(several processes draw what one would); off, a step draws from one stream, as before.",
+    )
     curriculum: CurriculumConfig = Field(
         default_factory=CurriculumConfig, description="Which difficulty levels each step's prompts come from."
     )
@@ -237,11 +247,69 @@ class TrainConfig(TrainSettings):
     runs_dir: str = Field("runs", description="Where the run store (SQLite + run directories) lives.")
     seed: int = Field(0, description="Seeds example order, sampling and initialisation.")
     resume: str | None = Field(None, description="Run id or directory to continue from its last checkpoint.")
+    rollout_engine: Literal["local", "server"] = Field(
+        "local",
+        description="Where rollouts are sampled: 'local' (the model being trained, in process) or 'server' "
+        "(an OpenAI-compatible server that loads LoRA adapters at run time: rewardlab serve "
+        "--allow-runtime-adapters, or vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True), which gets the "
+        "adapter after every update; see docs/training.md.",
+    )
+    rollout_base_url: str | None = Field(
+        None, description="The rollout server's API root, e.g. http://127.0.0.1:8000/v1 (server engine)."
+    )
+    rollout_api_key_env: str = Field(
+        "OPENAI_API_KEY", description="Environment variable holding the rollout server's key (none: no key)."
+    )
+    rollout_adapter_dir: str | None = Field(
+        None,
+        description="Where adapters are written for the rollout server to load: for rewardlab serve inside "
+        "its --adapter-dir; on another machine, storage both share.",
+    )
+    rollout_adapter_server_dir: str | None = Field(
+        None, description="rollout_adapter_dir as the server sees it, when mounted elsewhere there."
+    )
+    rollout_max_concurrency: int = Field(32, gt=0, description="Requests in flight to the rollout server.")
+    rollout_timeout_s: float = Field(300.0, gt=0, description="Seconds one rollout request may take.")
+    max_off_policy_steps: int = Field(
+        0,
+        ge=0,
+        description="Steps sampling may run ahead of training (rollout_engine = 'server'): 0 samples every "
+        "step with the adapter just trained; k >= 1 samples steps t+1..t+k while step t trains, each by an "
+        "adapter at most k updates old, the importance ratio taken against the log-probs it sampled with.",
+    )
 
     @model_validator(mode="after")
     def _precision(self) -> TrainConfig:
         check_precision(self.lora, self.model.dtype)
         return self
+
+    @model_validator(mode="after")
+    def _rollouts(self) -> TrainConfig:
+        for problem in rollout_engine_problems(self):
+            raise ValueError(problem)
+        return self
+
+
+def rollout_engine_problems(config: TrainConfig) -> list[str]:
+    """Rollout settings that cannot work together, refused before anything loads."""
+    if config.rollout_engine == "local":
+        if config.max_off_policy_steps:
+            return [
+                "max_off_policy_steps >= 1 needs rollout_engine = 'server': in process, sampling and "
+                "training share one copy of the weights, so sampling cannot run ahead"
+            ]
+        return []
+    missing = [name for name in ("rollout_base_url", "rollout_adapter_dir") if not getattr(config, name)]
+    if missing:
+        return [f"rollout_engine = 'server' needs {' and '.join(missing)} (see docs/training.md)"]
+    if not config.lora.enabled:
+        return ["rollout_engine = 'server' sends the server LoRA adapters: enable LoRA (lora.enabled = true)"]
+    if config.max_off_policy_steps and config.curriculum.mode != "off":
+        return [
+            "max_off_policy_steps >= 1 and a curriculum cannot be combined yet: a curriculum picks a step's "
+            "levels from the steps before it, which sampling ahead has not seen; set max_off_policy_steps = 0"
+        ]
+    return []
 
 
 # -- eval and compare ----------------------------------------------------------------------------------
@@ -417,6 +485,14 @@ class ExportConfig(Section):
     merge: bool = Field(False, description="Also write the base model with the adapter merged in.")
     name: str = Field("tuned", description="Model name to serve the adapter under.")
     runs_dir: str = Field("runs", description="Where the run store lives.")
+
+
+class DashboardConfig(Section):
+    """The run store in a browser: runs, curves, rollouts, evals, comparisons and audits."""
+
+    runs_dir: str = Field("runs", description="The run store to show (it must exist).")
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on (0: any free port).")
 
 
 # -- demo ----------------------------------------------------------------------------------------------

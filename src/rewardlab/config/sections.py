@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from rewardlab.config.base import Section
 
@@ -78,6 +78,21 @@ class LoraConfig(Section):
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Module names to adapt, or 'all-linear' for every linear layer."
     )
+    quantize: Literal["none", "4bit"] = Field(
+        "none",
+        description="'4bit': QLoRA, the frozen base loaded in 4-bit NF4 by bitsandbytes (bfloat16 compute), "
+        "the adapters trained over it in float32; needs a CUDA GPU and pip install 'rewardlab[qlora]'.",
+    )
+
+    @model_validator(mode="after")
+    def _quantized_base_needs_lora(self) -> LoraConfig:
+        if self.quantize != "none" and not self.enabled:
+            raise ValueError(
+                f"quantize = '{self.quantize}' needs LoRA: a quantized base is frozen integer codes "
+                "that take no gradient, so full fine-tuning cannot update it (QLoRA trains float adapters "
+                "over it); set enabled = true, or quantize = 'none' to train every weight"
+            )
+        return self
 
 
 class EnvConfig(Section):
@@ -157,6 +172,27 @@ class OptimizerConfig(Section):
 
 
 OPTIMIZER_FIELDS = tuple(OptimizerConfig.model_fields)
+
+
+# The experiment trackers `report_to` accepts (rewardlab.trackers.TRACKERS implements each).
+TrackerName = Literal["tensorboard", "wandb", "mlflow", "trackio"]
+
+
+def _comma_separated(value: Any) -> Any:
+    """``--set report_to=tensorboard,wandb`` as well as a TOML list."""
+    return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+
+ReportTo = Annotated[
+    list[TrackerName],
+    BeforeValidator(_comma_separated),
+    AfterValidator(lambda names: list(dict.fromkeys(names))),
+]
+REPORT_TO = (
+    "Experiment trackers that get every metric the run store gets: tensorboard (<run dir>/tensorboard), "
+    "wandb, mlflow (MLFLOW_TRACKING_URI, else <runs_dir>/mlflow), trackio; each needs its extra, "
+    "pip install 'rewardlab[wandb]'. Empty: none."
+)
 
 
 def check_precision(lora: LoraConfig, dtype: str, where: str = "") -> None:

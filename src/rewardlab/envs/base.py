@@ -23,7 +23,7 @@ from rewardlab.envs.dataset import load_examples
 from rewardlab.errors import EnvironmentLoadError, RewardlabError
 from rewardlab.rubrics.parsers import Parser
 from rewardlab.rubrics.rubric import Rubric
-from rewardlab.sampling.base import Prompt, Sampler, SamplingParams
+from rewardlab.sampling.base import Prompt, Sampler, SamplingParams, derived_seed
 from rewardlab.types import Example, Messages, Rollout
 
 Policy = Callable[[Messages, dict[str, Any], Example, random.Random], str]
@@ -144,11 +144,22 @@ class Environment:
         """Whether the episode is over after the model's last message."""
         return True
 
-    def rollout(self, sampler: Sampler, examples: Sequence[Example], params: SamplingParams) -> list[Rollout]:
+    def rollout(
+        self,
+        sampler: Sampler,
+        examples: Sequence[Example],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Rollout]:
         """Run ``params.n`` episodes per example, all turns batched across episodes.
 
-        When the sampler exposes a ``renderer`` (local models), token ids are tracked through every
-        turn: generated ids are kept as they are and only the environment's replies are tokenized.
+        ``seeds`` (one per example) give each episode a random stream of its own: turn ``t`` of episode ``k``
+        of example ``i`` is sampled with ``Prompt.seed = derived_seed(seeds[i], k, t)``, so a group draws
+        the same completions whatever else is sampled beside it (a data-parallel trainer's shard).
+
+        When the sampler exposes a ``renderer`` (a local model, or a server sampled by token ids), token ids
+        are tracked through every turn: generated ids are kept as they are and only the environment's replies
+        are tokenized. With ``params.logprobs`` each rollout also keeps the sampler's log-prob of every token.
 
         The environment answers every model turn, the one at ``max_turns`` too. Each episode's ``state``
         ends with ``truncated`` (a model turn hit ``max_new_tokens``; such a turn is answered, then ends
@@ -171,6 +182,7 @@ class Environment:
                         prompt_ids=prompt_ids,
                         completion_ids=[] if renderer else None,
                         completion_mask=[] if renderer else None,
+                        completion_logprobs=[] if renderer and params.logprobs else None,
                     )
                 )
                 histories.append(copy.deepcopy(example.prompt))
@@ -179,10 +191,17 @@ class Environment:
         active = list(range(len(rollouts)))
         turn_params = copy.copy(params)
         turn_params.n = 1
+
+        def episode_seed(i: int, turn: int) -> int | None:
+            return None if seeds is None else derived_seed(seeds[i // params.n], i % params.n, turn)
+
         for turn in range(self.max_turns):
             if not active:
                 break
-            prompts = [Prompt(histories[i], ids[i], rollouts[i].state, rollouts[i].example) for i in active]
+            prompts = [
+                Prompt(histories[i], ids[i], rollouts[i].state, rollouts[i].example, episode_seed(i, turn))
+                for i in active
+            ]
             generations = sampler.generate(prompts, turn_params)
             still_active = []
             for i, [generation] in zip(active, generations, strict=True):
@@ -196,6 +215,11 @@ class Environment:
                 if renderer:
                     rollout.completion_ids.extend(generation.token_ids)
                     rollout.completion_mask.extend([1] * len(generation.token_ids))
+                    if rollout.completion_logprobs is not None:  # a sampler without them: none at all
+                        if generation.logprobs is None:
+                            rollout.completion_logprobs = None
+                        else:
+                            rollout.completion_logprobs.extend(generation.logprobs)
                     ids[i].extend(generation.token_ids)
                 cut_off = generation.finish_reason == "length"
                 rollout.truncated = rollout.truncated or cut_off
@@ -235,6 +259,8 @@ class Environment:
             delta = renderer.continuation_ids(before, generated_ids, histories[i])
             rollout.completion_ids.extend(delta)
             rollout.completion_mask.extend([0] * len(delta))
+            if rollout.completion_logprobs is not None:
+                rollout.completion_logprobs.extend([0.0] * len(delta))
             ids[i].extend(delta)
         return self.is_completed(histories[i], rollout.state)
 

@@ -397,6 +397,8 @@ def _check_config(config) -> None:
 
 def _check_architecture(hf: torch.nn.Module) -> None:
     _check_config(hf.config)
+    if getattr(hf.config, "quantization_config", None) is not None:
+        raise _Unsupported("quantized weights (QLoRA's 4-bit base: packed codes, not matrices to fuse)")
     if type(hf.model.embed_tokens) is not torch.nn.Embedding:
         raise _Unsupported("embedding layer")
 

@@ -60,6 +60,14 @@ class LoraSettings:
     dropout: float = 0.0
     target_modules: list[str] | str = "all-linear"
     extra: dict = field(default_factory=dict)
+    quantize: str = "none"  # "4bit": QLoRA, the frozen base in 4-bit NF4 (bitsandbytes, on a CUDA GPU)
+
+    @classmethod
+    def from_config(cls, lora) -> LoraSettings | None:
+        """The settings of a config's ``lora`` table; ``None`` when LoRA is off (full fine-tuning)."""
+        if not lora.enabled:
+            return None
+        return cls(lora.rank, lora.alpha, lora.dropout, lora.target_modules, quantize=lora.quantize)
 
 
 def tiny_model_path(name: str, seed: int = 0) -> Path:
@@ -184,17 +192,24 @@ def load_model(
 
     With ``lora``, a fresh trainable adapter is added (or an existing adapter directory is loaded
     trainable); the base weights stay frozen, which also makes the base model the KL reference for
-    free (adapters disabled), with no second copy in memory.
+    free (adapters disabled), with no second copy in memory. With ``lora.quantize = "4bit"`` the base is
+    loaded in 4-bit NF4 onto the GPU (QLoRA); where that cannot work, one line says so before it loads.
     """
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype '{dtype}' (use one of: {', '.join(DTYPES)})")
+    quantized = quantized_loading(lora.quantize, dtype, device) if lora and lora.quantize != "none" else {}
     base, adapter = resolve(name_or_path)
     tokenizer = load_tokenizer(name_or_path)
     try:
-        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(base, dtype=DTYPES[dtype])
+        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(base, dtype=DTYPES[dtype], **quantized)
     except OSError as error:
         raise ModelLoadError(f"cannot load model '{name_or_path}': {str(error).splitlines()[0]}") from None
-    model.to(pick_device(device))
+    if quantized:  # placed by device_map; norms and embeddings in float32, inputs that carry gradients
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        model.to(pick_device(device))
     if adapter is not None:
         from peft import PeftModel
 
@@ -216,6 +231,36 @@ def load_model(
         for parameter in model.parameters():
             parameter.requires_grad_(False)
     return model, tokenizer
+
+
+def quantized_loading(quantize: str, dtype: str, device: str) -> dict:
+    """``from_pretrained``'s arguments for a 4-bit base (QLoRA: NF4, double quantization, bfloat16
+    compute, as in the QLoRA paper); one line, before anything loads, where this machine cannot do it."""
+    target = pick_device(device)
+    if target.type != "cuda":
+        where = "this machine has none" if not torch.cuda.is_available() else f"model.device is '{device}'"
+        raise ModelLoadError(
+            f"lora.quantize = '{quantize}' needs a CUDA GPU (bitsandbytes' 4-bit kernels run there) and "
+            f"{where}: on a CPU train LoRA over a bfloat16 base instead (lora.quantize = 'none', "
+            "model.dtype = 'bfloat16')"
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ModelLoadError(
+            f"lora.quantize = '{quantize}' needs bitsandbytes, which is not installed: "
+            "pip install 'rewardlab[qlora]'"
+        ) from None
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.float16 if dtype == "float16" else torch.bfloat16
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
+    return {"quantization_config": config, "device_map": {"": target}}
 
 
 def pick_device(device: str = "auto") -> torch.device:

@@ -582,15 +582,43 @@ class RunStore:
                 ).rowcount
         return deleted
 
-    def metrics(self, run: RunRef) -> dict[str, builtins.list[tuple[int, float]]]:
-        """``name -> [(step, value), ...]`` sorted by step; NaN comes back as NaN."""
+    def metrics(
+        self, run: RunRef, names: Sequence[str] | None = None
+    ) -> dict[str, builtins.list[tuple[int, float]]]:
+        """``name -> [(step, value), ...]`` sorted by step, only ``names`` if given; NaN comes back as NaN."""
         out: dict[str, builtins.list[tuple[int, float]]] = {}
+        only = "" if names is None else f" AND name IN ({', '.join('?' * len(names))})"
         for row in self._query(
-            "SELECT step, name, value FROM metrics WHERE run_id = ? ORDER BY name, step", (_run_id(run),)
+            f"SELECT step, name, value FROM metrics WHERE run_id = ?{only} ORDER BY name, step",
+            (_run_id(run), *(names or ())),
         ):
             value = math.nan if row["value"] is None else row["value"]
             out.setdefault(row["name"], []).append((row["step"], value))
         return out
+
+    def metric_spans(self, run: RunRef) -> dict[str, tuple[int, int, int]]:
+        """``name -> (values logged, first step, last step)`` for every metric of a run, by name."""
+        rows = self._query(
+            "SELECT name, COUNT(*) AS n, MIN(step) AS first, MAX(step) AS last FROM metrics WHERE run_id = ?"
+            " GROUP BY name ORDER BY name",
+            (_run_id(run),),
+        )
+        return {row["name"]: (row["n"], row["first"], row["last"]) for row in rows}
+
+    def metric_extremes(self, run: RunRef, name: str, width: int) -> builtins.list[tuple[int, float | None]]:
+        """One metric thinned in SQL: the lowest and the highest value of each run of ``width`` steps, and the
+        first and last value, as ``(step, value)`` sorted by step (``None``: not a number). SQLite takes a
+        bare column from the row that holds a group's MIN or MAX, so each extreme keeps its own step."""
+        run_id, width = _run_id(run), max(1, int(width))
+        part = "SELECT step, {}(value) FROM metrics WHERE run_id = ?1 AND name = ?2 GROUP BY step / ?3"
+        ends = (
+            "SELECT step, value FROM metrics WHERE run_id = ?1 AND name = ?2 AND step IN ("
+            "SELECT MIN(step) FROM metrics WHERE run_id = ?1 AND name = ?2 UNION "
+            "SELECT MAX(step) FROM metrics WHERE run_id = ?1 AND name = ?2)"
+        )
+        sql = f"{part.format('MIN')} UNION {part.format('MAX')} UNION {ends} ORDER BY step"
+        points = {row[0]: row[1] for row in self._query(sql, (run_id, name, width))}
+        return sorted(points.items())
 
     def metric_table(self, run: RunRef) -> builtins.list[dict[str, Any]]:
         """One dict per step with ``step`` and every metric name (``None`` where it was not logged)."""
@@ -619,16 +647,34 @@ class RunStore:
             )
 
     def rollouts(
-        self, run: RunRef, phase: str | None = None, step: int | None = None
+        self,
+        run: RunRef,
+        phase: str | None = None,
+        step: int | None = None,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> builtins.list[dict[str, Any]]:
-        """Stored rollouts in logging order, JSON columns decoded, optionally filtered."""
+        """Stored rollouts in logging order, JSON columns decoded, optionally filtered; ``limit`` and
+        ``offset`` page through them in SQL."""
         sql = "SELECT * FROM rollouts WHERE run_id = ?"
         params: builtins.list[Any] = [_run_id(run)]
         if phase is not None:
             sql, params = sql + " AND phase = ?", [*params, phase]
         if step is not None:
             sql, params = sql + " AND step = ?", [*params, int(step)]
-        return [_decode_rollout(row) for row in self._query(sql + " ORDER BY step, id", params)]
+        sql += " ORDER BY step, id"
+        if limit is not None:
+            sql, params = sql + " LIMIT ? OFFSET ?", [*params, int(limit), int(offset)]
+        return [_decode_rollout(row) for row in self._query(sql, params)]
+
+    def rollout_index(self, run: RunRef) -> builtins.list[tuple[str, int, int]]:
+        """``(phase, step, number of rollouts)`` for every phase and step a run stored rollouts at."""
+        rows = self._query(
+            "SELECT phase, step, COUNT(*) AS n FROM rollouts WHERE run_id = ? GROUP BY phase, step"
+            " ORDER BY phase, step",
+            (_run_id(run),),
+        )
+        return [(row["phase"], row["step"], row["n"]) for row in rows]
 
     def rollout_counts(self, run: RunRef) -> dict[str, int]:
         """``phase -> number of rollouts``, for summaries that should not load every completion."""

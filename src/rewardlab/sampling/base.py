@@ -7,6 +7,7 @@ only use this protocol, so either can drive them; training needs ``token_ids``.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -55,12 +56,26 @@ class Prompt:
 
     ``state`` and ``example`` are the episode's, for scripted policies that play from the true state (a
     maze's walls); model samplers ignore them.
+
+    ``seed`` gives the prompt a random stream of its own: the local sampler draws sample ``j`` of it from a
+    generator seeded with ``derived_seed(seed, j)``, so what it samples does not depend on the other prompts
+    of the batch, on the batch's size or on how it is chunked (a data-parallel trainer relies on it). Without
+    it a batch draws from one stream (``SamplingParams.seed``, or torch's global one). Samplers that cannot
+    seed a prompt ignore it.
     """
 
     messages: Messages
     token_ids: list[int] | None = None
     state: dict | None = None
     example: Example | None = None
+    seed: int | None = None
+
+
+def derived_seed(*parts: object) -> int:
+    """A 63-bit seed that is a pure function of ``parts`` (ints and strings), the same in every process and
+    every Python (``hash`` of a string is salted per process)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 @dataclass

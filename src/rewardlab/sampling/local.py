@@ -19,7 +19,7 @@ import torch
 from rewardlab import faults
 from rewardlab.models.chat import ChatRenderer
 from rewardlab.models.forward import Forward, forward_for
-from rewardlab.sampling.base import Generation, Prompt, SamplingParams
+from rewardlab.sampling.base import Generation, Prompt, SamplingParams, derived_seed
 from rewardlab.sampling.structured import Grammars, parse_response_format
 
 # Called after every decoding step with (first flat row of the chunk, the new token of each row in it); it may
@@ -68,6 +68,21 @@ def sample_by_cdf(
         # probability zero adds no mass, so it is never the first to exceed anything.
         uniform = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device) * cumulative[:, -1:]
         return torch.searchsorted(cumulative, uniform, right=True).clamp_(max=probs.shape[-1] - 1)
+
+    return _sample(logits, temperature, top_p, top_k, invert)
+
+
+def sample_by_uniforms(
+    logits: torch.Tensor, temperature: float, top_p: float, uniforms: torch.Tensor, top_k: int = 0
+) -> torch.Tensor:
+    """:func:`sample_by_cdf` with each row's uniform number given (``uniforms``, (B,)): rows that draw from
+    streams of their own (``Prompt.seed``) take them from their own generators, all of a generation's at
+    once, and one pass over the batch picks every row's token."""
+
+    def invert(probs: torch.Tensor) -> torch.Tensor:
+        cumulative = probs.cumsum(dim=-1)
+        point = uniforms[:, None].to(cumulative.dtype) * cumulative[:, -1:]
+        return torch.searchsorted(cumulative, point, right=True).clamp_(max=probs.shape[-1] - 1)
 
     return _sample(logits, temperature, top_p, top_k, invert)
 
@@ -171,15 +186,29 @@ class LocalSampler:
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        row_generators = self._row_generators(prompts, params.n)
         results: list[Generation] = []
         with forward.sampling():  # the weights as they are now, for every chunk
             for start in range(0, len(flat), self.max_batch_size):
                 step_callback = None if on_step is None else partial(on_step, start)
                 chunk = flat[start : start + self.max_batch_size]
+                if row_generators is not None:  # every row its own stream, however the rows are chunked
+                    generator = row_generators[start : start + self.max_batch_size]
                 results.extend(
                     self._generate_batch(forward, chunk, params, generator, step_callback, response_format)
                 )
         return [results[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
+
+    def _row_generators(self, prompts: list[Prompt], n: int) -> list[torch.Generator] | None:
+        """One generator per flat row when the prompts carry seeds (``Prompt.seed``), else None."""
+        seeded = [p.seed is not None for p in prompts]
+        if not any(seeded):
+            return None
+        if not all(seeded):
+            raise ValueError("either every prompt of a batch has a seed or none has")
+        device = self.device
+        seeds = [derived_seed(p.seed, j) for p in prompts for j in range(n)]
+        return [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
 
     def _left_padded(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Every row, the repeats of a group included (the forward finds them), as one tensor each: rows
@@ -196,7 +225,7 @@ class LocalSampler:
         forward: Forward,
         prompts: list[list[int]],
         params: SamplingParams,
-        generator: torch.Generator | None,
+        generator: torch.Generator | list[torch.Generator] | None,
         on_step: Callable[[list[int]], list[int] | None] | None = None,
         response_format: dict | None = None,
     ) -> list[Generation]:
@@ -221,12 +250,21 @@ class LocalSampler:
             counts = torch.zeros(batch, logits.shape[-1], device=device)
         # A response format masks, before each step, every token that cannot continue the row's JSON.
         constraint = None if response_format is None else self.grammars.constraint(response_format, batch)
+        uniforms = None
+        if isinstance(generator, list):  # a stream per row: its uniform numbers for every step, drawn now
+            steps = params.max_new_tokens
+            uniforms = torch.stack([torch.rand(steps, generator=g, device=device) for g in generator])
         for step in range(params.max_new_tokens):
             if bias is not None or counts is not None:
                 logits = adjusted_logits(logits, bias, counts, params)
             if constraint is not None:
                 logits = constraint.mask(logits, finished)
-            token = sample_next(logits, params.temperature, params.top_p, generator, params.top_k)
+            if uniforms is not None:
+                token = sample_by_uniforms(
+                    logits, params.temperature, params.top_p, uniforms[:, step], params.top_k
+                )
+            else:
+                token = sample_next(logits, params.temperature, params.top_p, generator, params.top_k)
             token = torch.where(finished, torch.full_like(token, self.pad_id), token)
             if constraint is not None:
                 constraint.advance(token.tolist(), finished.tolist())

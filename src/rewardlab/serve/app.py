@@ -143,7 +143,7 @@ def create_app(
         if request.stream:
             events = stream_events(engine, job, request, [prompt], chat=True)
             return StreamingResponse(events, media_type="text/event-stream")
-        outputs = outputs_of(engine, await completions_of(job, http.receive))
+        outputs = outputs_of(engine, await completions_of(job, http.receive), request.return_token_ids)
         return responses.completion(
             responses.new_id("chatcmpl"),
             request.model,
@@ -151,6 +151,7 @@ def create_app(
             responses.usage([prompt], outputs),
             _logprobs(engine, outputs, request, chat=True),
             chat=True,
+            token_ids=request.return_token_ids,
         )
 
     @protected.post(
@@ -165,7 +166,7 @@ def create_app(
         if request.stream:
             events = stream_events(engine, job, request, prompts, chat=False)
             return StreamingResponse(events, media_type="text/event-stream")
-        outputs = outputs_of(engine, await completions_of(job, http.receive))
+        outputs = outputs_of(engine, await completions_of(job, http.receive), request.return_token_ids)
         return responses.completion(
             responses.new_id("cmpl"),
             request.model,
@@ -173,6 +174,7 @@ def create_app(
             responses.usage(prompts, outputs),
             _logprobs(engine, outputs, request, chat=False),
             chat=False,
+            token_ids=request.return_token_ids,
         )
 
     def runtime_adapters_allowed() -> list[str]:
@@ -337,8 +339,11 @@ async def completions_of(job: Job, receive) -> list[Generation]:
         ) from error
 
 
-def outputs_of(engine: Engine, generations: list[Generation]) -> list[responses.Output]:
-    return [responses.output(g, engine.models.tokenizer, set(engine.sampler.stop_ids)) for g in generations]
+def outputs_of(
+    engine: Engine, generations: list[Generation], every_token: bool = False
+) -> list[responses.Output]:
+    stop_ids = set(engine.sampler.stop_ids)
+    return [responses.output(g, engine.models.tokenizer, stop_ids, every_token) for g in generations]
 
 
 def _logprobs(engine: Engine, outputs: list[responses.Output], request, chat: bool) -> list[dict] | None:

@@ -115,6 +115,7 @@ class ChatChoice(Answer):
     message: AssistantMessage
     logprobs: ChatLogprobs | None
     finish_reason: FinishReason
+    token_ids: list[int] | None = None  # with return_token_ids: every generated token
 
 
 class TextChoice(Answer):
@@ -122,6 +123,8 @@ class TextChoice(Answer):
     text: str
     logprobs: TextLogprobs | None
     finish_reason: FinishReason
+    token_ids: list[int] | None = None  # with return_token_ids: every generated token, and the prompt's
+    prompt_token_ids: list[int] | None = None
 
 
 class ChatCompletion(Answer):
@@ -131,6 +134,7 @@ class ChatCompletion(Answer):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    prompt_token_ids: list[int] | None = None  # with return_token_ids
 
 
 class TextCompletion(Answer):

@@ -14,6 +14,11 @@ content. Alternatives (``top_logprobs``) read the same way: their text is what t
 Log-probabilities are those the sampler computed while sampling: of the sampled token under the distribution
 it was sampled from (penalties and bias applied, divided by the temperature: the policy the trainer
 optimises; raw at temperature 0).
+
+A request with vLLM's ``return_token_ids`` gets every token the model generated instead, as vLLM reports them:
+``token_ids`` on each choice (the end-of-turn token and the tokens of a stop string included) and the prompt's
+ids beside them, and the log-probs list each of those tokens, so that a trainer can score exactly what was
+sampled (the end-of-turn token is listed as the empty string: its text is not in the content).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class Output:
     logprobs: list[float] | None
     top_logprobs: list[list[tuple[int, float]]] | None
     ended_on_token: bool  # the end-of-turn token that ended it: counted, not listed
+    prompt_ids: list[int] | None = None  # the prompt it continues
 
     @property
     def completion_tokens(self) -> int:
@@ -65,9 +71,21 @@ def token_texts(ids: list[int], tokenizer) -> list[str]:
     return texts
 
 
-def output(generation: Generation, tokenizer, stop_ids: set[int]) -> Output:
-    """``generation`` as reported: its tokens cut to those behind its text (see the module's docstring)."""
+def output(generation: Generation, tokenizer, stop_ids: set[int], every_token: bool = False) -> Output:
+    """``generation`` as reported: its tokens cut to those behind its text (see the module's docstring), or
+    with ``every_token`` (``return_token_ids``) all of them."""
     ids = list(generation.token_ids or [])
+    if every_token:
+        return Output(
+            generation.text,
+            generation.finish_reason,
+            ids,
+            token_texts(ids, tokenizer),
+            generation.logprobs,
+            generation.top_logprobs,
+            False,
+            generation.prompt_ids,
+        )
     ended = bool(ids) and ids[-1] in stop_ids
     if ended:
         ids = ids[:-1]
@@ -84,7 +102,9 @@ def output(generation: Generation, tokenizer, stop_ids: set[int]) -> Output:
         ids, texts = ids[:kept], texts[:kept]
     logprobs = generation.logprobs[: len(ids)] if generation.logprobs is not None else None
     top = generation.top_logprobs[: len(ids)] if generation.top_logprobs is not None else None
-    return Output(generation.text, generation.finish_reason, ids, texts, logprobs, top, ended)
+    return Output(
+        generation.text, generation.finish_reason, ids, texts, logprobs, top, ended, generation.prompt_ids
+    )
 
 
 def usage(prompts: list[list[int]], outputs: list[Output]) -> dict:
@@ -164,23 +184,35 @@ def completion(
     usage_: dict,
     logprobs: list[dict] | None,
     chat: bool,
+    token_ids: bool = False,
 ) -> dict:
-    """A chat completion (``message`` per choice) or a text completion (``text`` per choice)."""
+    """A chat completion (``message`` per choice) or a text completion (``text`` per choice); with
+    ``token_ids`` (vLLM's ``return_token_ids``) the ids as vLLM places them: ``token_ids`` on each choice,
+    ``prompt_token_ids`` on each choice of a text completion and once beside the choices of a chat one."""
     choices = []
     for index, output_ in enumerate(outputs):
         text = {"message": {"role": "assistant", "content": output_.text}} if chat else {"text": output_.text}
+        ids = {}
+        if token_ids:
+            ids = {"token_ids": output_.token_ids}
+            if not chat:
+                ids["prompt_token_ids"] = output_.prompt_ids
         choices.append(
             {
                 "index": index,
                 **text,
                 "logprobs": logprobs[index] if logprobs else None,
                 "finish_reason": output_.finish_reason,
+                **ids,
             }
         )
-    return {
+    answer = {
         **_chunk(request_id, "chat.completion" if chat else "text_completion", model, choices),
         "usage": usage_,
     }
+    if token_ids and chat:
+        answer["prompt_token_ids"] = outputs[0].prompt_ids if outputs else None
+    return answer
 
 
 def chat_chunk(

@@ -162,6 +162,10 @@ class SamplingRequest(BaseModel):
     best_of: Annotated[Any, WithJsonSchema({"const": UNSUPPORTED["best_of"]})] = None
     echo: Annotated[Any, WithJsonSchema({"const": UNSUPPORTED["echo"]})] = None
     suffix: Annotated[Any, WithJsonSchema({"const": UNSUPPORTED["suffix"]})] = None
+    # vLLM's extension: the answer also carries the prompt's token ids and each completion's, and its
+    # log-probs then list every generated token (the end-of-turn token included), as vLLM's do. Not with
+    # a stream (validated even when absent).
+    return_token_ids: bool = Field(False, validate_default=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -184,6 +188,13 @@ class SamplingRequest(BaseModel):
     @classmethod
     def _valid_text(cls, value):
         return valid_text(value)
+
+    @field_validator("return_token_ids")
+    @classmethod
+    def _no_token_ids_in_streams(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("stream"):
+            raise ValueError("not supported with stream: true on rewardlab serve")
+        return value
 
     @field_validator("response_format", mode="before")
     @classmethod

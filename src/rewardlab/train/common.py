@@ -66,6 +66,7 @@ def pad_sequences(
     suffix_masks: list[list[int]],
     pad_id: int,
     device: torch.device,
+    widths: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Right-pad ``prefix + suffix`` rows into one batch.
 
@@ -73,9 +74,14 @@ def pad_sequences(
     aligned with the *suffix* columns ``[start, start + S)`` of the logits that predict them: the
     prefixes are left-aligned to a common ``start`` by left padding, so every suffix starts at the same
     column and the trainer can slice logits once instead of gathering per row.
+
+    ``widths`` (prefix, suffix) pads to at least those widths: data-parallel processes pad their shares as
+    the whole batch would be padded, so each computes exactly what one process computes on those rows.
     """
     width_prefix = max(len(p) for p in prefixes)
     width_suffix = max(max((len(s) for s in suffixes), default=0), 1)
+    if widths is not None:
+        width_prefix, width_suffix = max(width_prefix, widths[0]), max(width_suffix, widths[1])
     # Rows are assembled as Python lists and converted once: a tensor per row costs more than the rows.
     ids_rows, attention_rows, mask_rows = [], [], []
     for prefix, suffix, mask in zip(prefixes, suffixes, suffix_masks, strict=True):

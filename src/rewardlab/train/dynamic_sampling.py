@@ -57,9 +57,11 @@ def draw_groups(
     step: int,
     first: list[Example],
     check: Callable[[list[ScoredRollout]], None],
+    seeds: Callable[[int, int], list[int]] | None = None,
 ) -> Drawn:
     """Sample and score the step's groups (``first`` are its regular prompts); ``check`` sees each round's
-    scored rollouts first (the trainer stops a run whose rewards all error)."""
+    scored rollouts first (the trainer stops a run whose rewards all error). ``seeds(round, count)``, when
+    given, are the round's group seeds (see ``Environment.rollout``); without, a round is one stream."""
     size = config.group_size
     wanted = config.prompts_per_step * size
     dynamic = config.dynamic_sampling.enabled
@@ -70,7 +72,7 @@ def draw_groups(
     examples, draws = first, 0
     while True:
         draws += 1
-        new_rollouts = env.rollout(sampler, examples, params)
+        new_rollouts = env.rollout(sampler, examples, params, seeds(draws, len(examples)) if seeds else None)
         new_scored = env.rubric.score(new_rollouts)
         check(new_scored)
         rewards, valid = rewards_of(new_scored)

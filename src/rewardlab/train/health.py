@@ -286,8 +286,17 @@ class Judge:
 class RunHealth:
     """The alerts of one train run. ``after_step`` judges, prints, records and returns what to do."""
 
-    def __init__(self, config: HealthConfig, store: RunStore, run_id: str, resumed_after: int = 0):
+    def __init__(
+        self,
+        config: HealthConfig,
+        store: RunStore,
+        run_id: str,
+        resumed_after: int = 0,
+        also_log: Callable[[int, Metrics], None] | None = None,
+    ):
+        """``also_log(step, metrics)`` gets the ``alerts/<name>`` metrics the store gets (the trackers)."""
         self.config, self.store, self.run_id = config, store, run_id
+        self.also_log = also_log
         self.judge = Judge(config, (store.get(run_id).summary or {}).get("rubric"))
         if resumed_after:
             self._replay(resumed_after)
@@ -316,7 +325,10 @@ class RunHealth:
         fired = self.judge.step(step, metrics)
         if not fired:
             return StepOrders()
-        self.store.log_metrics(self.run_id, step, {f"alerts/{alert.name}": 1.0 for alert in fired})
+        fired_metrics = {f"alerts/{alert.name}": 1.0 for alert in fired}
+        self.store.log_metrics(self.run_id, step, fired_metrics)
+        if self.also_log is not None:
+            self.also_log(step, fired_metrics)
         self.store.update_summary(self.run_id, {"alerts": [a.record() for a in self.alerts]})
         orders = StepOrders()
         for alert in fired:

@@ -26,6 +26,7 @@ from rewardlab.models.forward import forward_for
 from rewardlab.models.loading import LoraSettings, describe_model, load_model
 from rewardlab.runs import RunStore, collect_manifest
 from rewardlab.runs.overlap import record_training_data
+from rewardlab.trackers import Trackers, require_trackers
 from rewardlab.train.budget import Budget, parameter_count
 from rewardlab.train.common import make_optimizer, make_scheduler, pad_sequences, set_seed
 from rewardlab.types import Messages
@@ -125,11 +126,8 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
     started = time.perf_counter()
     set_seed(config.seed)
     store = store or RunStore(config.runs_dir)
-    lora = (
-        LoraSettings(config.lora.rank, config.lora.alpha, config.lora.dropout, config.lora.target_modules)
-        if config.lora.enabled
-        else None
-    )
+    require_trackers(config.report_to)  # a missing tracker library is said before the model loads
+    lora = LoraSettings.from_config(config.lora)  # None: full fine-tuning
     model, tokenizer = load_model(
         config.model.name_or_path, config.model.dtype, config.model.device, lora=lora, trainable=True
     )
@@ -138,6 +136,7 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
     manifest = collect_manifest(config.seed, {"model": describe_model(config.model.name_or_path)})
     run = store.create_run("sft", config.model_dump(), manifest, name=config.run_name, parent=parent)
     record_training_data(run.dir, data.records())
+    trackers = Trackers(config.report_to, run, config.model_dump(), store.root)  # what the store gets, too
 
     model.train()
     optimizer = make_optimizer(
@@ -153,7 +152,7 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
     loss_value = float("nan")
     budget = Budget(config.budget, {}, parameter_count(model), started)
     stopped = None
-    with progress("sft", config.max_steps) as advance:
+    with trackers, progress("sft", config.max_steps) as advance:
         for step in range(1, config.max_steps + 1):
             if len(order) < config.batch_size:  # a new epoch, reshuffled
                 fresh = list(range(len(data)))
@@ -181,16 +180,14 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
             costs = budget.sft_step(sum(map(len, prompts)), sum(map(len, completions)))
             stopped = budget.check(store, run.id, step).stop  # SFT keeps no checkpoint: it ends here
             if step % config.log_every == 0 or step == config.max_steps or stopped:
-                store.log_metrics(
-                    run.id,
-                    step,
-                    {
-                        "loss": loss_value,
-                        "grad_norm": float(grad_norm),
-                        "learning_rate": scheduler.get_last_lr()[0],
-                        **costs,
-                    },
-                )
+                metrics = {
+                    "loss": loss_value,
+                    "grad_norm": float(grad_norm),
+                    "learning_rate": scheduler.get_last_lr()[0],
+                    **costs,
+                }
+                store.log_metrics(run.id, step, metrics)
+                trackers.log(step, metrics)
             advance(loss=loss_value)
             if stopped:
                 break
@@ -210,5 +207,6 @@ def run_sft(config: SFTConfig, store: RunStore | None = None, parent: str | None
             "cost": budget.summary(),
         },
     )
+    trackers.finish("stopped" if stopped else "completed")
     write_run_report(store, run.id)
     return SFTResult(run.id, model_dir, loss_value, wall, stopped)

@@ -32,9 +32,11 @@ from rewardlab.runs import RunStore, collect_manifest
 from rewardlab.runs.overlap import record_training_data
 from rewardlab.sampling.base import SamplingParams
 from rewardlab.sampling.local import LocalSampler
+from rewardlab.trackers import Trackers, require_trackers
 from rewardlab.train import checkpoint as ckpt
 from rewardlab.train.budget import Budget, parameter_count, refuse_if_spent
 from rewardlab.train.common import make_optimizer, make_scheduler, pad_sequences, set_seed
+from rewardlab.train.distributed import World, world_for
 from rewardlab.train.dynamic_sampling import draw_groups, rewards_of
 from rewardlab.train.entropy_control import bonus_for, covariance_selections
 from rewardlab.train.grpo import (
@@ -46,6 +48,7 @@ from rewardlab.train.grpo import (
 )
 from rewardlab.train.health import RunHealth, StepOrders
 from rewardlab.train.policies import disable_dropout, largest_dropout, reference_policy, trainable_weights
+from rewardlab.train.rollout_engine import rollout_engine, sampling_logprobs
 from rewardlab.types import Example, ScoredRollout
 
 
@@ -99,7 +102,10 @@ class Batch:
         )
 
 
-def build_batch(scored: list[ScoredRollout], advantages: torch.Tensor, pad_id: int, device) -> Batch:
+def build_batch(
+    scored: list[ScoredRollout], advantages: torch.Tensor, pad_id: int, device, widths=None
+) -> Batch:
+    """``widths``: the (prompt, completion) widths to pad to at least (see ``pad_sequences``)."""
     prompts = [s.rollout.prompt_ids for s in scored]
     completions = [s.rollout.completion_ids for s in scored]
     masks = [
@@ -107,8 +113,14 @@ def build_batch(scored: list[ScoredRollout], advantages: torch.Tensor, pad_id: i
         [0] * len(s.rollout.completion_ids) if s.errored else s.rollout.completion_mask
         for s in scored
     ]
-    input_ids, attention, mask, start = pad_sequences(prompts, completions, masks, pad_id, device)
+    input_ids, attention, mask, start = pad_sequences(prompts, completions, masks, pad_id, device, widths)
     return Batch(input_ids, attention, mask, advantages.to(device), start)
+
+
+def padded_widths(scored: list[ScoredRollout]) -> tuple[int, int]:
+    """The (prompt, completion) widths ``build_batch`` pads ``scored`` to."""
+    prompts = max(len(s.rollout.prompt_ids) for s in scored)
+    return prompts, max(max(len(s.rollout.completion_ids) for s in scored), 1)
 
 
 def micro_batches(batch: Batch, count: int) -> list[Batch]:
@@ -160,24 +172,24 @@ def train(
     run (tests use it to check that ``resume`` reproduces an uninterrupted run).
     """
     started = time.perf_counter()
-    store = store or RunStore(config.runs_dir)
+    world = world_for(config)  # launched by torchrun or accelerate: this process's rank; else a world of one
+    config = world.configured(config)  # what cannot work over several processes refused; per-group seeds
+    store = world.store(store or RunStore(config.runs_dir))  # rank 0 writes; the others only read
+    require_trackers(config.report_to)  # a missing tracker library is said before the model loads
 
     # -- setup: the run, the environment, the policy, the optimizer ---------------------------------
     resume_from = ckpt.latest(store.get(config.resume).dir) if config.resume else None
     if config.resume and resume_from is None:
         raise RewardlabError(f"run '{config.resume}' has no checkpoint to resume from")
     set_seed(config.seed)
-    env = env or load_environment_for(config.env.name, config.env.args, config.model.name_or_path)
-    pool = env.examples("train")
-    curriculum = Curriculum.for_run(config, pool, env)  # None when curriculum.mode is off
-    lora = (
-        LoraSettings(config.lora.rank, config.lora.alpha, config.lora.dropout, config.lora.target_modules)
-        if config.lora.enabled
-        else None
-    )
-    model, tokenizer = load_model(
-        config.model.name_or_path, config.model.dtype, config.model.device, lora=lora, trainable=True
-    )
+    lora = LoraSettings.from_config(config.lora)  # None: full fine-tuning
+    with world.main_first():  # what it caches (a tiny model built, a model fetched), the others find
+        env = env or load_environment_for(config.env.name, config.env.args, config.model.name_or_path)
+        pool = env.examples("train")
+        curriculum = Curriculum.for_run(config, pool, env)  # None when curriculum.mode is off
+        model, tokenizer = load_model(
+            config.model.name_or_path, config.model.dtype, config.model.device, lora=lora, trainable=True
+        )
     model.train()
     dropout = disable_dropout(model) if config.disable_dropout else largest_dropout(model)
     for note in setting_notes(config, dropout):
@@ -205,13 +217,17 @@ def train(
         max_new_tokens=config.sampling.max_new_tokens_for(env),
         stop=config.sampling.stop,
         response_format=config.sampling.response_format,
+        logprobs=config.rollout_engine == "server",  # the loss's ratio is against the server's policy
     )
+    # Where rollouts are sampled: here, or by a server (checked now, before the run is created).
+    engine = rollout_engine(config, model, tokenizer, sampler)
     temperature = config.sampling.temperature  # above 0: the config refuses greedy training
     micro = config.micro_batches
 
     if resume_from is not None:
         run = store.get(config.resume)
         start_step, totals = ckpt.load(resume_from, model, optimizer, scheduler)
+        world.check_resume(totals, run.id)  # on as many processes as it was trained on
         bonus.restore(totals)
         if curriculum:  # refused here, before the run is touched, if the checkpoint's does not match
             curriculum.restore(totals, start_step, run.id)
@@ -220,20 +236,39 @@ def train(
         store.set_status(run.id, "running")
         say(f"resuming run {run.id} after step {start_step}")
     else:
-        manifest = collect_manifest(config.seed, {"model": describe_model(config.model.name_or_path)})
-        run = store.create_run("train", config.model_dump(), manifest, name=config.run_name, parent=parent)
-        # What the audit needs to judge the reward components: their weights and which one is correctness.
-        store.update_summary(
-            run.id, {"rubric": {"weights": env.rubric.weights, "primary": env.rubric.primary}}
-        )
-        record_training_data(run.dir, ((example.prompt, example.answer) for example in pool))
-        start_step, totals = 0, {"reward_errors": 0.0, "rollouts": 0.0}
+        run = world.from_main(new_run, config, store, env, pool, parent, world)
+        start_step, totals = 0, {"reward_errors": 0.0, "rollouts": 0.0, **world.counters()}
+    world.broadcast_parameters(p for p in model.parameters() if p.requires_grad)
 
     budget = Budget(config.budget, totals, parameter_count(model), started)  # counts live in totals
-    health = RunHealth(config.health, store, run.id, resumed_after=start_step)
+    # the metrics the store gets, also to report_to's trackers (started inside the run's failure handling);
+    # only the process that writes the store reports
+    reporting = config.report_to if world.main else []
+    trackers = Trackers(reporting, run, config.model_dump(), store.root, start_step)
+    health = RunHealth(config.health, store, run.id, resumed_after=start_step, also_log=trackers.log)
     orders = StepOrders()
     last_reward = float("nan")
-    with store.failure_recorded(run.id), progress(f"train {run.id}", config.max_steps) as advance:
+
+    def sample(step: int, sampler):
+        # 1-2. sample a group of completions for each prompt (adapters on, no dropout, KV cache) and
+        # score them with the rubric (errors stay errors); with dynamic sampling, draw again until
+        # enough groups have signal
+        examples = (
+            curriculum.examples_for_step(step)
+            if curriculum
+            else examples_for_step(pool, step, config.prompts_per_step, config.seed)
+        )
+        examples = world.shard(examples)  # this process's groups (all of them in a world of one)
+        check = check_first_scores(totals, world)
+        seeds = world.seed_streams(config, step)  # None: the step's batch is one random stream
+        return draw_groups(env, sampler, params, config, pool, step, examples, check, seeds)
+
+    with (
+        store.failure_recorded(run.id),
+        trackers,
+        progress(f"train {run.id}", config.max_steps) as advance,
+        engine.running(run.id, start_step, config.max_steps, sample),
+    ):
         if curriculum:  # its state rides in the checkpoint's counters
             curriculum.attach(totals, store, run.id)
         advance(start_step)
@@ -241,17 +276,7 @@ def train(
             step_started = time.perf_counter()
             faults.at_step(step)
 
-            # 1-2. sample a group of completions for each prompt (adapters on, no dropout, KV cache) and
-            # score them with the rubric (errors stay errors); with dynamic sampling, draw again until
-            # enough groups have signal
-            examples = (
-                curriculum.examples_for_step(step)
-                if curriculum
-                else examples_for_step(pool, step, config.prompts_per_step, config.seed)
-            )
-            drawn = draw_groups(
-                env, sampler, params, config, pool, step, examples, check_first_scores(totals)
-            )
+            drawn = engine.draw(step)  # 1-2. (see sample above; ahead, with max_off_policy_steps)
             rollouts, scored = drawn.rollouts, drawn.scored
             generation_seconds = time.perf_counter() - step_started
 
@@ -259,14 +284,21 @@ def train(
             rewards, valid = rewards_of(drawn.train)
             advantages, _ = group_advantages(rewards, config.group_size, config.scale_rewards, valid)
             advantages = clip_advantages(advantages, config.entropy.advantage_clip)
-            batch = build_batch(drawn.train, advantages, tokenizer.pad_token_id, device)
+            # padded as the whole batch is, whatever share of it this process holds
+            widths = world.largest(*padded_widths(drawn.train))
+            batch = build_batch(drawn.train, advantages, tokenizer.pad_token_id, device, widths)
             num_sequences = batch.input_ids.shape[0]
             num_tokens = int(batch.mask.sum())
+            # the loss is normalised by the whole batch's counts: every process's share of it
+            num_sequences, num_tokens = map(int, world.total(num_sequences, num_tokens))
 
             # 4. log-probs to hold fixed: the sampling policy's (for several passes) and the reference's
-            old_logprobs = (
-                sequence_logprobs(forward, batch, temperature, micro) if config.num_iterations > 1 else None
-            )
+            if engine.sampling_logprobs:  # a server's: those of the adapter that sampled the batch
+                old_logprobs = sampling_logprobs(drawn.train, batch.mask.shape[1], device)
+            elif config.num_iterations > 1:
+                old_logprobs = sequence_logprobs(forward, batch, temperature, micro)
+            else:
+                old_logprobs = None
             ref_logprobs = None
             if config.beta > 0:
                 with reference_policy(model, config.reference, initial):
@@ -338,6 +370,7 @@ def train(
                             / max(num_tokens, 1)
                         )
                         stats["ratio_deviation"] = max(stats["ratio_deviation"], out.ratio_max_deviation)
+                world.sum_gradients(model.parameters())  # every process's share: the whole batch's gradient
                 grad_norm = torch.nn.utils.clip_grad_norm_(
                     [p for p in model.parameters() if p.requires_grad], config.optimizer.max_grad_norm
                 )
@@ -348,6 +381,11 @@ def train(
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             update_seconds = time.perf_counter() - update_started
+            engine.after_update(step)  # a server loads the adapter just trained
+            # every process's rollouts and loss statistics: what follows counts and logs the whole batch
+            stats = world.combined_stats(stats, largest=["ratio_deviation"], same=["grad_norm"])
+            drawn = world.whole(drawn)
+            rollouts, scored = drawn.rollouts, drawn.scored
 
             # 6. log what a person needs to see collapse or reward hacking coming
             step_seconds = time.perf_counter() - step_started
@@ -375,14 +413,17 @@ def train(
             if config.beta > 0:
                 metrics["kl"] = stats["kl"]
             metrics.update(control_metrics(config, drawn, stats, entropy_coef))
+            metrics.update(engine.step_metrics(step, stats))  # staleness, adapter sync
             bonus.update(stats["entropy"])
             totals.update(bonus.state())
             if curriculum:  # per-level reward and pass rate; promotes when due
                 metrics.update(curriculum.observe(step, scored))
             metrics.update(budget.grpo_step(rollouts, num_tokens, config.num_iterations, config.beta > 0))
             store.log_metrics(run.id, step, metrics)
+            trackers.log(step, metrics)
             # alerts (warn, checkpoint or stop) and the budget's limits; the checkpoint and stop come below
             orders = health.after_step(step, metrics) | budget.check(store, run.id, step)
+            orders = world.broadcast(orders)  # rank 0's clock and alerts decide for every process
             if config.log_rollouts_per_step:
                 stride = max(1, len(scored) // config.log_rollouts_per_step)
                 store.log_rollouts(run.id, step, "train", scored[::stride][: config.log_rollouts_per_step])
@@ -392,11 +433,12 @@ def train(
             # 7. checkpoint: adapter, optimizer, scheduler, RNG and counters, enough to resume exactly
             every = config.checkpoint_every and step % config.checkpoint_every == 0
             if every or step == config.max_steps or orders.checkpoint:
-                ckpt.save(run.dir, step, model, tokenizer, optimizer, scheduler, totals)
+                world.from_main(ckpt.save, run.dir, step, model, tokenizer, optimizer, scheduler, totals)
             if orders.stop:
                 break  # cleanly: the final adapter, the summary, status "stopped"
             if stop_after_step is not None and step >= stop_after_step and step < config.max_steps:
                 store.set_status(run.id, "interrupted")
+                trackers.finish("interrupted")
                 faults.at_step(None)
                 return TrainResult(
                     run.id,
@@ -408,7 +450,7 @@ def train(
                 )
 
     faults.at_step(None)
-    final_dir = ckpt.export_final(run.dir, model, tokenizer)
+    final_dir = world.from_main(ckpt.export_final, run.dir, model, tokenizer)
     wall = time.perf_counter() - started
     steps = step if orders.stop else config.max_steps
     store.finish(
@@ -424,7 +466,9 @@ def train(
             "cost": budget.summary(),
         },
     )
-    write_run_report(store, run.id)
+    trackers.finish("stopped" if orders.stop else "completed")
+    if world.main:
+        write_run_report(store, run.id)
     return TrainResult(
         run.id,
         run.dir,
@@ -438,12 +482,27 @@ def train(
     )
 
 
-def check_first_scores(totals: dict[str, float]):
+def new_run(config: TrainConfig, store: RunStore, env: Environment, pool, parent, world: World):
+    """Create the run (rank 0's work): config and manifest, the rubric for the audit, the training data."""
+    described = {"model": describe_model(config.model.name_or_path)}
+    if world.size > 1:
+        described["processes"] = world.size
+    manifest = collect_manifest(config.seed, described)
+    run = store.create_run("train", config.model_dump(), manifest, name=config.run_name, parent=parent)
+    # What the audit needs to judge the reward components: their weights and which one is correctness.
+    store.update_summary(run.id, {"rubric": {"weights": env.rubric.weights, "primary": env.rubric.primary}})
+    record_training_data(run.dir, ((example.prompt, example.answer) for example in pool))
+    return run
+
+
+def check_first_scores(totals: dict[str, float], world: World | None = None):
     """A check for each round's scores: until something has scored in this run, all-errored rewards
-    stop it with the reason (a broken reward function should not train 100 steps on nothing)."""
+    stop it with the reason (a broken reward function should not train 100 steps on nothing). With several
+    processes, only when every process's rewards all errored (then every process stops)."""
 
     def check(scored: list[ScoredRollout]) -> None:
-        if totals["reward_errors"] == totals["rollouts"]:
+        nothing_scored = totals["reward_errors"] == totals["rollouts"]
+        if nothing_scored and (world is None or world.everywhere(all(s.errored for s in scored))):
             raise_if_all_errored(scored)
 
     return check
