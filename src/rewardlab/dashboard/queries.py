@@ -373,8 +373,8 @@ def _token_turns(row: dict) -> list[list[dict]]:
     """Per-token statistics of each model turn, when the rollout was stored with them.
 
     A rollout row may carry ``metrics["tokens"]``: one list per model (assistant) turn, in order, of
-    ``{"text": str, "logprob": float | None, "entropy": float | None}``. The trainer and eval do not store
-    them (the store keeps text), so this is empty for their rollouts and the page colours nothing.
+    ``{"text": str, "logprob": float | None, "entropy": float | None}``. The trainer stores them for the
+    rollouts it keeps (its first pass's values); eval does not, so this is empty for eval's rollouts.
     """
     tokens = (row.get("metrics") or {}).get("tokens") if isinstance(row.get("metrics"), dict) else None
     if not isinstance(tokens, list):

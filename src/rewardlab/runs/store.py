@@ -94,7 +94,7 @@ _SCHEMA = (
         reward REAL,
         components TEXT,
         errors TEXT,
-        metrics TEXT, -- no longer written; kept so stores from earlier versions read the same
+        metrics TEXT, -- {"tokens": each model turn's tokens with log-prob and entropy}, when known
         truncated INTEGER,
         num_turns INTEGER,
         num_completion_tokens INTEGER,
@@ -120,6 +120,7 @@ _ROLLOUT_COLUMNS = (
     "latency_s",
     "info",
     "error",
+    "metrics",
 )
 _ROLLOUT_JSON_COLUMNS = ("prompt", "completion", "components", "errors", "metrics", "info")
 
@@ -633,10 +634,25 @@ class RunStore:
 
     # ------------------------------------------------------------------ rollouts
 
-    def log_rollouts(self, run: RunRef, step: int, phase: str, scored: Sequence[ScoredRollout]) -> None:
-        """Store every scored rollout of one step/phase ('train', 'eval', ...) in one transaction."""
+    def log_rollouts(
+        self,
+        run: RunRef,
+        step: int,
+        phase: str,
+        scored: Sequence[ScoredRollout],
+        tokens: Sequence[Any] | None = None,
+    ) -> None:
+        """Store every scored rollout of one step/phase ('train', 'eval', ...) in one transaction.
+
+        ``tokens``, beside ``scored``: for each rollout ``None`` or one list per model turn of
+        ``{"text", "logprob", "entropy"}`` per token (the dashboard colours them)."""
         run_id = _run_id(run)
-        rows = [(run_id, int(step), phase, *_rollout_values(item)) for item in scored]
+        extra = tokens if tokens is not None else [None] * len(scored)
+        rows = [
+            (run_id, int(step), phase, *_rollout_values(item),
+             None if t is None else json_dumps({"tokens": t}))
+            for item, t in zip(scored, extra, strict=True)
+        ]  # fmt: skip
         placeholders = ", ".join("?" * (3 + len(_ROLLOUT_COLUMNS)))
         with self._transaction() as conn:
             self._require(conn, run_id)

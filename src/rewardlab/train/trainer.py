@@ -49,6 +49,7 @@ from rewardlab.train.grpo import (
 from rewardlab.train.health import RunHealth, StepOrders
 from rewardlab.train.policies import disable_dropout, largest_dropout, reference_policy, trainable_weights
 from rewardlab.train.rollout_engine import rollout_engine, sampling_logprobs
+from rewardlab.train.token_stats import FirstPass
 from rewardlab.types import Example, ScoredRollout
 
 
@@ -316,6 +317,7 @@ def train(
                 "cov_selected": 0.0,
             }
             entropy_coef = bonus.current
+            first_pass = FirstPass(drawn.train)  # each token's log-prob and entropy, for the stored rollouts
             update_started = time.perf_counter()
             for iteration in range(config.num_iterations):
                 offset = 0
@@ -364,6 +366,7 @@ def train(
                     stats["kl"] += (out.kl or 0.0) * share
                     stats["cov_selected"] += out.cov_selected_fraction * share
                     if iteration == 0:  # the sampling policy's entropy and ratio: first pass only
+                        first_pass.add(logprobs, entropy)
                         stats["entropy"] += (
                             masked_mean(entropy.detach(), part.mask)
                             * part.mask.sum().item()
@@ -426,7 +429,8 @@ def train(
             orders = world.broadcast(orders)  # rank 0's clock and alerts decide for every process
             if config.log_rollouts_per_step:
                 stride = max(1, len(scored) // config.log_rollouts_per_step)
-                store.log_rollouts(run.id, step, "train", scored[::stride][: config.log_rollouts_per_step])
+                logged = scored[::stride][: config.log_rollouts_per_step]
+                store.log_rollouts(run.id, step, "train", logged, first_pass.tokens_of(logged, tokenizer))
             last_reward = metrics["reward/mean"]
             advance(reward=last_reward, entropy=stats["entropy"])
 
