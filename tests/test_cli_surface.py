@@ -127,7 +127,8 @@ def test_commands_beyond_training_take_config_and_set(tmp_path):
 
     compare_toml = tmp_path / "compare.toml"
     compare_toml.write_text('data = "held-out"\nrollouts_per_example = 1\n[env]\nname = "arithmtic"\n')
-    line = one_line(*invoke("compare", "scripted:oracle", "scripted:random", "--config", str(compare_toml)))
+    line = one_line(*invoke("compare", "scripted:oracle", "scripted:random", "--config", str(compare_toml),
+                            "--runs-dir", str(tmp_path)))  # fmt: skip
     assert "unknown environment 'arithmtic'" in line  # the env came from the file
 
 
