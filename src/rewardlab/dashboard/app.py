@@ -8,7 +8,6 @@ each request: a run that is training shows its newest steps, and the pages poll 
 
 from __future__ import annotations
 
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from rewardlab.dashboard import queries
 from rewardlab.dashboard.downsample import DEFAULT_POINTS
 from rewardlab.errors import RewardlabError
 from rewardlab.runs import RunStore
+from rewardlab.sockets import bind
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -91,21 +91,6 @@ def create_app(runs_dir: str | Path) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound first: a port in use is one line at once."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as error:
-        sock.close()
-        raise RewardlabError(
-            f"cannot listen on {host}:{port}: {error.strerror or error}; choose another --port"
-        ) from None
-    return sock
 
 
 def check_ready(runs_dir: str | Path) -> Path:

@@ -18,6 +18,7 @@ from rewardlab.serve.engine import Engine
 from rewardlab.serve.errors import AdapterError
 from rewardlab.serve.limits import ServeLimits
 from rewardlab.serve.registry import ServedModels, adapter_dir, parse_adapter_specs
+from rewardlab.sockets import bind
 
 logger = logging.getLogger("rewardlab.serve")
 
@@ -59,22 +60,6 @@ def build_engine(
     return Engine(
         served, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms, mix_adapters=mix_adapters
     )
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound before anything slow happens: a port in use is one line at once, and
-    nobody can take the port while the model loads."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what uvicorn sets on its own sockets
-    try:
-        sock.bind((host, port))
-    except OSError as error:
-        sock.close()
-        raise RewardlabError(
-            f"cannot listen on {host}:{port}: {error.strerror or error}; choose another --port"
-        ) from None
-    return sock
 
 
 def run_server(
