@@ -41,7 +41,7 @@ from rewardlab.train import checkpoint as ckpt
 from rewardlab.train.async_rollouts import Producer, Versions
 from rewardlab.train.rollout_engine import sampling_logprobs
 from rewardlab.train.trainer import build_batch, sequence_logprobs, train
-from test_train import digit_fraction
+from test_train import digit_fraction, easy_config
 
 MESSAGES = [{"role": "user", "content": "12+7="}]
 
@@ -225,21 +225,17 @@ def test_a_multi_turn_episode_round_trips(served):
 
 
 def server_config(tmp_path, served, **overrides) -> TrainConfig:
+    """test_train's easy run, shorter, sampled through the served model."""
     values = {
-        "runs_dir": str(tmp_path / "runs"),
         "max_steps": 4,
-        "prompts_per_step": 4,
         "group_size": 4,
         "optimizer": {"learning_rate": 3e-2},
-        "sampling": {"max_new_tokens": 6},
         "log_rollouts_per_step": 0,
-        "lora": {"rank": 8, "alpha": 16},
-        "seed": 0,
         "rollout_engine": "server",
         "rollout_base_url": served.url,
         "rollout_adapter_dir": str(served.adapter_dir),
     }
-    return validated(TrainConfig, deep_merge(values, overrides))
+    return easy_config(tmp_path, **deep_merge(values, overrides))
 
 
 @pytest.mark.parametrize("ahead", [0, 1])
