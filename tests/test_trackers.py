@@ -25,6 +25,7 @@ from rewardlab.trackers.tensorboard import TensorBoardTracker
 from rewardlab.train import trainer
 from rewardlab.train.sft import run_sft
 from rewardlab.train.trainer import train
+from test_train import digit_fraction
 
 # trackio reads TRACKIO_DIR once, when it is imported: a private directory, set before any test imports it.
 TRACKIO_DIR = Path(tempfile.mkdtemp(prefix="rewardlab-trackio-"))
@@ -41,10 +42,6 @@ needs_tensorboard = pytest.mark.skipif(
 def _remove_trackio_dir():
     yield
     shutil.rmtree(TRACKIO_DIR, ignore_errors=True)
-
-
-def digit_fraction(completion: str) -> float:
-    return sum(c.isdigit() for c in completion) / max(len(completion), 1)
 
 
 def small_env() -> SingleTurnEnv:
