@@ -126,29 +126,29 @@ def adapter(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(run_dir / "final" / "adapter_model.safetensors")
 
 
-@pytest.mark.parametrize(
-    "point, step, checkpoint_kept",
-    [("sampling", 2, 1), ("update", 3, 2), ("checkpoint", 3, 2)],
-)
-def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_run(setup, point, step, checkpoint_kept):
+# Where each process of one run is killed, and the checkpoint the kill leaves as the latest: while
+# sampling step 2, in step 3's update (after a resume), and halfway through writing step 3's checkpoint
+# (after another resume). Each kill is resumed; the last resume runs to the end.
+KILLS = [("sampling", 2, 1), ("update", 3, 2), ("checkpoint", 3, 2)]
+
+
+def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_run(setup):
     env_file, runs, store, whole = setup
     before = {run.id for run in store.list()}
-    said = kill_at(train_command(runs, env_file), point, step)
-    assert f"paused at {point} in step {step}" in said
-    run_id = new_run(store, before)
-    run = store.get(run_id)
-    assert run.status == "running"  # a killed process records nothing more
-    assert ckpt.latest(run.dir) == ckpt.path(run.dir, checkpoint_kept)
-    leftovers = [p.name for p in (run.dir / "checkpoints").iterdir() if p.name.startswith(".")]
-    assert bool(leftovers) == (point == "checkpoint")  # only a kill mid-write leaves a temporary
+    command = train_command(runs, env_file)
+    run_id = None
+    for point, step, checkpoint_kept in KILLS:
+        said = kill_at(command, point, step)
+        assert f"paused at {point} in step {step}" in said
+        run_id = run_id or new_run(store, before)
+        run = store.get(run_id)
+        assert run.status == "running", point  # a killed process records nothing more
+        assert ckpt.latest(run.dir) == ckpt.path(run.dir, checkpoint_kept), point
+        leftovers = [p.name for p in (run.dir / "checkpoints").iterdir() if p.name.startswith(".")]
+        assert bool(leftovers) == (point == "checkpoint"), point  # only a kill mid-write leaves a temporary
+        command = train_command(runs, env_file, resume=run_id)
 
-    resumed = subprocess.run(
-        train_command(runs, env_file, resume=run_id),
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
+    resumed = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert store.get(run_id).status == "completed"
     assert not [p for p in (run.dir / "checkpoints").iterdir() if p.name.startswith(".")]

@@ -67,8 +67,8 @@ name = "event_selection"
 args = { level = 1, num_train = 40, num_eval = 4 }
 
 [sft]
-max_steps = 4
-batch_size = 4
+max_steps = 2
+batch_size = 2
 
 [sft.lora]
 enabled = true
