@@ -163,3 +163,48 @@ def test_training_logits_and_gradients_match_transformers(name, share_prefix, fo
     torch.testing.assert_close(lean_logits * scored, hf_logits * scored, atol=1e-5, rtol=1e-4)
     for a, b in zip(lean_grads, hf_grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-3)
+
+
+needs_packing = pytest.mark.skipif(
+    not lean_module._can_pack(), reason="this PyTorch build or CPU has no oneDNN bfloat16 matmul"
+)
+
+
+@needs_packing
+@torch.inference_mode()
+def test_packed_bfloat16_weights_decode_exactly_what_plain_ones_do(monkeypatch):
+    """Packing is only a layout: the same logits to the bit, at a decoding step's few rows and a prefill's
+    many, with adapters on the low-rank path and an untied head."""
+    model = with_lora(gqa_model()).to(torch.bfloat16).eval()
+    ids, attention = left_padded(PROMPTS * 5)
+    outputs = []
+    for packing in (True, False):
+        if not packing:
+            monkeypatch.setattr(lean_module, "_can_pack", lambda: False)
+        decoder = lean_decoder(model)
+        assert all((p.packed is not None) == packing for p in (decoder.head, decoder.layers[1].down))
+        forward = LeanForward(model, TransformersForward(model))
+        logits, state = forward.prefill(ids, attention, max_new_tokens=3)
+        steps = [logits]
+        for _ in range(2):
+            steps.append(forward.decode(state, steps[-1].argmax(-1)))
+        outputs.append(steps)
+    for packed, plain in zip(*outputs, strict=True):
+        assert torch.equal(packed, plain)
+
+
+@needs_packing
+@torch.no_grad()
+def test_a_packed_weight_follows_its_weight_and_training_never_packs():
+    model = with_lora(build_tiny_model("tiny", TOKENIZER)).to(torch.bfloat16)
+    forward = LeanForward(model, TransformersForward(model))
+    first = forward._decoder(training=False).layers[0].o.packed
+    assert forward._decoder(training=False).layers[0].o.packed is first  # kept while the weight is unchanged
+    base = model.get_base_model().model.layers[0].self_attn.o_proj.base_layer
+    base.weight.mul_(2)  # changed in place: a new version
+    again = forward._decoder(training=False).layers[0].o.packed
+    assert again is not first
+    x = torch.randn(3, base.weight.shape[1], dtype=torch.bfloat16)
+    expected = torch.nn.functional.linear(x, base.weight)
+    assert torch.equal(torch.ops.mkldnn._linear_pointwise(x, again, None, "none", [], ""), expected)
+    assert all(layer.o.packed is None for layer in forward._decoder(training=True).layers)

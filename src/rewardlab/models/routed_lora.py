@@ -27,7 +27,14 @@ import torch
 import torch.nn.functional as F
 
 from rewardlab.models.forward import is_lora_variant
-from rewardlab.models.lean import LeanDecoder, Projection, _concat, _fused_decoder, _transformers_model
+from rewardlab.models.lean import (
+    LeanDecoder,
+    Projection,
+    _concat,
+    _fused_decoder,
+    _transformers_model,
+    packed,
+)
 from rewardlab.models.lean import _Unsupported as Unsupported
 
 __all__ = ["RowRouting", "Unsupported", "routed_decoder"]
@@ -124,8 +131,9 @@ def _fuse_routed(
     for index in range(len(adapters)):
         for position, (_, found) in enumerate(parts):
             blocks += [(index, position, a, b * scale) for i, a, b, scale in found if i == index]
+    packed_weight = packed(weight, reuse)
     if not blocks:
-        return Projection(weight, bias)
+        return Projection(weight, bias, packed=packed_weight)
     # Served in the model's dtype, as vLLM serves adapters: peft keeps them in float32 under a half-precision
     # model, and converting every projection's input and output to and fro cost more than the low-rank path.
     a_all = torch.cat([a for _, _, a, _ in blocks]).to(weight.dtype)
@@ -147,7 +155,7 @@ def _fuse_routed(
     routed = RoutedLora(
         a_all, b_all, torch.tensor(column_adapter, device=a_all.device), tuple(layout), routing, alone
     )
-    return Projection(weight, bias, routed=routed)
+    return Projection(weight, bias, routed=routed, packed=packed_weight)
 
 
 @torch.no_grad()
