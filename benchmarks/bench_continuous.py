@@ -13,7 +13,9 @@ were). Servers:
 
 * ``static``: ``rewardlab serve --scheduler static`` (batch by batch: what rewardlab did before);
 * ``continuous``: ``rewardlab serve`` (the default: rows join and leave the batch at every step);
-* ``transformers``: ``transformers serve --continuous-batching`` (paged attention; its own scheduler).
+* ``transformers``: ``transformers serve --continuous-batching`` (paged attention; its own scheduler);
+* any ``NAME`` given as ``--checkout NAME=DIR``: ``rewardlab serve`` run from the checkout in ``DIR`` (an
+  earlier commit, for a before/after in one invocation).
 
 Traffic: ``base`` (every request names the base model: the only traffic ``transformers serve`` can take, as
 it does not serve LoRA adapters), ``adapter`` (every request on one LoRA adapter) and ``mixed`` (requests
@@ -74,7 +76,11 @@ def server_command(kind: str, model_dir: str, adapters: dict[str, str], args, po
     if kind == "transformers":
         return [str(Path(sys.executable).parent / "transformers"), "serve", model_dir, "--port", str(port),
                 "--dtype", args.dtype, "--device", "cpu", "--continuous-batching"]  # fmt: skip
+    checkouts = dict(spec.split("=", 1) for spec in args.checkout)
+    # A server from another checkout (an earlier commit, say): the same command on that checkout's source.
+    source = ["env", f"PYTHONPATH={Path(checkouts[kind]) / 'src'}"] if kind in checkouts else []
     command = [
+        *source,
         sys.executable,
         "-m",
         "rewardlab.cli",
@@ -180,6 +186,13 @@ def main() -> None:
     parser.add_argument("--servers", nargs="+", default=["static", "continuous", "transformers"])
     parser.add_argument("--traffic", nargs="+", default=list(TRAFFIC), choices=list(TRAFFIC))
     parser.add_argument("--repeats", type=int, default=1, help="rounds over every server, interleaved")
+    parser.add_argument(
+        "--checkout",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also a server NAME (list it in --servers): the continuous scheduler of the checkout in DIR",
+    )
     args = parser.parse_args()
 
     from rewardlab.models.loading import resolve
