@@ -22,7 +22,7 @@ from rewardlab.models.loading import load_model
 COLUMNS, WRITTEN = 512, 300
 
 
-def best_ms(call, repeats: int) -> float:
+def mean_ms(call, repeats: int) -> float:
     call()
     start = time.perf_counter()
     for _ in range(repeats):
@@ -81,7 +81,7 @@ def main() -> None:
             times = {name: [] for name in calls}
             for _ in range(args.rounds):
                 for name, call in calls.items():
-                    times[name].append(best_ms(call, repeats))
+                    times[name].append(mean_ms(call, repeats))
             plain_ms, packed_ms = min(times["plain"]), min(times["packed"])
             cells.append(f"{plain_ms:.2f} / {packed_ms:.2f} | {plain_ms / packed_ms:.2f}x")
         print(f"| {rows} | {' | '.join(cells)} |")

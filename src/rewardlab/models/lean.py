@@ -181,12 +181,14 @@ def packed(weight: torch.Tensor, reuse: dict) -> torch.Tensor | None:
         return None
     if weight.is_inference():  # no version to key on: a server builds its decoder once anyway
         return torch.ops.mkldnn._reorder_linear_weight(weight)
-    key = ("packed", weight.data_ptr(), weight._version)
-    source, layout = reuse.get(key, (None, None))
-    if source is not weight:  # holding the weight keeps its memory from being reused under the same key
+    # One entry per weight, replaced when the weight changes; holding the weight keeps its memory from being
+    # reused by another tensor under the same key.
+    key = ("packed", weight.data_ptr())
+    source, version, layout = reuse.get(key, (None, None, None))
+    if source is not weight or version != weight._version:
         with torch.inference_mode(False), torch.no_grad():
             layout = torch.ops.mkldnn._reorder_linear_weight(weight)
-        reuse[key] = (weight, layout)
+        reuse[key] = (weight, weight._version, layout)
     return layout
 
 
