@@ -145,25 +145,34 @@ def test_cli_warns_when_records_were_in_training(tmp_path):
     assert "gold: " in result.output and " / base: " in result.output
 
 
-def test_bad_mode_and_unknown_environment_are_one_line(tmp_path):
+def test_bad_mode_and_unknown_environment_are_one_line_and_record_nothing(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(
-        app,
-        [
-            "compare",
-            "tiny",
-            "scripted:oracle",
-            "--env",
-            "arithmetic",
-            "--data",
-            "weird",
-            "--runs-dir",
-            str(tmp_path),
-        ],
-    )
+    pair = [
+        "compare",
+        "scripted:careless",
+        "scripted:oracle",
+        "-n",
+        "4",
+        "-r",
+        "1",
+        "--runs-dir",
+        str(tmp_path),
+    ]
+    # A bad mode after a good one: nothing is evaluated before the error.
+    result = runner.invoke(app, [*pair, "--env", "arithmetic", "--data", "held-out,weird"])
     assert result.exit_code == 2 and "unknown data mode 'weird'" in result.output
+    result = runner.invoke(app, [*pair, "--env", "arithmetic", "--data", ","])
+    assert result.exit_code == 2 and "no data mode given" in result.output
+    result = runner.invoke(app, [*pair, "--env", "arithmetc"])
+    assert (
+        result.exit_code == 2
+        and "unknown environment 'arithmetc' (did you mean 'arithmetic'?)" in result.output
+    )
+    result = runner.invoke(app, [*pair, "--env", "arithmetic", "--set", "env.args.level=9"])
+    assert result.exit_code == 2 and "level" in result.output
     result = runner.invoke(app, ["compare", "tiny", "tiny", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 2 and "name the environment with --env" in result.output
+    assert RunStore(tmp_path).list(limit=100) == []
 
 
 def test_id_set_views():

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
 import rewardlab
 from conftest import record_fsyncs
+from rewardlab.cli import app
 from rewardlab.errors import RewardlabError
 from rewardlab.runs import RunStore
 from rewardlab.train import checkpoint as ckpt
@@ -82,10 +84,15 @@ def setup(tmp_path_factory):
     env_file.write_text(ENV_FILE)
     runs = root / "runs"
     store = RunStore(runs)
-    done = subprocess.run(
-        train_command(runs, env_file), env=child_env(), capture_output=True, text=True, timeout=TIMEOUT_S
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    # The same command in this process (the killed ones need processes of their own; this one does not, and
+    # is spared the imports a new process pays), on the one thread the children get.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        done = CliRunner().invoke(app, train_command(runs, env_file)[3:])
+    finally:
+        torch.set_num_threads(threads)
+    assert done.exit_code == 0, done.output[-3000:]
     (whole,) = store.list()
     return env_file, runs, store, whole.id
 

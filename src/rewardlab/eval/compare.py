@@ -369,6 +369,23 @@ class ModeComparison:
     skipped: str | None = None  # why this mode could not run
 
 
+def check_modes(modes: tuple[str, ...]) -> None:
+    """A one-line error for an unknown or missing data mode, before anything is evaluated."""
+    unknown = [mode for mode in modes if mode not in _SPLIT_OF_MODE]
+    if unknown or not modes:
+        named = f"unknown data mode '{unknown[0]}'" if unknown else "no data mode given"
+        raise RewardlabError(f"{named} (use: {', '.join(DATA_MODES)}, or all)")
+
+
+def comparison_environment(config_a, config_b):
+    """The environment both sides are evaluated on, its prompts worded for the baseline (for the candidate
+    when the baseline is a scripted player)."""
+    from rewardlab.envs.registry import load_environment_for
+
+    model = config_a.model if not config_a.model.name_or_path.startswith("scripted:") else config_b.model
+    return load_environment_for(config_a.env.name, config_a.env.args, model.name_or_path, model.base_url)
+
+
 def compare_models(
     store: RunStore,
     config_a,
@@ -376,6 +393,7 @@ def compare_models(
     modes: tuple[str, ...] = DATA_MODES,
     num_samples: int = 6,
     parent: str | None = None,
+    env=None,
 ) -> list[ModeComparison]:
     """Evaluate two models on exactly the same records in each data mode and compare them paired.
 
@@ -386,20 +404,16 @@ def compare_models(
     endpoint's training data cannot be traced (it has no run lineage), nor can a model's that no rewardlab
     run trained: their overlap is "unchecked" (``Overlap.checked``), never zero.
     """
-    from rewardlab.envs.registry import load_environment_for
     from rewardlab.eval.evaluate import evaluate, select_examples
     from rewardlab.runs.lineage import training_data_of
 
-    # Prompts are worded for the baseline (for the candidate when the baseline is a scripted player).
-    model = config_a.model if not config_a.model.name_or_path.startswith("scripted:") else config_b.model
-    env = load_environment_for(config_a.env.name, config_a.env.args, model.name_or_path, model.base_url)
+    check_modes(modes)
+    env = env if env is not None else comparison_environment(config_a, config_b)
     traced_a, traced_b = config_a.model.base_url is None, config_b.model.base_url is None
     trained_a = training_data_of(config_a.model.name_or_path, store) if traced_a else None
     trained_b = training_data_of(config_b.model.name_or_path, store) if traced_b else None
     results: list[ModeComparison] = []
     for mode in modes:
-        if mode not in _SPLIT_OF_MODE:
-            raise RewardlabError(f"unknown data mode '{mode}' (use: {', '.join(DATA_MODES)})")
         template = config_a.model_copy(update={"split": _SPLIT_OF_MODE[mode]})
         try:
             examples = select_examples(env, template)
@@ -527,15 +541,15 @@ def run_compare(store: RunStore, config) -> CompareResult:
         "modes": list(modes),
         **common,
     }
+    config_a = EvalConfig.model_validate({**common, "model": side_a})
+    config_b = EvalConfig.model_validate({**common, "model": side_b})
+    # Bad input (a data mode, an environment or its arguments) fails here, before a run is recorded.
+    check_modes(modes)
+    env = comparison_environment(config_a, config_b)
     run = store.create_run("compare", recorded)
     with store.failure_recorded(run.id):
         results = compare_models(
-            store,
-            EvalConfig.model_validate({**common, "model": side_a}),
-            EvalConfig.model_validate({**common, "model": side_b}),
-            modes,
-            num_samples=config.samples,
-            parent=run.id,
+            store, config_a, config_b, modes, num_samples=config.samples, parent=run.id, env=env
         )
         verdict = verdict_of_models(store, results, config, side_a, side_b)
     summary = {result.mode: _mode_summary(result) for result in results}
