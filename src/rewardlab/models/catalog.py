@@ -234,7 +234,7 @@ def provenance(base: str | Path) -> dict | None:
 def is_character_model(base: str | Path) -> bool:
     """Whether ``base`` is a locally built character-level tiny model, or was trained from one (an SFT run
     saves the tokenizer, with its chat template, but not the marker): terse prompts suit it."""
-    from rewardlab.models.tiny import CHAT_TEMPLATE
+    from rewardlab.models.tiny_specs import CHAT_TEMPLATE
 
     base = Path(base)
     if (base / TINY_MARKER).is_file():
@@ -268,7 +268,7 @@ def _size(path: Path) -> int:
 
 def list_models() -> list[ModelRow]:
     """Built-in and packaged models, and GGUF files converted before, with what the cache knows of each."""
-    from rewardlab.models.tiny import TINY_MODELS, count_parameters_of_spec
+    from rewardlab.models.tiny_specs import TINY_MODELS, parameters_of_spec
 
     rows = []
     models_dir = cache_dir() / "models"
@@ -277,7 +277,7 @@ def list_models() -> list[ModelRow]:
         cached = (path / "config.json").exists()
         rows.append(
             ModelRow(
-                name, "built locally", count_parameters_of_spec(spec), _size(path) if cached else None,
+                name, "built locally", parameters_of_spec(spec), _size(path) if cached else None,
                 "Apache-2.0 (rewardlab)", "random init from a seed, character tokenizer", cached,
             )
         )  # fmt: skip
@@ -311,7 +311,7 @@ def fetch_model(name: str) -> Path:
         return packaged_model_path(name)
     if name.lower().endswith(".gguf"):
         return gguf_model_path(name)
-    from rewardlab.models.tiny import TINY_MODELS
+    from rewardlab.models.tiny_specs import TINY_MODELS
 
     if name in TINY_MODELS:
         raise ModelLoadError(f"'{name}' is built locally on first use; there is nothing to fetch")

@@ -8,7 +8,7 @@ initialised from a seed, and the demo primes them with SFT before reinforcement 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -23,42 +23,24 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-PAD, EOS, UNK = "<pad>", "<|end|>", "<unk>"
-ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>", "<|tool|>"]
-# Tags that reward functions look for become single tokens: shorter sequences, easier to learn.
-TAG_TOKENS = ["<answer>", "</answer>", "<think>", "</think>", "<tool>", "</tool>"]
-CHARACTERS = ["\n"] + [chr(i) for i in range(32, 127)]
-
-# ChatML-like, without newlines: every role marker is one token and <|end|> closes a turn.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+from rewardlab.models.tiny_specs import (  # noqa: F401  (re-exported: tiny's names live on here)
+    CHARACTERS,
+    CHAT_TEMPLATE,
+    EOS,
+    PAD,
+    ROLE_TOKENS,
+    TAG_TOKENS,
+    TINY_MODELS,
+    UNK,
+    VOCABULARY,
+    TinySpec,
+    parameters_of_spec,
 )
-
-
-@dataclass(frozen=True)
-class TinySpec:
-    architecture: str  # "llama" or "qwen2"
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    max_position_embeddings: int = 512
-
-
-TINY_MODELS: dict[str, TinySpec] = {
-    # ~0.87M parameters: the demo and test default.
-    "tiny": TinySpec("llama", 128, 384, 4, 4),
-    "tiny-qwen2": TinySpec("qwen2", 128, 384, 4, 4),
-    # ~25M parameters: big enough that matrix work, not Python, dominates a step.
-    "tiny-25m": TinySpec("llama", 512, 1408, 8, 8),
-}
 
 
 def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A character-level tokenizer with chat-role and answer-tag tokens and a chat template."""
-    vocabulary = [PAD, EOS, UNK, *ROLE_TOKENS, *TAG_TOKENS, *CHARACTERS]
-    core = Tokenizer(models.WordLevel({token: i for i, token in enumerate(vocabulary)}, unk_token=UNK))
+    core = Tokenizer(models.WordLevel({token: i for i, token in enumerate(VOCABULARY)}, unk_token=UNK))
     core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     core.decoder = decoders.Fuse()
     tokenizer = PreTrainedTokenizerFast(
@@ -127,9 +109,3 @@ def save_tiny_model(name: str, path: str | Path, seed: int = 0) -> Path:
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def count_parameters_of_spec(spec: TinySpec) -> int:
-    """Parameters of a tiny model, counted on the meta device (nothing allocated, nothing built)."""
-    with torch.device("meta"):
-        return count_parameters(build_tiny_model(spec, build_tiny_tokenizer()))
