@@ -208,3 +208,34 @@ def test_a_packed_weight_follows_its_weight_and_training_never_packs():
     expected = torch.nn.functional.linear(x, base.weight)
     assert torch.equal(torch.ops.mkldnn._linear_pointwise(x, again, None, "none", [], ""), expected)
     assert all(layer.o.packed is None for layer in forward._decoder(training=True).layers)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_first_token_logits_take_the_flat_product_with_the_same_bits(dtype, monkeypatch):
+    """Training's first-suffix-token logits (a (B, 1, H) slice) run as a flat product in half precision on
+    a CPU, which skips copying the head once per row; logits and every gradient are the same to the bit."""
+    model = with_lora(gqa_model()).to(dtype)
+    model.train()
+    completions = [[20, 21, 22], [23], [24, 25], [26, 27, 28]]
+    masks = [[1] * len(c) for c in completions]
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[1]]  # shared: the first token from the prefix
+    ids, attention, mask, start = pad_sequences(prompts, completions, masks, 0, "cpu")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    calls = []
+    results = []
+    real = lean_module._copies_weight_per_row
+    for flat in (True, False):
+        monkeypatch.setattr(
+            lean_module,
+            "_copies_weight_per_row",
+            lambda x, flat=flat: calls.append(real(x)) or flat and real(x),
+        )
+        logits = LeanForward(model, TransformersForward(model)).suffix_logits(ids, attention, start)
+        (logits.float().log_softmax(-1).mean(-1) * mask).sum().backward()
+        results.append((logits.detach(), [p.grad.clone() for p in trainable]))
+        model.zero_grad()
+    assert any(calls)  # the shared-prefix path took the flat product
+    (flat_logits, flat_grads), (batched_logits, batched_grads) = results
+    assert torch.equal(flat_logits, batched_logits)
+    for a, b in zip(flat_grads, batched_grads, strict=True):
+        assert torch.equal(a, b)
