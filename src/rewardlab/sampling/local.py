@@ -102,7 +102,8 @@ def _sample(
     if 0 < top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, -torch.inf)  # ties with the k-th token stay
-    probs = torch.softmax(logits / temperature, dim=-1)
+    # At temperature 1 the division changes no bit: skipping it saves a pass over (B, V).
+    probs = torch.softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
