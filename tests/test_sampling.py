@@ -362,3 +362,47 @@ def test_sampling_by_the_cumulative_distribution_draws_what_multinomial_draws(to
         assert set(torch.nonzero(got).flatten().tolist()) == set(torch.nonzero(expected).flatten().tolist())
         assert torch.allclose(got, expected, atol=0.012), (got, expected)
     assert torch.equal(sample_by_cdf(logits, 0.0, top_p, None, top_k), logits.argmax(-1))
+
+
+def test_inverse_cdf_draws_reproduce_at_a_seed_and_are_a_stream_of_their_own(tiny, tmp_path):
+    sampler = LocalSampler(*tiny)
+    prompts = [Prompt(p) for p in PROMPTS]
+
+    def tokens(draw: str) -> list:
+        params = SamplingParams(n=4, temperature=1.0, max_new_tokens=12, seed=7, draw=draw)
+        return [[g.token_ids for g in row] for row in sampler.generate(prompts, params)]
+
+    assert tokens("inverse_cdf") == tokens("inverse_cdf")
+    assert tokens("inverse_cdf") != tokens("multinomial")  # the option is used, not ignored
+    from rewardlab.config import TrainConfig, load_config
+    from rewardlab.errors import RewardlabError
+
+    config = load_config(TrainConfig, None, ["sampling.draw=inverse_cdf"], {})
+    assert config.sampling.draw == "inverse_cdf"
+    with pytest.raises(RewardlabError, match="sampling.draw.*'multinomial' or 'inverse_cdf'"):
+        load_config(TrainConfig, None, ["sampling.draw=gumbel"], {})
+
+
+def test_training_and_evaluation_draw_as_their_config_says(tmp_path, monkeypatch):
+    from rewardlab.config import EvalConfig
+    from rewardlab.eval.evaluate import evaluate
+    from rewardlab.runs import RunStore
+    from rewardlab.sampling import local
+    from rewardlab.train.trainer import train
+    from test_train import easy_config, easy_env
+
+    calls = []
+    real = local.sample_by_cdf
+    monkeypatch.setattr(local, "sample_by_cdf", lambda *args: calls.append(1) or real(*args))
+    store = RunStore(tmp_path / "runs")
+    train(easy_config(tmp_path, max_steps=1), store, env=easy_env())
+    assert not calls  # multinomial by default
+    train(easy_config(tmp_path, max_steps=1, sampling={"draw": "inverse_cdf"}), store, env=easy_env())
+    assert len(calls) == 6  # one draw per decoding step (6 new tokens at most)
+    eval_config = EvalConfig.model_validate(
+        {"model": {"name_or_path": "tiny"}, "env": {"name": "arithmetic"}, "num_examples": 2,
+         "rollouts_per_example": 1, "sampling": {"draw": "inverse_cdf", "max_new_tokens": 4},
+         "runs_dir": str(tmp_path / "runs")}
+    )  # fmt: skip
+    evaluate(eval_config, store)
+    assert len(calls) > 6

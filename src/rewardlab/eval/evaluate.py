@@ -213,6 +213,7 @@ def run_rollouts(
         max_new_tokens=config.sampling.max_new_tokens_for(env),
         stop=config.sampling.stop,
         response_format=config.sampling.response_format,
+        draw=config.sampling.draw,
     )
     # Chunks keep the progress bar moving and memory flat; each is one batched generation.
     chunk = max(1, config.max_batch_size // config.rollouts_per_example)

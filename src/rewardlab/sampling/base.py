@@ -29,6 +29,10 @@ class SamplingParams:
 
     ``top_k`` keeps the k likeliest tokens of each step before ``top_p`` takes its nucleus (0: all).
 
+    ``draw`` is how the local sampler picks a token from the distribution: ``"multinomial"``
+    (``torch.multinomial``) or ``"inverse_cdf"`` (one uniform number per row and step); the same
+    distribution, other random streams. Endpoints sample as their server does.
+
     ``response_format`` is OpenAI's (``{"type": "json_schema", "json_schema": {"name", "schema"}}`` or
     ``{"type": "json_object"}``): the local sampler enforces it by grammar-constrained decoding (see
     :mod:`rewardlab.sampling.structured`), an endpoint sampler sends it along. ``None`` (or ``{"type":
@@ -48,6 +52,7 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] = field(default_factory=dict)
     response_format: dict | None = None
+    draw: str = "multinomial"
 
 
 @dataclass

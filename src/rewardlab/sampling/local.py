@@ -58,8 +58,8 @@ def sample_by_cdf(
     """:func:`sample_next`'s distribution (the same greedy, top-k and top-p cuts), drawn by inverting each
     row's cumulative distribution at one uniform number: ``B`` random numbers instead of the ``B * V`` that
     ``torch.multinomial`` draws, which on a CPU and a 49k-token vocabulary is most of a decoding step (34 ms
-    of a 90 ms step at 32 rows). The server samples this way; the local sampler keeps ``torch.multinomial``,
-    so training and evaluation draw exactly what they drew before.
+    of a 90 ms step at 32 rows). The server samples this way; the local sampler keeps ``torch.multinomial``
+    unless ``SamplingParams.draw`` asks for this, so training and evaluation draw what they drew before.
     """
 
     def invert(probs: torch.Tensor) -> torch.Tensor:
@@ -265,7 +265,8 @@ class LocalSampler:
                     logits, params.temperature, params.top_p, uniforms[:, step], params.top_k
                 )
             else:
-                token = sample_next(logits, params.temperature, params.top_p, generator, params.top_k)
+                draw = sample_by_cdf if params.draw == "inverse_cdf" else sample_next
+                token = draw(logits, params.temperature, params.top_p, generator, params.top_k)
             token = torch.where(finished, torch.full_like(token, self.pad_id), token)
             if constraint is not None:
                 constraint.advance(token.tolist(), finished.tolist())

@@ -218,6 +218,7 @@ def train(
         max_new_tokens=config.sampling.max_new_tokens_for(env),
         stop=config.sampling.stop,
         response_format=config.sampling.response_format,
+        draw=config.sampling.draw,
         logprobs=config.rollout_engine == "server",  # the loss's ratio is against the server's policy
     )
     # Where rollouts are sampled: here, or by a server (checked now, before the run is created).
