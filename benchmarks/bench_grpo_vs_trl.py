@@ -85,6 +85,7 @@ class BenchConfig:
     sft_steps: int = 1000  # priming, once, cached; 0: start from the random-weight model
     sft_learning_rate: float = 1e-3
     prompt_style: str = "terse"  # "chat" for a real instruct model: instructions and its chat template
+    draw: str = "multinomial"  # rewardlab's sampling.draw (TRL always draws with torch.multinomial)
 
 
 # A real pretrained model (rewardlab models fetch smollm2-135m): its own tokenizer and chat template,
@@ -101,6 +102,10 @@ CONFIGS: dict[str, BenchConfig] = {
     ),
     "smollm2-135m": SMOLLM2,
     "smollm2-135m-bf16": replace(SMOLLM2, name="smollm2-135m-bf16", dtype="bfloat16"),
+    # The same, rewardlab drawing tokens by inverse CDF (sampling.draw): one random number per row and step.
+    "smollm2-135m-bf16-cdf": replace(
+        SMOLLM2, name="smollm2-135m-bf16-cdf", dtype="bfloat16", draw="inverse_cdf"
+    ),
     QWEN_SHAPE: BenchConfig(
         QWEN_SHAPE,
         QWEN_SHAPE,
@@ -222,7 +227,11 @@ def rewardlab_train_config(spec: RunSpec):
                 "rank": max(config.lora_rank, 1),
                 "alpha": config.lora_alpha,
             },
-            "sampling": {"temperature": config.temperature, "max_new_tokens": config.max_new_tokens},
+            "sampling": {
+                "temperature": config.temperature,
+                "max_new_tokens": config.max_new_tokens,
+                "draw": config.draw,
+            },
             "runs_dir": str(Path(spec.work_dir) / "runs"),
             "seed": spec.seed,
             "max_steps": config.steps,
