@@ -159,6 +159,23 @@ class SamplingConfig(Section):
         """The token budget of one model turn: this config's, or ``env``'s default for its prompt style."""
         return env.default_max_new_tokens if self.max_new_tokens == "auto" else self.max_new_tokens
 
+    def params_for(self, env: Any, n: int, **extra: Any):
+        """The :class:`~rewardlab.sampling.base.SamplingParams` of ``n`` samples a prompt on ``env``, with
+        ``extra`` fields (``logprobs``, ``seed``) as given."""
+        from rewardlab.sampling.base import SamplingParams
+
+        return SamplingParams(
+            n=n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            max_new_tokens=self.max_new_tokens_for(env),
+            stop=self.stop,
+            response_format=self.response_format,
+            draw=self.draw,
+            **extra,
+        )
+
 
 class OptimizerConfig(Section):
     """AdamW with a learning-rate schedule and gradient clipping; the defaults are GRPO's."""

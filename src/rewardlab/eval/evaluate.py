@@ -32,7 +32,7 @@ from rewardlab.models.loading import describe_model, load_model
 from rewardlab.rubrics.failures import raise_if_all_errored
 from rewardlab.runs import RunStore, collect_manifest
 from rewardlab.runs.store import to_jsonable
-from rewardlab.sampling.base import Sampler, SamplingParams
+from rewardlab.sampling.base import Sampler
 from rewardlab.sampling.local import LocalSampler
 from rewardlab.sampling.openai_compat import OpenAISampler, RequestStats
 from rewardlab.sampling.scripted import ScriptedSampler, is_scripted
@@ -205,16 +205,7 @@ def run_rollouts(
 ) -> list[ScoredRollout]:
     """Score ``config``'s rollouts, a batch at a time; ``batch_seconds`` gets each batch's generation time."""
     examples = examples if examples is not None else select_examples(env, config)
-    params = SamplingParams(
-        n=config.rollouts_per_example,
-        temperature=config.sampling.temperature,
-        top_p=config.sampling.top_p,
-        top_k=config.sampling.top_k,
-        max_new_tokens=config.sampling.max_new_tokens_for(env),
-        stop=config.sampling.stop,
-        response_format=config.sampling.response_format,
-        draw=config.sampling.draw,
-    )
+    params = config.sampling.params_for(env, config.rollouts_per_example)
     # Chunks keep the progress bar moving and memory flat; each is one batched generation.
     chunk = max(1, config.max_batch_size // config.rollouts_per_example)
     scored: list[ScoredRollout] = []

@@ -30,7 +30,6 @@ from rewardlab.models.loading import LoraSettings, describe_model, load_model
 from rewardlab.rubrics.failures import raise_if_all_errored
 from rewardlab.runs import RunStore, collect_manifest
 from rewardlab.runs.overlap import record_training_data
-from rewardlab.sampling.base import SamplingParams
 from rewardlab.sampling.local import LocalSampler
 from rewardlab.trackers import Trackers, require_trackers
 from rewardlab.train import checkpoint as ckpt
@@ -210,17 +209,8 @@ def train(
         config.optimizer.warmup_steps,
         config.max_steps * config.num_iterations,
     )
-    params = SamplingParams(
-        n=config.group_size,
-        temperature=config.sampling.temperature,
-        top_p=config.sampling.top_p,
-        top_k=config.sampling.top_k,
-        max_new_tokens=config.sampling.max_new_tokens_for(env),
-        stop=config.sampling.stop,
-        response_format=config.sampling.response_format,
-        draw=config.sampling.draw,
-        logprobs=config.rollout_engine == "server",  # the loss's ratio is against the server's policy
-    )
+    # With a server's rollouts, the loss's ratio is against the server's policy: its log-probs are kept.
+    params = config.sampling.params_for(env, config.group_size, logprobs=config.rollout_engine == "server")
     # Where rollouts are sampled: here, or by a server (checked now, before the run is created).
     engine = rollout_engine(config, model, tokenizer, sampler)
     temperature = config.sampling.temperature  # above 0: the config refuses greedy training
