@@ -126,8 +126,8 @@ class SamplingConfig(Section):
         "multinomial",
         description="How a local model's tokens are drawn from the same distribution: 'multinomial' "
         "(torch.multinomial: a random number per vocabulary entry and row at every step) or 'inverse_cdf' "
-        "(one per row; a decoding step on a CPU with a 49k-token vocabulary about a fifth faster). The "
-        "random streams differ, so the same seed gives other samples.",
+        "(one per row: SmolLM2's bfloat16 generations ran 1.33x faster on a CPU, BENCHMARKS.md). The same "
+        "distribution; the random streams differ, so the same seed gives other samples.",
     )
     response_format: dict | None = Field(
         None,
