@@ -42,7 +42,8 @@ from rewardlab.models.catalog import (
     provenance,
 )
 from rewardlab.models.hub import cached_snapshot, hub_cache_dir, is_hub_id, unreachable_reason
-from rewardlab.models.tiny import TINY_MODELS, save_tiny_model
+from rewardlab.models.tiny import save_tiny_model
+from rewardlab.models.tiny_specs import TINY_MODELS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -23,8 +23,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from rewardlab.models.tiny_specs import (  # noqa: F401  (re-exported: tiny's names live on here)
-    CHARACTERS,
+from rewardlab.models.tiny_specs import (
     CHAT_TEMPLATE,
     EOS,
     PAD,
@@ -34,7 +33,6 @@ from rewardlab.models.tiny_specs import (  # noqa: F401  (re-exported: tiny's na
     UNK,
     VOCABULARY,
     TinySpec,
-    parameters_of_spec,
 )
 
 
@@ -105,7 +103,3 @@ def save_tiny_model(name: str, path: str | Path, seed: int = 0) -> Path:
         json.dumps({"name": name, "seed": seed, **asdict(TINY_MODELS[name])}, indent=2)
     )
     return path
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
