@@ -99,6 +99,18 @@ def test_combinations_are_refused_before_anything_loads(tmp_path, overrides, mes
     assert RunStore(tmp_path).list() == []  # refused before a run, a model or an environment
 
 
+@pytest.mark.parametrize("command", ["sft", "train", "eval", "compare"])
+def test_dtype_is_a_flag_wherever_a_local_model_loads(command):
+    lora = ["--set", "lora.enabled=true"] if command in ("sft", "train") else []  # half precision trains LoRA
+    code, out = invoke(command, "--dtype", "bfloat16", *lora, "--print-config")
+    assert code == 0, out
+    printed = tomllib.loads(out)
+    assert (printed["dtype"] if command == "compare" else printed["model"]["dtype"]) == "bfloat16"
+    code, out = invoke(command, "--dtype", "bf16", *lora, "--print-config")
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "dtype" in lines[0] and "bf16" in lines[0], out
+
+
 def test_demo_stages_are_checked_too():
     with pytest.raises(ConfigError, match="config field 'train': beta > 0 needs a reference model"):
         load_config(DemoConfig, overrides=["train.beta=0.1", "train.lora.enabled=false"])

@@ -237,6 +237,10 @@ def default(model, name: str):
 
 ModelOption = Annotated[str | None, typer.Option(help="Starting model (name, path or run id).")]
 EnvOption = Annotated[str | None, typer.Option(help="Environment name, module or .py file.")]
+DtypeOption = Annotated[
+    str | None,
+    typer.Option(help="Weights' dtype of local models: float32, bfloat16 or float16 (model.dtype)."),
+]
 EndpointsOption = Annotated[
     Path | None,
     typer.Option(help="TOML file of [endpoints.<alias>] tables (base_url, model, ...); models name aliases."),
@@ -274,6 +278,7 @@ def sft(
     set_: SetOption = None,
     model: ModelOption = None,
     env: EnvOption = None,
+    dtype: DtypeOption = None,
     budget_usd: BudgetUSD = None,
     budget_minutes: BudgetMinutes = None,
     runs_dir: RunsDir = "runs",
@@ -284,7 +289,12 @@ def sft(
     from rewardlab.train.sft import run_sft
 
     set_ = [*(set_ or []), *budget_overrides(budget_usd, budget_minutes)]  # as typed last: they win
-    flags = {"model.name_or_path": model, "env.name": env, **typed(ctx, runs_dir=runs_dir)}
+    flags = {
+        "model.name_or_path": model,
+        "model.dtype": dtype,
+        "env.name": env,
+        **typed(ctx, runs_dir=runs_dir),
+    }
     result = run_sft(located(configured(SFTConfig, config, set_, flags, print_config)))
     console.print(
         f"primed model: [bold]{result.model_dir}[/] (final loss {result.final_loss:.4f}, "
@@ -300,6 +310,7 @@ def train(
     set_: SetOption = None,
     model: ModelOption = None,
     env: EnvOption = None,
+    dtype: DtypeOption = None,
     resume: Annotated[str | None, typer.Option(help="Run id or directory to resume.")] = None,
     budget_usd: BudgetUSD = None,
     budget_minutes: BudgetMinutes = None,
@@ -316,7 +327,12 @@ def train(
         with renamed_fields_noted():
             cfg = printed_if(resume_config(RunStore(runs_dir), resume, config, set_), print_config)
     else:
-        flags = {"model.name_or_path": model, "env.name": env, **typed(ctx, runs_dir=runs_dir)}
+        flags = {
+            "model.name_or_path": model,
+            "model.dtype": dtype,
+            "env.name": env,
+            **typed(ctx, runs_dir=runs_dir),
+        }
         cfg = configured(TrainConfig, config, set_, flags, print_config)
     result = run_train(located(cfg))
     console.print(trained_line(result), soft_wrap=True)
@@ -355,6 +371,7 @@ def eval_(
         ),
     ] = None,
     env: EnvOption = None,
+    dtype: DtypeOption = None,
     num_examples: Annotated[int | None, typer.Option("--num-examples", "-n", help="Examples (n).")] = None,
     rollouts: Annotated[
         int | None, typer.Option("--rollouts", "-r", help="Rollouts per example (r).")
@@ -374,7 +391,12 @@ def eval_(
     served = served_model(model, base_url, endpoints, alias_required=True) or {"name_or_path": model}
     flags = {f"model.{key}": value for key, value in served.items()}
     flags.update(
-        {"env.name": env, "num_examples": num_examples, "rollouts_per_example": rollouts},
+        {
+            "env.name": env,
+            "model.dtype": dtype,
+            "num_examples": num_examples,
+            "rollouts_per_example": rollouts,
+        },
         **typed(ctx, runs_dir=runs_dir),
     )
     result = evaluate(located(configured(EvalConfig, config, set_, flags, print_config)))
@@ -398,6 +420,7 @@ def compare(
     env: Annotated[
         str | None, typer.Option(help="Environment (default: the one the models were trained on).")
     ] = None,
+    dtype: DtypeOption = None,
     data: Annotated[
         str, typer.Option(help="Data modes, comma-separated: held-out, fresh, adversarial, or all.")
     ] = default(CompareConfig, "data"),
@@ -447,7 +470,13 @@ def compare(
         seed=seed, label_a=label_a, label_b=label_b, samples=samples, endpoints=endpoints,
         base_url_a=base_url_a, base_url_b=base_url_b, force=force, runs_dir=runs_dir,
     )  # fmt: skip
-    cfg = configured(CompareConfig, config, set_, {"a": a, "b": b, "env.name": env, **options}, print_config)
+    cfg = configured(
+        CompareConfig,
+        config,
+        set_,
+        {"a": a, "b": b, "env.name": env, "dtype": dtype, **options},
+        print_config,
+    )
     result = run_compare(RunStore(cfg.runs_dir), cfg)
     console.print(compare_view(result, cfg.label_a, cfg.label_b))
 
