@@ -19,6 +19,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ["REWARDLAB_QUIET"] = "1"
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: takes 10 s or more (processes, a whole demo, a browser, the real model); runs first"
+    )
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first, each module's in their own order: two workers that start with the long ones end
+    together, where one that drew a 40-second test last would leave the other idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory):
     """Tiny models are built once per session into a private cache."""

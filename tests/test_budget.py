@@ -31,6 +31,7 @@ def recording(env):
     return env
 
 
+@pytest.mark.slow
 def test_a_runs_counts_match_a_hand_computation(tmp_path):
     store = RunStore(tmp_path / "runs")
     env = recording(easy_env())

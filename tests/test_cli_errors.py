@@ -128,6 +128,7 @@ def test_help_config_lists_documented_fields():
     not os.path.exists(os.path.join(os.path.dirname(sys.executable), "rewardlab")),
     reason="console script not installed",
 )
+@pytest.mark.slow
 def test_installed_command_exits_2_without_traceback(tmp_path):
     """The real entry point, in a real process: stderr and stdout carry no traceback."""
     command = os.path.join(os.path.dirname(sys.executable), "rewardlab")

@@ -24,6 +24,8 @@ from rewardlab.train import checkpoint as ckpt
 from rewardlab.train.trainer import train
 from test_train import comparable, easy_config, easy_env
 
+pytestmark = pytest.mark.slow  # scheduled first: see conftest.py
+
 ENV_FILE = """
 from rewardlab.envs import SingleTurnEnv
 from rewardlab.rubrics import Rubric

@@ -24,11 +24,14 @@ CHROMEDRIVER = shutil.which("chromedriver")
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium is not installed (pip install -e .[dev])"
 )
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="headless Chromium and chromedriver are not installed (make install, or apt-get install chromium "
-    "chromium-driver)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        CHROMIUM is None or CHROMEDRIVER is None,
+        reason="headless Chromium and chromedriver are not installed (make install, or apt-get install "
+        "chromium chromium-driver)",
+    ),
+    pytest.mark.slow,
+]
 
 
 def token_statistics(store: RunStore, run_id: str) -> int:

@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 from rewardlab.cli import app
 from rewardlab.runs import RunStore
 
+pytestmark = pytest.mark.slow  # scheduled first: see conftest.py
+
 
 def test_demo_writes_summary_report_and_prints_the_summary_path_last(tmp_path):
     overrides = [

@@ -25,6 +25,8 @@ from rewardlab.train.checkpoint import latest
 from rewardlab.train.distributed import World
 from rewardlab.train.trainer import train
 
+pytestmark = pytest.mark.slow  # scheduled first: see conftest.py
+
 ENV_SOURCE = """
 from rewardlab.envs import SingleTurnEnv
 from rewardlab.rubrics import Rubric

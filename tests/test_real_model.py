@@ -16,10 +16,13 @@ from rewardlab.models.catalog import is_converted
 
 MODEL = "smollm2-135m"
 CONVERTED = USER_CACHE / "models" / MODEL
-pytestmark = pytest.mark.skipif(
-    not is_converted(CONVERTED),
-    reason=f"{MODEL} is not fetched: run `rewardlab models fetch {MODEL}` (make test does)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not is_converted(CONVERTED),
+        reason=f"{MODEL} is not fetched: run `rewardlab models fetch {MODEL}` (make test does)",
+    ),
+    pytest.mark.slow,
+]
 
 
 @pytest.fixture(autouse=True)

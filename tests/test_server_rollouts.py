@@ -43,6 +43,8 @@ from rewardlab.train.rollout_engine import sampling_logprobs
 from rewardlab.train.trainer import build_batch, sequence_logprobs, train
 from test_train import digit_fraction, easy_config
 
+pytestmark = pytest.mark.slow  # scheduled first: see conftest.py
+
 MESSAGES = [{"role": "user", "content": "12+7="}]
 
 
