@@ -270,6 +270,16 @@ def budget_overrides(usd: float | None, minutes: float | None) -> list[str]:
     return [f"{name}={value!r}" for name, value in fields.items() if value is not None]
 
 
+def starting_flags(ctx: typer.Context, model, env, dtype, runs_dir) -> dict[str, object]:
+    """The flags sft, train and eval share, as config fields (``None``: not given)."""
+    return {
+        "model.name_or_path": model,
+        "model.dtype": dtype,
+        "env.name": env,
+        **typed(ctx, runs_dir=runs_dir),
+    }
+
+
 @app.command()
 @user_errors
 def sft(
@@ -289,12 +299,7 @@ def sft(
     from rewardlab.train.sft import run_sft
 
     set_ = [*(set_ or []), *budget_overrides(budget_usd, budget_minutes)]  # as typed last: they win
-    flags = {
-        "model.name_or_path": model,
-        "model.dtype": dtype,
-        "env.name": env,
-        **typed(ctx, runs_dir=runs_dir),
-    }
+    flags = starting_flags(ctx, model, env, dtype, runs_dir)
     result = run_sft(located(configured(SFTConfig, config, set_, flags, print_config)))
     console.print(
         f"primed model: [bold]{result.model_dir}[/] (final loss {result.final_loss:.4f}, "
@@ -327,12 +332,7 @@ def train(
         with renamed_fields_noted():
             cfg = printed_if(resume_config(RunStore(runs_dir), resume, config, set_), print_config)
     else:
-        flags = {
-            "model.name_or_path": model,
-            "model.dtype": dtype,
-            "env.name": env,
-            **typed(ctx, runs_dir=runs_dir),
-        }
+        flags = starting_flags(ctx, model, env, dtype, runs_dir)
         cfg = configured(TrainConfig, config, set_, flags, print_config)
     result = run_train(located(cfg))
     console.print(trained_line(result), soft_wrap=True)
@@ -389,16 +389,8 @@ def eval_(
     from rewardlab.eval.view import eval_summary_table
 
     served = served_model(model, base_url, endpoints, alias_required=True) or {"name_or_path": model}
-    flags = {f"model.{key}": value for key, value in served.items()}
-    flags.update(
-        {
-            "env.name": env,
-            "model.dtype": dtype,
-            "num_examples": num_examples,
-            "rollouts_per_example": rollouts,
-        },
-        **typed(ctx, runs_dir=runs_dir),
-    )
+    flags = starting_flags(ctx, None, env, dtype, runs_dir) | {f"model.{k}": v for k, v in served.items()}
+    flags.update(num_examples=num_examples, rollouts_per_example=rollouts)
     result = evaluate(located(configured(EvalConfig, config, set_, flags, print_config)))
     console.print(eval_summary_table(result.summary, title=f"eval {result.run_id}"))
     console.print(f"results: {result.run_dir / 'results.jsonl'}")
@@ -470,13 +462,8 @@ def compare(
         seed=seed, label_a=label_a, label_b=label_b, samples=samples, endpoints=endpoints,
         base_url_a=base_url_a, base_url_b=base_url_b, force=force, runs_dir=runs_dir,
     )  # fmt: skip
-    cfg = configured(
-        CompareConfig,
-        config,
-        set_,
-        {"a": a, "b": b, "env.name": env, "dtype": dtype, **options},
-        print_config,
-    )
+    flags = {"a": a, "b": b, "env.name": env, "dtype": dtype, **options}
+    cfg = configured(CompareConfig, config, set_, flags, print_config)
     result = run_compare(RunStore(cfg.runs_dir), cfg)
     console.print(compare_view(result, cfg.label_a, cfg.label_b))
 
