@@ -111,6 +111,16 @@ def test_dtype_is_a_flag_wherever_a_local_model_loads(command):
     assert code == 2 and len(lines) == 1 and "dtype" in lines[0] and "bf16" in lines[0], out
 
 
+def test_an_endpoints_precision_is_not_asked_for(tmp_path):
+    code, out = invoke(
+        "eval", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--dtype", "bfloat16",
+        "--runs-dir", str(tmp_path),
+    )  # fmt: skip
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "serves in its own precision" in lines[0], out
+    assert RunStore(tmp_path).list() == []
+
+
 def test_demo_stages_are_checked_too():
     with pytest.raises(ConfigError, match="config field 'train': beta > 0 needs a reference model"):
         load_config(DemoConfig, overrides=["train.beta=0.1", "train.lora.enabled=false"])

@@ -69,6 +69,17 @@ class EvalModelConfig(ModelConfig):
         0.25, ge=0, description="First retry delay; it doubles on every retry (with jitter, at most 30s)."
     )
 
+    @model_validator(mode="after")
+    def _precision_is_the_servers(self) -> EvalModelConfig:
+        # Said rather than ignored: a user who asks for bfloat16 from an endpoint would read its numbers as
+        # bfloat16 ones.
+        if self.base_url is not None and self.dtype != "float32":
+            raise ValueError(
+                f"dtype = '{self.dtype}' applies to a model loaded here; the endpoint at base_url serves in "
+                "its own precision"
+            )
+        return self
+
 
 class LoraConfig(Section):
     enabled: bool = Field(True, description="Train a LoRA adapter; false trains every weight.")
