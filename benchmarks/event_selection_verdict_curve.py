@@ -51,6 +51,13 @@ def restated(event: dict) -> str:
     )
 
 
+def accuracy_and_recall(calls: list[tuple[bool, bool]]) -> tuple[float, float]:
+    """Of (said yes, truth) pairs: the share right, and the share of true ones said yes."""
+    right = sum(said == truth for said, truth in calls)
+    found = sum(said and truth for said, truth in calls)
+    return right / len(calls), found / max(sum(truth for _, truth in calls), 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
@@ -118,32 +125,30 @@ def main() -> None:
     @torch.no_grad()
     def verdict_accuracy() -> tuple[float, float]:
         model.eval()
-        right, found = 0, 0
+        calls = []  # (said yes, truth) at every verdict position
         for start in range(0, len(held_out), 8):
             chunk = held_out[start : start + 8]
             ids, _, attention = batch(chunk)
             logits = model(input_ids=ids, attention_mask=attention).logits
             for row, (_, _, verdicts) in enumerate(chunk):
-                for position, truth in verdicts:
-                    said_yes = bool(logits[row, position - 1, yes] > logits[row, position - 1, no])
-                    right += said_yes == truth
-                    found += said_yes and truth
+                calls += [
+                    (bool(logits[row, at - 1, yes] > logits[row, at - 1, no]), truth)
+                    for at, truth in verdicts
+                ]
         model.train()
-        return right / len(events), found / max(sum(events), 1)
+        return accuracy_and_recall(calls)
 
     @torch.no_grad()
     def line_accuracy() -> tuple[float, float]:
         model.eval()
-        right, found = 0, 0
+        calls = []
         for start in range(0, len(held_out_lines), 100):
             chunk = held_out_lines[start : start + 100]
             ids, attention = line_batch(chunk)
             last = model(input_ids=ids, attention_mask=attention).logits[:, -1]
-            for said_yes, (_, truth) in zip((last[:, yes] > last[:, no]).tolist(), chunk, strict=True):
-                right += said_yes == truth
-                found += said_yes and truth
+            calls += zip((last[:, yes] > last[:, no]).tolist(), [truth for _, truth in chunk], strict=True)
         model.train()
-        return right / len(held_out_lines), found / max(sum(t for _, t in held_out_lines), 1)
+        return accuracy_and_recall(calls)
 
     def report(step: int, loss: float | None, started: float) -> None:
         accuracy, recall = verdict_accuracy()
